@@ -1,0 +1,111 @@
+"""The `arbiter` command. Its options are generated from the settings table, so a flag, its
+config-file key and its environment variable can never drift apart.
+
+This is the only module that prints errors and exits; everything below it raises.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from arbiter import __version__, logs
+from arbiter import app as app_loader
+from arbiter import config as config_mod
+from arbiter.errors import EXIT_USAGE, AppLoadError, ArbiterError, ConfigError
+from arbiter.settings import SETTINGS, Setting
+
+
+def _option(setting: Setting) -> Any:
+    kwargs: dict[str, Any] = {"help": setting.help, "default": None, "show_default": False}
+    if setting.is_flag:
+        kwargs.update(is_flag=True, default=None)
+    elif setting.multiple:
+        kwargs.update(multiple=True, default=(), metavar=setting.metavar)
+    else:
+        kwargs.update(metavar=setting.metavar)
+    if setting.default not in (None, (), False) and not setting.is_flag:
+        shown = ",".join(setting.default) if isinstance(setting.default, tuple) else setting.default
+        kwargs["help"] += f"  [default: {shown}]"
+    return click.option(*setting.flags, setting.name, **kwargs)
+
+
+def _cli_values(params: dict[str, Any]) -> dict[str, config_mod.Value]:
+    """What was typed, keyed by setting, with the flag as its origin for error messages."""
+    values: dict[str, config_mod.Value] = {}
+    for setting in SETTINGS:
+        raw = params.get(setting.name)
+        if raw is None or raw == ():
+            continue
+        if setting.multiple:
+            raw = list(raw)
+        values[setting.name] = config_mod.Value(raw, f"option {setting.flags[-1]}")
+    app = params.get("app")
+    if app:
+        values["wsgi_app"] = config_mod.Value(app, "APP argument")
+    return values
+
+
+def _serve(params: dict[str, Any]) -> int:
+    cli_values = _cli_values(params)
+    cfg = config_mod.build(cli_values)
+    if cfg.print_config:
+        click.echo(cfg.as_text())
+        return 0
+    if not cfg.wsgi_app:
+        raise ConfigError("no application given: pass APP (module:attribute), or set `wsgi_app` in the config file")
+    try:
+        logs.setup(cfg)
+    except OSError as exc:
+        raise ConfigError(f"cannot open log file {exc.filename}: {exc.strerror}") from None
+    os.umask(cfg.umask)
+    app_loader.prepare_path(cfg.chdir, cfg.pythonpath)
+    if cfg.check_config:
+        app_loader.load(cfg.wsgi_app)
+        click.echo(f"{cfg.config or 'configuration'}: OK; {cfg.wsgi_app} imports")
+        return 0
+
+    from setproctitle import setproctitle
+
+    from arbiter.master import Master
+
+    setproctitle(f"arbiter: master [{cfg.title_name}]")
+    return Master(cfg, reload_config=lambda: config_mod.build(cli_values)).run()
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    help="Run APP (module:attribute, module:factory() or module) with pre-forked web workers.\n\n"
+    "Operate a running master with `arbiter ctl`.",
+)
+@click.argument("app", required=False)
+@click.version_option(__version__, "-v", "--version", prog_name="arbiter")
+def serve_command(**params: Any) -> None:
+    try:
+        code = _serve(params)
+    except AppLoadError as exc:
+        if exc.details:
+            click.echo(exc.details.rstrip(), err=True)
+        click.echo(f"Error: {exc}", err=True)
+        code = exc.exit_code
+    except ArbiterError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        code = exc.exit_code
+    sys.exit(code)
+
+
+for _setting in reversed(SETTINGS):
+    if _setting.flags:
+        serve_command = _option(_setting)(serve_command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["ctl"]:
+        click.echo("Error: `arbiter ctl` is not available yet", err=True)
+        sys.exit(EXIT_USAGE)
+    serve_command.main(args=args, prog_name="arbiter")

@@ -1,0 +1,225 @@
+"""One frozen, validated `Config`, built from the settings table in layers.
+
+Precedence, lowest first: defaults < config file < `ARBITER_*` environment < command line.
+Every error names the key, where it came from (file and line, or variable, or flag) and what
+was expected.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import os
+import re
+import sys
+import traceback
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from arbiter.errors import ConfigError
+from arbiter.settings import BY_NAME, HOOKS, SETTINGS, Setting, lookup
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class Value:
+    """A raw value and where it came from, kept until conversion so errors can point at it."""
+
+    raw: Any
+    origin: str  # "arbiter.toml:12", "environment variable ARBITER_WORKERS", "--workers"
+
+
+_ConfigBase = dataclasses.make_dataclass(
+    "_ConfigBase",
+    [(s.name, Any, dataclasses.field(default=s.default)) for s in SETTINGS],
+    frozen=True,
+)
+
+
+class Config(_ConfigBase):  # type: ignore[misc, valid-type]
+    """The resolved settings; attribute names are the settings' names (`cfg.workers`)."""
+
+    @property
+    def is_ssl(self) -> bool:
+        return bool(self.certfile)
+
+    @property
+    def title_name(self) -> str:
+        """What process titles call this service: `--name`, else the app."""
+        return self.proc_name or self.wsgi_app or "arbiter"
+
+    def hook(self, name: str) -> Any:
+        """The user's hook function, or None."""
+        return getattr(self, name) if name in HOOKS else None
+
+    def as_text(self) -> str:
+        """`--print-config` output: one `name = value` a line, in table order."""
+        lines = []
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            if callable(value):
+                value = f"<{getattr(value, '__qualname__', 'function')}>"
+            lines.append(f"{setting.name:<26} = {value!r}")
+        return "\n".join(lines)
+
+
+def _unknown(key: str, origin: str) -> ConfigError:
+    names = [s.name for s in SETTINGS]
+    close = difflib.get_close_matches(key.replace("-", "_").lower(), names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"{origin}: unknown setting '{key}'{hint}")
+
+
+def _convert(setting: Setting, value: Value) -> Any:
+    try:
+        return setting.convert(value.raw)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{value.origin}: '{setting.name}' must be {exc}, got {value.raw!r}"
+        ) from None
+
+
+def _line_of(text: str, pattern: str) -> int | None:
+    match = re.search(pattern, text, re.MULTILINE)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def read_toml(path: str) -> dict[str, Value]:
+    """Top-level keys of an `arbiter.toml`, each with its file and line."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    text = data.decode("utf-8", "replace")
+    try:
+        parsed = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    values: dict[str, Value] = {}
+    for key, raw in parsed.items():
+        line = _line_of(text, rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=") or _line_of(
+            text, rf"^\s*\[\s*{re.escape(key)}\b"
+        )
+        origin = f"{path}:{line}" if line else path
+        setting = lookup(key)
+        if setting is None or setting.name in HOOKS:
+            raise _unknown(key, origin)
+        values[setting.name] = Value(raw, origin)
+    return values
+
+
+def read_pyfile(path: str) -> dict[str, Value]:
+    """A Gunicorn-style Python config: module-level names are settings, functions are hooks.
+
+    Names starting with `_`, imported modules and imported functions are the file's own
+    helpers and are skipped; any other unknown name is an error, so a typo never goes unseen.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            source = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    namespace: dict[str, Any] = {"__file__": path, "__name__": "__config__"}
+    try:
+        code = compile(source, path, "exec")
+        exec(code, namespace)  # noqa: S102 - the user's own config file, as Gunicorn does
+    except Exception:
+        raise ConfigError(f"{path}: error while reading the config file:\n{traceback.format_exc()}") from None
+    lines = _top_level_lines(source)
+    values: dict[str, Value] = {}
+    for key, raw in namespace.items():
+        if key.startswith("_") or isinstance(raw, (types.ModuleType, type)):
+            continue
+        if callable(raw) and getattr(raw, "__module__", None) != "__config__":
+            continue  # imported, not defined here
+        origin = f"{path}:{lines[key]}" if key in lines else path
+        setting = lookup(key)
+        if setting is None:
+            raise _unknown(key, origin)
+        if (setting.name in HOOKS) != callable(raw) and raw is not None:
+            kind = "a function" if setting.name in HOOKS else "a value, not a function"
+            raise ConfigError(f"{origin}: '{key}' must be {kind}")
+        values[setting.name] = Value(raw, origin)
+    return values
+
+
+def _top_level_lines(source: str) -> dict[str, int]:
+    lines: dict[str, int] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines.setdefault(node.name, node.lineno)
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        for target in targets:
+            if isinstance(target, ast.Name):
+                lines.setdefault(target.id, node.lineno)
+    return lines
+
+
+def read_file(path: str) -> dict[str, Value]:
+    """Dispatch on the file's kind: TOML, or a Gunicorn-style Python file."""
+    if not os.path.exists(path):
+        raise ConfigError(f"config file {path} does not exist")
+    if path.endswith(".toml"):
+        return read_toml(path)
+    if path.endswith(".py"):
+        return read_pyfile(path)
+    raise ConfigError(f"{path}: unknown config file kind; expected a .toml or a .py file")
+
+
+def read_environ(environ: Mapping[str, str]) -> tuple[dict[str, Value], dict[str, Value]]:
+    """Settings from the environment, as (under the config file, over the config file).
+
+    Under: the variables Gunicorn users expect (`WEB_CONCURRENCY`). Over: `ARBITER_<NAME>`;
+    an unknown `ARBITER_*` variable is an error, like a bad key in a file.
+    """
+    under: dict[str, Value] = {}
+    for setting in SETTINGS:
+        if setting.env_default and setting.env_default in environ:
+            under[setting.name] = Value(environ[setting.env_default], f"environment variable {setting.env_default}")
+    over: dict[str, Value] = {}
+    for key, raw in environ.items():
+        if not key.startswith("ARBITER_") or key in _NOT_SETTINGS:
+            continue
+        origin = f"environment variable {key}"
+        setting = BY_NAME.get(key[len("ARBITER_"):].lower())
+        if setting is None or setting.name in HOOKS:
+            raise _unknown(key[len("ARBITER_"):], origin)
+        over[setting.name] = Value(raw, origin)
+    return under, over
+
+
+# Variables Arbiter sets for its own children; never settings.
+_NOT_SETTINGS = frozenset({"ARBITER_FD", "ARBITER_PID", "ARBITER_WORKER_ID"})
+
+
+def build(cli: Mapping[str, Value], environ: Mapping[str, str] | None = None) -> Config:
+    """Layer defaults, the config file, the environment and the command line into a `Config`.
+
+    Args:
+        cli: values given on the command line, already keyed by setting name.
+        environ: the environment to read (`os.environ` by default).
+
+    Raises:
+        ConfigError: a key is unknown or a value has the wrong type; the message says where.
+    """
+    environ = os.environ if environ is None else environ
+    env_under, env_over = read_environ(environ)
+    config_path = cli.get("config") or env_over.get("config")
+    from_file: dict[str, Value] = {}
+    if config_path is not None:
+        path = _convert(BY_NAME["config"], config_path)
+        from_file = read_file(path)
+    layered: dict[str, Value] = {**env_under, **from_file, **env_over, **cli}
+    values = {name: _convert(BY_NAME[name], value) for name, value in layered.items()}
+    if values.get("threads", 1) > 1 and values.get("worker_class", "auto") == "sync":
+        # Gunicorn's rule: sync with threads is gthread.
+        values["worker_class"] = "gthread"
+    return Config(**values)

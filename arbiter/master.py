@@ -1,0 +1,311 @@
+"""The master: one thread, one selector loop, acting on signals, children and timers.
+
+Each turn: wait on the selector (the signal wake-up socket; later control sockets and program
+pipes) for at most a second or until the next timer, act on the recorded signals, reap exited
+children, read the scoreboard, and bring the worker pool to its target. Nothing here blocks for
+longer than a turn, and no thread is ever started: forking a process that holds threads can
+leave a lock held forever in the child.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import selectors
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from arbiter import __version__, logs, sockets
+from arbiter import app as app_loader
+from arbiter import signals as sigs
+from arbiter.errors import ConfigError
+from arbiter.pool import WorkerPool
+from arbiter.scoreboard import Scoreboard
+from arbiter.sockets import Listener
+
+MAX_WAIT = 1.0  # longest select; also how often timeouts are checked
+QUICK_STOP = 2.0  # SIGINT/SIGQUIT: how long workers get before SIGKILL
+SUSPEND_GAP = 3.0  # a select this much longer than asked means the master itself was stopped
+
+
+class Master:
+    """Runs the web workers (and, through the same loop, everything else the master serves).
+
+    Hooks receive this object as `server`; `cfg`, `log`, `pid` and `num_workers` are there as in
+    Gunicorn.
+    """
+
+    def __init__(
+        self,
+        cfg: Any,
+        *,
+        reload_config: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.reload_config = reload_config
+        self.clock = clock
+        self.log = logging.getLogger("arbiter.error")
+        self.pid = os.getpid()
+        self.listeners: list[Listener] = []
+        self.preloaded: Callable[..., Any] | None = None
+        self.selector = selectors.DefaultSelector()
+        self.signals = sigs.SignalQueue()
+        self.scoreboard = Scoreboard()
+        self.pool: WorkerPool
+        self.stopping = False
+        self.graceful = True
+        self.exit_code = 0
+        self._stop_deadline = 0.0
+        self._killed_at_deadline = False
+        self._awake_since = 0.0
+
+    @property
+    def num_workers(self) -> int:
+        return self.pool.target
+
+    # -- start and run -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Bind, preload, then serve until stopped; returns the process exit status.
+
+        Raises:
+            BindError: a listening address cannot be bound.
+            AppLoadError: under --preload, the app cannot be imported.
+        """
+        hook = self.cfg.hook("on_starting")
+        if hook:
+            hook(self)
+        self.listeners = self._bind()
+        try:
+            if self.cfg.preload_app:
+                self.preloaded = app_loader.load(self.cfg.wsgi_app)
+        except BaseException:
+            self._close_listeners(unlink=True)
+            raise
+        self.pool = WorkerPool(
+            cfg=self.cfg, server=self, listeners=self.listeners, scoreboard=self.scoreboard,
+            close_in_child=self._close_in_child, preloaded=self.preloaded, log=self.log, clock=self.clock,
+        )
+        self.signals.install(self.selector)
+        self._write_pidfile()
+        self._log_start()
+        hook = self.cfg.hook("when_ready")
+        if hook:
+            hook(self)
+        if self.preloaded is not None:
+            # Objects created by the import never change again; keeping the collector off them
+            # keeps their pages shared with every forked worker instead of copied on write.
+            gc.freeze()
+        try:
+            while not self._finished():
+                self.turn()
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    def _bind(self) -> list[Listener]:
+        inherited = sockets.systemd_fds(os.environ)
+        if inherited:
+            self.log.info("Using %d socket(s) from systemd socket activation", len(inherited))
+            return sockets.adopt_systemd(inherited)
+        return sockets.create_listeners(self.cfg.bind, self.cfg.backlog)
+
+    def _log_start(self) -> None:
+        self.log.info("Starting arbiter %s", __version__)
+        scheme = "https" if self.cfg.is_ssl else "http"
+        for listener in self.listeners:
+            self.log.info("Listening at: %s (%s)", listener.url(scheme), self.pid)
+        self.log.info("Using worker: %s", self.cfg.worker_class)
+
+    def turn(self) -> None:
+        """One loop turn. Public so tests and a future embedding can drive it."""
+        before = self.clock()
+        wait = self._wait(before)
+        events = self.selector.select(wait)
+        now = self.clock()
+        if now - before > wait + SUSPEND_GAP:
+            self.log.warning("Master was suspended for %.1f s; worker timeouts restart from now", now - before - wait)
+            self._awake_since = now
+        for key, mask in events:
+            key.data(key, mask)
+        for sig in self.signals.pop_all():
+            self._dispatch(sig)
+        self._reap()
+        now = self.clock()
+        self.pool.check(now, self._awake_since)
+        if self.stopping:
+            if now >= self._stop_deadline and self.pool.workers and not self._killed_at_deadline:
+                self._killed_at_deadline = True
+                self.pool.kill_all()
+        else:
+            self.pool.manage(now)
+
+    def _wait(self, now: float) -> float:
+        deadlines = [d for d in (self.pool.next_deadline(),) if d is not None]
+        if self.stopping:
+            deadlines.append(self._stop_deadline)
+        wait = min([MAX_WAIT] + [d - now for d in deadlines])
+        return max(0.0, wait)
+
+    def _finished(self) -> bool:
+        return self.stopping and not self.pool.workers
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            halt = self.pool.exited(pid, status)
+            if halt is not None:
+                self.stop(graceful=False, exit_code=halt)
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def _dispatch(self, sig: int) -> None:
+        handler = getattr(self, "handle_" + sigs.name(sig)[3:].lower(), None)
+        if handler is not None:
+            handler()
+
+    def handle_chld(self) -> None:
+        pass  # reaping happens every turn
+
+    def handle_term(self) -> None:
+        self.log.info("Handling signal: term")
+        self.stop(graceful=True)
+
+    def handle_int(self) -> None:
+        self.log.info("Handling signal: int")
+        self.stop(graceful=False)
+
+    def handle_quit(self) -> None:
+        self.log.info("Handling signal: quit")
+        self.stop(graceful=False)
+
+    def handle_hup(self) -> None:
+        self.log.info("Handling signal: hup")
+        self.reload()
+
+    def handle_ttin(self) -> None:
+        self.scale(self.pool.target + 1)
+
+    def handle_ttou(self) -> None:
+        self.scale(self.pool.target - 1)
+
+    def handle_usr1(self) -> None:
+        self.log.info("Handling signal: usr1 (reopening log files)")
+        logs.reopen()
+        self.pool.signal_all(signal.SIGUSR1)
+
+    def handle_winch(self) -> None:
+        if not self.cfg.daemon:
+            self.log.debug("SIGWINCH ignored: not daemonized")
+            return
+        self.log.info("Handling signal: winch (stopping workers; the master keeps its sockets)")
+        self.scale(0, minimum=0)
+
+    # -- operations (also the control API's, later) ------------------------------------------
+
+    def scale(self, count: int, minimum: int = 1) -> None:
+        if self.stopping:
+            return
+        old, new = self.pool.target, max(minimum, count)
+        if new == old:
+            self.log.info("Workers: staying at %d%s", old, " (the minimum)" if count < minimum else "")
+            return
+        self.pool.target = new
+        self.log.info("Workers: %d -> %d", old, new)
+        hook = self.cfg.hook("nworkers_changed")
+        if hook:
+            hook(self, new, old)
+
+    def reload(self) -> None:
+        """Reread the config and roll every worker over to a new generation."""
+        if self.stopping:
+            return
+        if self.reload_config is not None:
+            try:
+                cfg = self.reload_config()
+            except ConfigError as exc:
+                self.log.error("Reload refused, the config has an error (still serving the old one): %s", exc)
+                return
+            if cfg.workers != self.cfg.workers:
+                self.scale(cfg.workers)
+            self.cfg = self.pool.cfg = cfg
+            logs.setup(cfg)
+        hook = self.cfg.hook("on_reload")
+        if hook:
+            hook(self)
+        self.pool.begin_reload()
+
+    def stop(self, graceful: bool = True, exit_code: int = 0) -> None:
+        """Begin stopping: graceful lets in-flight requests finish within graceful_timeout."""
+        if exit_code:
+            self.exit_code = exit_code
+        now = self.clock()
+        if self.stopping and (graceful or not self.graceful):
+            return
+        self.stopping = True
+        self.graceful = graceful
+        self._close_listeners(unlink=False)
+        if graceful:
+            self.pool.retire_all(now)
+            self._stop_deadline = now + self.cfg.graceful_timeout
+        else:
+            self.pool.retire_all(now, signal.SIGQUIT)
+            self._stop_deadline = now + min(QUICK_STOP, self.cfg.graceful_timeout or QUICK_STOP)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _close_in_child(self) -> None:
+        """In a forked worker: drop what belongs to the master alone."""
+        self.signals.close_in_child()
+        self.selector.close()
+
+    def _close_listeners(self, unlink: bool) -> None:
+        for listener in self.listeners:
+            listener.close(unlink=unlink)
+
+    def _write_pidfile(self) -> None:
+        if not self.cfg.pidfile:
+            return
+        tmp = f"{self.cfg.pidfile}.{self.pid}.tmp"
+        with open(tmp, "w") as handle:
+            handle.write(f"{self.pid}\n")
+        os.replace(tmp, self.cfg.pidfile)  # never a half-written pidfile
+
+    def _remove_pidfile(self) -> None:
+        if not self.cfg.pidfile:
+            return
+        try:
+            with open(self.cfg.pidfile) as handle:
+                if handle.read().strip() != str(self.pid):
+                    return  # another master owns it now
+            os.unlink(self.cfg.pidfile)
+        except OSError:
+            pass
+
+    def _shutdown(self) -> None:
+        if self.pool.workers:  # an exception escaped the loop: leave no worker behind
+            self.pool.kill_all()
+            for pid in list(self.pool.workers):
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+        self._close_listeners(unlink=True)
+        hook = self.cfg.hook("on_exit")
+        if hook:
+            hook(self)
+        self._remove_pidfile()
+        self.pool.close()
+        self.log.info("Shutting down: Master")
+        sys.stdout.flush()
+

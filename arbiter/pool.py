@@ -1,0 +1,302 @@
+"""The master's view of its web workers: spawning, readiness, timeouts, the count, generations.
+
+Every decision here is made from the worker records and the scoreboard, once per loop turn, so
+that a storm of signals (HUP, TTIN, TTOU) only changes targets, and the pool converges on them.
+
+Generations: a rolling reload makes `generation` one higher. Workers of older generations are
+retired one for each worker of the current generation that reports READY, so the number of
+workers able to serve never drops below the target. A current-generation worker that fails to
+boot while older ones still serve abandons the reload instead of stopping the master.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from arbiter import signals as sigs
+from arbiter import worker_boot
+from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
+from arbiter.scoreboard import Scoreboard, Slot, SlotState
+from arbiter.sockets import Listener
+
+ABORT_GRACE = 1.0  # seconds between SIGABRT and SIGKILL for a hung worker
+MAX_SPAWN_BACKOFF = 30.0
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    """A web worker, as the master tracks it. Hooks (`pre_fork`, `child_exit`...) receive this."""
+
+    age: int
+    generation: int
+    slot: Slot
+    spawned_at: float
+    pid: int = 0
+    ready: bool = False
+    wants_retirement: bool = False  # reached max_requests; replace it, then drain it
+    retiring_since: float | None = None  # SIGTERM sent
+    aborted_at: float | None = None
+    killed: bool = False
+
+    @property
+    def retiring(self) -> bool:
+        return self.retiring_since is not None
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        *,
+        cfg: Any,
+        server: Any,
+        listeners: Sequence[Listener],
+        scoreboard: Scoreboard,
+        close_in_child: Callable[[], None],
+        preloaded: Callable[..., Any] | None,
+        log: logging.Logger,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.server = server
+        self.listeners = list(listeners)
+        self.scoreboard = scoreboard
+        self.close_in_child = close_in_child
+        self.preloaded = preloaded
+        self.log = log
+        self.clock = clock
+        self.target = cfg.workers
+        self.generation = 1
+        self.workers: dict[int, WorkerProcess] = {}
+        self._age = 0
+        self._spawn_backoff = 0.0
+        self._spawn_not_before = 0.0
+        self.served_ok = False  # some worker of some generation has been READY
+        self.reload_failures = 0
+        self.last_reload: str = "none"  # none | in progress | done | failed: reason
+        # One byte per generation: the first worker that fails to load the app prints why.
+        self._token_r, self._token_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        os.write(self._token_w, b"t")
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def current(self) -> list[WorkerProcess]:
+        """Current-generation workers that are meant to stay (not retiring, not replaced)."""
+        return [w for w in self.workers.values()
+                if w.generation == self.generation and not w.retiring and not w.wants_retirement]
+
+    def ready_count(self) -> int:
+        return sum(1 for w in self.current() if w.ready)
+
+    def next_deadline(self) -> float | None:
+        return self._spawn_not_before if self._spawn_not_before > self.clock() else None
+
+    # -- spawning (master side) ------------------------------------------------------------
+
+    def spawn(self) -> WorkerProcess:
+        self._age += 1
+        slot = self.scoreboard.claim(self.generation)
+        worker = WorkerProcess(age=self._age, generation=self.generation, slot=slot, spawned_at=self.clock())
+        hook = self.cfg.hook("pre_fork")
+        if hook:
+            hook(self.server, worker)
+        ppid = os.getpid()
+        with sigs.blocked(sigs.MASTER_SIGNALS):
+            pid = os.fork()
+            if pid == 0:
+                self.close_in_child()
+        if pid == 0:
+            self._child(worker, ppid)  # never returns
+        worker.pid = pid
+        self.scoreboard.bind_pid(slot, pid)
+        self.workers[pid] = worker
+        self.log.info("Booting worker with pid: %s", pid)
+        return worker
+
+    def _child(self, worker: WorkerProcess, ppid: int) -> None:
+        worker.pid = os.getpid()
+
+        def post_fork() -> None:
+            from setproctitle import setproctitle
+
+            setproctitle(f"arbiter: worker [{self.cfg.title_name}]")
+            hook = self.cfg.hook("post_fork")
+            if hook:
+                hook(self.server, worker)
+
+        def on_exit(instance: Any) -> None:
+            hook = self.cfg.hook("worker_exit")
+            if hook:
+                hook(self.server, instance)
+
+        worker_boot.run_worker(
+            cfg=self.cfg, age=worker.age, ppid=ppid, generation=worker.generation, slot=worker.slot,
+            sockets=[listener.sock for listener in self.listeners], preloaded=self.preloaded,
+            token_fd=self._token_r, post_fork=post_fork, on_exit=on_exit,
+        )
+
+    # -- events ----------------------------------------------------------------------------
+
+    def exited(self, pid: int, status: int) -> int | None:
+        """A worker was reaped. Returns an exit code if the master must stop (boot failure)."""
+        worker = self.workers.pop(pid, None)
+        if worker is None:
+            return None
+        self.scoreboard.release(worker.slot.index)
+        code = os.waitstatus_to_exitcode(status)
+        hook = self.cfg.hook("child_exit")
+        if hook:
+            hook(self.server, worker)
+        if worker.ready or worker.retiring:
+            self._spawn_backoff = 0.0
+            if worker.retiring or worker.killed:
+                self.log.debug("Worker (pid:%s) stopped: %s", pid, sigs.exit_description(status))
+            elif code != 0:
+                self.log.error("Worker (pid:%s) %s", pid, sigs.exit_description(status))
+            else:
+                self.log.info("Worker (pid:%s) exited", pid)
+            return None
+        if worker.aborted_at is not None:
+            reason = "Worker not ready within the timeout."
+        else:
+            reason = {APP_LOAD_ERROR: "App failed to load.", WORKER_BOOT_ERROR: "Worker failed to boot."}.get(
+                code, f"Worker died while booting ({sigs.exit_description(status)}).")
+        return self._boot_failed(worker, code, reason)
+
+    def _boot_failed(self, worker: WorkerProcess, code: int, reason: str) -> int | None:
+        if not self.served_ok and code in (WORKER_BOOT_ERROR, APP_LOAD_ERROR):
+            # First boot: nothing serves yet, so a retry would only fork-loop. Stop, as Gunicorn.
+            self.log.critical("%s Stopping (exit %d).", reason, code)
+            return code
+        if worker.generation == self.generation and any(
+            w.generation != self.generation and not w.retiring for w in self.workers.values()
+        ):
+            self.abandon_generation(reason)
+            return None
+        # A replacement failed while others serve, or a crash at first boot: retry, but never
+        # in a tight loop.
+        self._spawn_backoff = min(MAX_SPAWN_BACKOFF, max(1.0, self._spawn_backoff * 2))
+        self._spawn_not_before = self.clock() + self._spawn_backoff
+        self.log.error("%s Retrying in %.0f s.", reason, self._spawn_backoff)
+        self._refill_token()
+        return None
+
+    def abandon_generation(self, reason: str) -> None:
+        """The new generation cannot boot: keep the old one serving, and say so."""
+        failed = self.generation
+        self.generation = max(w.generation for w in self.workers.values() if w.generation != failed)
+        self.reload_failures += 1
+        self.last_reload = f"failed: {reason}"
+        self.log.error("Reload failed: %s Generation %d abandoned; generation %d keeps serving.",
+                       reason, failed, self.generation)
+        for worker in list(self.workers.values()):
+            if worker.generation == failed:
+                self._retire(worker, self.clock())
+        self._refill_token()
+
+    def _refill_token(self) -> None:
+        try:
+            os.read(self._token_r, 1)
+        except BlockingIOError:
+            pass
+        os.write(self._token_w, b"t")
+
+    def begin_reload(self) -> None:
+        self.generation += 1
+        self.last_reload = "in progress"
+        self._refill_token()
+        self.log.info("Reloading: starting generation %d", self.generation)
+
+    # -- each loop turn --------------------------------------------------------------------
+
+    def check(self, now: float, awake_since: float) -> None:
+        """Read the scoreboard: readiness, retirement requests, hung workers."""
+        timeout = self.cfg.timeout
+        for worker in list(self.workers.values()):
+            view = self.scoreboard.read(worker.slot.index)
+            if not worker.ready and view.state in (SlotState.READY, SlotState.RETIRING):
+                worker.ready = True
+                self.served_ok = True
+                self.log.debug("Worker (pid:%s) ready", worker.pid)
+            if view.state == SlotState.RETIRING and not worker.wants_retirement:
+                worker.wants_retirement = True
+            if worker.aborted_at is not None:
+                if not worker.killed and now - worker.aborted_at > ABORT_GRACE:
+                    self._kill(worker, signal.SIGKILL)
+                continue
+            if worker.retiring_since is not None and now - worker.retiring_since > self.cfg.graceful_timeout:
+                if not worker.killed:
+                    self.log.warning("Worker (pid:%s) did not stop within graceful_timeout; killing", worker.pid)
+                    self._kill(worker, signal.SIGKILL)
+                continue
+            # A booting worker has `timeout` to become ready; a ready one, between heartbeats.
+            # A master that was itself stopped (SIGSTOP, a paused VM) cannot tell how long its
+            # workers were silent, so silence counts only from when it was last awake.
+            last = max(view.heartbeat_ns / 1e9 if worker.ready else worker.spawned_at, awake_since)
+            if timeout and now - last > timeout:
+                self.log.critical("WORKER TIMEOUT (pid:%s)%s", worker.pid, "" if worker.ready else " while booting")
+                worker.aborted_at = now
+                self._signal(worker, signal.SIGABRT)
+
+    def manage(self, now: float) -> None:
+        """Spawn and retire workers until the pool matches its target and generation."""
+        current = self.current()
+        old = [w for w in self.workers.values()
+               if (w.generation != self.generation or w.wants_retirement) and not w.retiring]
+        ready_current = sum(1 for w in current if w.ready)
+        missing = self.target - len(current)
+        if old and missing > 0:
+            # Rolling: only a batch of new workers boots at a time beside the old ones.
+            booting = len(current) - ready_current
+            missing = min(missing, self.cfg.reload_batch - booting)
+        if missing > 0 and now >= self._spawn_not_before:
+            for _ in range(missing):
+                self.spawn()
+        # Keep as many old workers as it takes, with the ready new ones, to serve at full count.
+        keep = max(0, self.target - ready_current)
+        for worker in sorted(old, key=lambda w: w.age)[: max(0, len(old) - keep)]:
+            self._retire(worker, now)
+        if len(current) > self.target:  # TTOU: retire the newest
+            for worker in sorted(current, key=lambda w: w.age, reverse=True)[: len(current) - self.target]:
+                self._retire(worker, now)
+        if self.last_reload == "in progress" and not old and ready_current >= self.target:
+            self.last_reload = "done"
+            self.log.info("Reload done: generation %d serving with %d workers", self.generation, ready_current)
+
+    def _retire(self, worker: WorkerProcess, now: float, sig: int = signal.SIGTERM) -> None:
+        if worker.retiring and sig == signal.SIGTERM:
+            return
+        worker.retiring_since = worker.retiring_since or now
+        self._signal(worker, sig)
+
+    def _signal(self, worker: WorkerProcess, sig: int) -> None:
+        try:
+            os.kill(worker.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _kill(self, worker: WorkerProcess, sig: int) -> None:
+        worker.killed = True
+        self._signal(worker, sig)
+
+    def signal_all(self, sig: int) -> None:
+        for worker in self.workers.values():
+            self._signal(worker, sig)
+
+    def retire_all(self, now: float, sig: int = signal.SIGTERM) -> None:
+        """Stop every worker: SIGTERM drains, SIGQUIT leaves at once."""
+        for worker in self.workers.values():
+            self._retire(worker, now, sig)
+
+    def kill_all(self) -> None:
+        for worker in self.workers.values():
+            self._kill(worker, signal.SIGKILL)
+
+    def close(self) -> None:
+        os.close(self._token_r)
+        os.close(self._token_w)

@@ -1,0 +1,124 @@
+"""What a freshly forked web worker does before it serves: the child side of spawning.
+
+Kept apart from the pool so the master's bookkeeping and the child's start-up read separately.
+This code runs in the child only and always ends in `os._exit`.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import socket
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from arbiter import app as app_loader
+from arbiter import workers
+from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadError, WorkerBootError
+from arbiter.scoreboard import Slot
+
+log = logging.getLogger("arbiter.error")
+
+
+def drop_privileges(user: str | None, group: str | None) -> None:
+    """Become `user` (and `group`, else the user's primary group), with its supplementary groups.
+
+    Order matters: supplementary groups and gid while still root, the uid last.
+    """
+    if not user and not group:
+        return
+    uid = _uid(user) if user else os.getuid()
+    gid = _gid(group) if group else (pwd.getpwuid(uid).pw_gid if user else os.getgid())
+    if os.getuid() == uid and os.getgid() == gid:
+        return
+    if user:
+        os.initgroups(pwd.getpwuid(uid).pw_name, gid)
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def _uid(user: str) -> int:
+    try:
+        return int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise WorkerBootError(f"--user {user!r}: no such user") from None
+
+
+def _gid(group: str) -> int:
+    try:
+        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise WorkerBootError(f"--group {group!r}: no such group") from None
+
+
+def report_load_error(exc: AppLoadError, token_fd: int) -> None:
+    """Print the app's traceback once per generation, however many workers fail alike.
+
+    The master puts one byte in a pipe per generation; the worker that reads it prints the
+    whole story, the others one line. A pipe read is atomic, so exactly one worker wins.
+    """
+    try:
+        won = bool(os.read(token_fd, 1))
+    except (BlockingIOError, OSError):
+        won = False
+    if won:
+        log.error("%s\n%s", exc, exc.details.rstrip()) if exc.details else log.error("%s", exc)
+    else:
+        log.info("Worker (pid:%d) could not load the app either", os.getpid())
+
+
+def run_worker(
+    *,
+    cfg: Any,
+    age: int,
+    ppid: int,
+    generation: int,
+    slot: Slot,
+    sockets: Sequence[socket.socket],
+    preloaded: Callable[..., Any] | None,
+    token_fd: int,
+    post_fork: Callable[[], None],
+    on_exit: Callable[[Any], None],
+) -> None:
+    """Load the app, pick the worker class, serve; exit with Gunicorn's codes. Never returns."""
+    code = 0
+    booted = False
+    worker = None
+    try:
+        post_fork()
+        for pair in cfg.raw_env:
+            key, _, value = pair.partition("=")
+            os.environ[key] = value
+        drop_privileges(cfg.user, cfg.group)
+        app = preloaded if preloaded is not None else app_loader.load(cfg.wsgi_app)
+        cls = workers.resolve(cfg.worker_class, app_loader.is_asgi(app))
+        worker = cls(age=age, ppid=ppid, sockets=sockets, app=app, cfg=cfg, slot=slot, generation=generation)
+        booted = True
+        worker.init_process()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except AppLoadError as exc:
+        report_load_error(exc, token_fd)
+        code = APP_LOAD_ERROR
+    except WorkerBootError as exc:
+        log.error("Worker failed to boot: %s", exc)
+        code = WORKER_BOOT_ERROR
+    except BaseException:
+        log.error("Exception in worker process:\n%s", traceback.format_exc().rstrip())
+        code = 1 if booted else WORKER_BOOT_ERROR
+    finally:
+        if worker is not None:
+            log.info("Worker exiting (pid: %s)", os.getpid())
+            try:
+                on_exit(worker)
+            except BaseException:
+                log.exception("worker_exit hook failed")
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

@@ -1,0 +1,185 @@
+"""The worker base class: what every web worker does in its own process, whatever it serves.
+
+A worker is forked (never exec'd) by the master, so it inherits the listening sockets and,
+under `--preload`, the imported app. Its contract with the master:
+
+- heartbeat through its scoreboard slot (`notify()`) at least once a second while healthy;
+  a worker silent for `timeout` seconds is aborted;
+- mark itself READY (`ready()`) once it accepts connections, so a rolling reload can count it;
+- SIGTERM: stop accepting, finish in-flight requests within `graceful_timeout`, exit 0;
+  SIGINT and SIGQUIT: exit at once; SIGABRT (sent on timeout): run `worker_abort`, exit 1;
+  SIGUSR1: reopen log files;
+- exit by itself when the master dies (parent-death signal, and a ppid check).
+
+Subclasses implement `run()`. A custom worker class is a subclass named on the command line as
+`-k package.module:Class`; set `interface` to "wsgi" or "asgi".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal
+
+from arbiter import logs
+from arbiter.scoreboard import Slot, SlotState
+
+PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """Ask Linux to send `sig` to this process when its parent dies. Best effort elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+class Worker:
+    """One web worker process. Attributes are what Gunicorn's hooks are used to finding."""
+
+    interface: ClassVar[Literal["wsgi", "asgi"]] = "wsgi"
+    # Signals a worker handles itself; everything else keeps its default.
+    SIGNALS: ClassVar[tuple[int, ...]] = (
+        signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1,
+    )
+
+    def __init__(
+        self,
+        *,
+        age: int,
+        ppid: int,
+        sockets: Sequence[socket.socket],
+        app: Callable[..., Any],
+        cfg: Any,
+        slot: Slot,
+        generation: int,
+    ) -> None:
+        self.age = age
+        self.ppid = ppid
+        self.sockets = list(sockets)
+        self.app = app
+        self.wsgi = app  # Gunicorn's name for it, used by some hooks
+        self.cfg = cfg
+        self.slot = slot
+        self.generation = generation
+        self.pid = os.getpid()
+        self.log = logging.getLogger("arbiter.error")
+        self.alive = True
+        self._retirement_asked = False
+        self.max_requests = (
+            cfg.max_requests + random.randint(0, cfg.max_requests_jitter) if cfg.max_requests > 0 else sys.maxsize
+        )
+        # The write end of a pipe the signal handlers poke, so a worker blocked in select wakes
+        # at once on SIGTERM; subclasses with a selector register `wakeup_fd`.
+        self.wakeup_fd, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def __str__(self) -> str:
+        return f"<Worker {self.pid}>"
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def init_process(self) -> None:
+        """Set up signals and parent watching, run `post_worker_init`, then serve until done."""
+        set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != self.ppid:  # the master died before prctl took effect
+            self.alive = False
+            return
+        self.init_signals()
+        hook = self.cfg.hook("post_worker_init")
+        if hook:
+            hook(self)
+        self.run()
+
+    def run(self) -> None:
+        raise NotImplementedError  # abstract
+
+    def init_signals(self) -> None:
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._on_signal)
+        # The master handles these; a worker should neither die of them nor act on them.
+        for sig in (signal.SIGHUP, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def _on_signal(self, sig: int, frame: object) -> None:
+        try:
+            os.write(self._wakeup_w, b"!")
+        except BlockingIOError:
+            pass
+        if sig == signal.SIGTERM:
+            self.handle_exit()
+        elif sig == signal.SIGUSR1:
+            self.handle_usr1()
+        elif sig == signal.SIGABRT:
+            self.handle_abort()
+        else:
+            self.handle_quit(sig)
+
+    def handle_exit(self) -> None:
+        """SIGTERM: graceful. Subclasses see `alive` turn False and drain."""
+        self.alive = False
+
+    def handle_quit(self, sig: int) -> None:
+        """SIGINT / SIGQUIT: leave now."""
+        if sig == signal.SIGINT:
+            hook = self.cfg.hook("worker_int")
+            if hook:
+                hook(self)
+        sys.exit(0)
+
+    def handle_abort(self) -> None:
+        """SIGABRT: the master decided we hung. Say where we were, then go."""
+        self.alive = False
+        hook = self.cfg.hook("worker_abort")
+        if hook:
+            hook(self)
+        sys.exit(1)
+
+    def handle_usr1(self) -> None:
+        logs.reopen()
+
+    # -- helpers for subclasses ------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Heartbeat: one store into shared memory. Also notices an orphaned worker."""
+        self.slot.heartbeat()
+        if self.alive and os.getppid() != self.ppid:
+            self.log.info("Parent changed, shutting down: %s", self)
+            self.alive = False
+
+    def ready(self) -> None:
+        """Tell the master this worker accepts connections."""
+        self.slot.set_state(SlotState.READY)
+
+    def draining(self) -> None:
+        """Tell the master this worker no longer accepts (it is finishing in-flight work)."""
+        self.slot.set_state(SlotState.DRAINING)
+
+    def request_done(self) -> bool:
+        """Count one served request. Returns `alive`.
+
+        At `max_requests` the worker does not stop by itself: it asks the master for a
+        replacement and keeps serving until the master drains it (SIGTERM) once the replacement
+        is ready, so recycling never leaves a gap.
+        """
+        self.slot.add_request()
+        if self.slot.requests >= self.max_requests and not self._retirement_asked:
+            self._retirement_asked = True
+            self.log.info("Max requests reached (%d); asking for a replacement.", self.max_requests)
+            self.slot.set_state(SlotState.RETIRING)
+        return self.alive
+
+    def drain_wakeup(self) -> None:
+        try:
+            while os.read(self.wakeup_fd, 512):
+                pass
+        except BlockingIOError:
+            pass

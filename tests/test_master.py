@@ -1,0 +1,256 @@
+"""The master's life cycle, end to end: real masters, real workers, real signals."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import socket
+import time
+
+import psutil
+import pytest
+
+from conftest import http_get, run_arbiter, wait_until
+
+
+def test_asgi_app_served_by_several_workers_under_concurrent_load(arbiter):
+    master = arbiter(["asgi_app:app", "-w", "3"])
+    pids = master.wait_ready(3)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: master.get("/"), range(300)))
+    assert all(status == 200 for status, _ in results)
+    served_by = {int(body.split()[0].split(b"=")[1]) for _, body in results}
+    assert served_by <= set(pids)
+    assert "Using worker: auto" in master.log()
+
+
+def test_killed_worker_is_replaced(arbiter):
+    master = arbiter(["asgi_app:app", "-w", "2"])
+    before = master.wait_ready(2)
+    os.kill(before[0], signal.SIGKILL)
+    after = master.wait_workers(lambda w: len(w) == 2 and before[0] not in w, what="a replacement worker")
+    assert before[1] in after
+    assert master.get("/")[0] == 200
+    assert "killed by SIGKILL" in master.log()
+
+
+def test_hung_asgi_worker_is_aborted_and_replaced_while_others_serve(arbiter):
+    master = arbiter(["asgi_app:app", "-w", "2", "-t", "2"])
+    before = master.wait_ready(2)
+    try:
+        http_get(master.port, "/block", timeout=0.5)
+    except OSError:
+        pass  # the worker never answers: it is stuck
+    # The other worker keeps serving while the stuck one is noticed.
+    assert master.get("/")[0] == 200
+    master.wait_log(r"WORKER TIMEOUT \(pid:\d+\)", timeout=15)
+    after = master.wait_workers(lambda w: len(w) == 2 and set(w) != set(before), what="the hung worker replaced")
+    assert len(set(after) & set(before)) == 1
+    assert master.get("/")[0] == 200
+
+
+def test_sigterm_lets_an_in_flight_request_finish(arbiter):
+    master = arbiter(["asgi_app:app", "-w", "1", "--graceful-timeout", "10"])
+    [worker] = master.wait_ready(1)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(master.get, "/sleep?s=1.5", timeout=10)
+        wait_until(lambda: any(c.status == "ESTABLISHED" for c in psutil.Process(worker).net_connections()),
+                   what="the slow request to reach the worker")
+        master.signal(signal.SIGTERM)
+        status, body = slow.result(timeout=10)
+    assert status == 200 and b"path=/sleep" in body
+    assert master.wait_exit(15) == 0
+
+
+def test_sigint_stops_quickly(arbiter):
+    master = arbiter(["asgi_app:app", "-w", "2", "--graceful-timeout", "30"])
+    master.wait_ready(2)
+    started = time.monotonic()
+    master.signal(signal.SIGINT)
+    assert master.wait_exit(10) == 0
+    assert time.monotonic() - started < 5
+
+
+def test_workers_leave_when_the_master_is_killed(arbiter):
+    master = arbiter(["asgi_app:app", "-w", "2"])
+    workers = master.wait_ready(2)
+    port = master.port
+    master.proc.send_signal(signal.SIGKILL)
+    master.proc.wait(5)
+
+    def gone() -> bool:
+        return not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                       for pid in workers)
+
+    wait_until(gone, timeout=2.5, what="workers to exit after the master died")
+    # Nobody holds the port any more.
+    probe = socket.socket()
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+    finally:
+        probe.close()
+
+
+def test_suspended_master_does_not_kill_healthy_workers(arbiter):
+    master = arbiter(["asgi_app:app", "-w", "2", "-t", "2"])
+    before = master.wait_ready(2)
+    master.signal(signal.SIGSTOP)
+    try:
+        time.sleep(4)  # the point of the test: longer than the timeout
+    finally:
+        master.signal(signal.SIGCONT)
+    master.wait_log(r"Master was suspended", timeout=5)
+    assert master.get("/")[0] == 200
+    assert master.workers() == before
+    assert "WORKER TIMEOUT" not in master.log()
+
+
+def test_import_error_exits_4_with_one_traceback_and_no_fork_loop(tmp_path):
+    started = time.monotonic()
+    result = run_arbiter(["broken_app:app", "-w", "3", "-b", "127.0.0.1:0"], timeout=30)
+    output = result.stdout + result.stderr
+    assert result.returncode == 4, output
+    assert time.monotonic() - started < 15
+    assert output.count("Traceback (most recent call last)") == 1, output
+    assert output.count("RuntimeError: boom") == 1
+    assert output.count("importing broken_app") == 3  # exactly one import per worker: no retries
+    assert output.count("Booting worker with pid") == 3
+    assert "App failed to load" in output
+
+
+def test_import_error_with_preload_exits_4_without_forking(tmp_path):
+    result = run_arbiter(["broken_app:app", "-w", "3", "--preload", "-b", "127.0.0.1:0"])
+    output = result.stdout + result.stderr
+    assert result.returncode == 4, output
+    assert output.count("Traceback (most recent call last)") == 1
+    assert "Booting worker" not in output
+
+
+def test_missing_module_is_one_clear_line(tmp_path):
+    result = run_arbiter(["no_such_module_here:app", "-b", "127.0.0.1:0", "--preload"])
+    assert result.returncode == 4
+    assert "Error: cannot import module 'no_such_module_here': no such module" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_worker_class_for_the_wrong_interface_exits_3(tmp_path):
+    result = run_arbiter(["asgi_app:app", "-k", "sync", "-w", "2", "-b", "127.0.0.1:0"])
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output
+    assert "serves WSGI, but the app is an ASGI app; use -k uvicorn" in output
+
+
+def test_port_in_use_is_one_clear_line_and_exit_1(tmp_path):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        result = run_arbiter(["asgi_app:app", "-b", f"127.0.0.1:{port}"])
+    finally:
+        holder.close()
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"Error: cannot bind 127.0.0.1:{port}: address already in use"
+    assert "Traceback" not in result.stderr
+
+
+def test_master_is_single_threaded(arbiter):
+    master = arbiter(["asgi_app:app", "-w", "2"])
+    master.wait_ready(2)
+    assert psutil.Process(master.pid).num_threads() == 1
+
+
+def test_process_titles(arbiter):
+    master = arbiter(["asgi_app:app", "-w", "1", "-n", "shop"])
+    workers = master.wait_ready(1)
+    assert psutil.Process(master.pid).cmdline()[0] == "arbiter: master [shop]"
+    assert psutil.Process(workers[0]).cmdline()[0] == "arbiter: worker [shop]"
+
+
+@pytest.mark.parametrize("spec", ["factory_app:create_app()", "wsgi_app", "wsgi_app:application"])
+def test_app_spec_forms(arbiter, spec):
+    master = arbiter([spec, "-w", "1", "-k", "gthread"])
+    master.wait_ready(1)
+    status, body = master.get("/")
+    assert status == 200
+    if "factory" in spec:
+        assert body.startswith(b"factory calls=1 ")  # called once in the worker
+
+
+def test_chdir_and_pythonpath(arbiter, tmp_path):
+    app_dir = tmp_path / "elsewhere"
+    app_dir.mkdir()
+    (app_dir / "far_app.py").write_text(
+        "import os\nasync def app(scope, receive, send):\n"
+        "    if scope['type'] != 'http': return\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': os.getcwd().encode()})\n")
+    master = arbiter(["far_app:app", "--chdir", str(app_dir)])
+    master.wait_ready(1)
+    assert master.get("/") == (200, str(app_dir).encode())
+    other = arbiter(["far_app:app", "--pythonpath", str(app_dir)])
+    other.wait_ready(1)
+    assert other.get("/")[0] == 200
+
+
+def test_custom_worker_class(arbiter):
+    master = arbiter(["asgi_app:app", "-w", "1", "-k", "custom_worker:TaggingWorker"])
+    master.wait_ready(1)
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", master.port, timeout=5)
+    conn.request("GET", "/")
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.getheader("x-worker-class") == "tagging"
+    conn.close()
+    assert "TaggingWorker booting" in master.log()
+
+
+def test_lifespan_runs_once_per_worker(arbiter, tmp_path):
+    marker = tmp_path / "lifespan.txt"
+    master = arbiter(["asgi_app:app", "-w", "2", "-k", "uvicorn"], env={"LIFESPAN_MARKER": str(marker)})
+    workers = master.wait_ready(2)
+    wait_until(lambda: marker.exists() and marker.read_text().count("startup") == 2)
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(15) == 0
+    lines = marker.read_text().split("\n")
+    assert sorted(f"startup {pid}" for pid in workers) == sorted(line for line in lines if line.startswith("startup"))
+    assert sorted(f"shutdown {pid}" for pid in workers) == sorted(line for line in lines if line.startswith("shutdown"))
+
+
+def test_gunicorn_python_config_with_hooks(arbiter, tmp_path):
+    hook_log = tmp_path / "hooks.txt"
+    master = arbiter(["-c", "tests/apps/hooks_conf.py", "asgi_app:app"], env={"HOOK_LOG": str(hook_log)})
+    workers = master.wait_ready(2)
+    master.signal(signal.SIGTTIN)
+    master.wait_workers(lambda w: len(w) == 3)
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(15) == 0
+    text = hook_log.read_text()
+    assert text.startswith("on_starting\nwhen_ready workers=2\n")
+    for pid in workers:
+        assert f"post_fork pid={pid}" in text
+        assert f"post_worker_init pid={pid}" in text
+        assert f"worker_exit pid={pid}" in text
+        assert f"child_exit pid={pid}" in text
+    assert "pre_fork age=3" in text
+    assert "nworkers_changed 2->3" in text
+    assert text.endswith("on_exit\n")
+
+
+def test_ttin_and_ttou_change_the_count(arbiter):
+    master = arbiter(["asgi_app:app", "-w", "2"])
+    master.wait_ready(2)
+    master.signal(signal.SIGTTIN)
+    master.wait_workers(lambda w: len(w) == 3)
+    # One at a time: the kernel merges a signal sent again before the first was handled.
+    master.signal(signal.SIGTTOU)
+    master.wait_workers(lambda w: len(w) == 2)
+    master.signal(signal.SIGTTOU)
+    master.wait_workers(lambda w: len(w) == 1)
+    master.signal(signal.SIGTTOU)
+    master.wait_log(r"Workers: staying at 1 \(the minimum\)")
+    assert master.get("/")[0] == 200
