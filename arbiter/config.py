@@ -105,8 +105,8 @@ def read_toml(path: str) -> dict[str, Value]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     values: dict[str, Value] = {}
     for key, raw in parsed.items():
-        line = _line_of(text, rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=") or _line_of(
-            text, rf"^\s*\[\s*{re.escape(key)}\b"
+        line = _line_of(text, rf"^[ \t]*[\"']?{re.escape(key)}[\"']?[ \t]*=") or _line_of(
+            text, rf"^[ \t]*\[[ \t]*{re.escape(key)}\b"
         )
         origin = f"{path}:{line}" if line else path
         setting = lookup(key)
