@@ -28,12 +28,40 @@ def _loop_name() -> str:
     return "uvloop"
 
 
-def _http_name() -> str:
+def _draining_protocol() -> type[Any] | str:
+    """uvicorn's httptools protocol, changed in one respect: how it stops.
+
+    uvicorn closes an idle keep-alive connection the moment shutdown starts; a client that
+    had just sent a request on it sees the connection drop with no answer, which is where most
+    failed requests during a reload come from. Here an idle connection stays open until its
+    keep-alive timer ends it, and a request that arrives meanwhile is answered, with
+    `Connection: close`, so the client moves to a live worker without losing anything.
+    """
     try:
-        import httptools  # noqa: F401
-    except ImportError:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # no httptools: uvicorn's h11 protocol, drained uvicorn's way
         return "h11"
-    return "httptools"
+
+    class DrainingHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
+        draining = False
+
+        def shutdown(self) -> None:
+            self.draining = True
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.cycle.keep_alive = False  # in flight: answer, then close
+            elif self.timeout_keep_alive_task is None:
+                # Accepted but silent so far: give the request that is surely coming the same
+                # keep-alive grace as an idle connection.
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            if self.draining and self.cycle is not None:
+                self.cycle.keep_alive = False
+
+    return DrainingHttpToolsProtocol
 
 
 class _Server(uvicorn.Server):
@@ -65,7 +93,7 @@ class UvicornWorker(Worker):
         cfg = self.cfg
         kwargs: dict[str, Any] = dict(
             loop=_loop_name(),
-            http=_http_name(),
+            http=_draining_protocol(),
             # "auto": startup and shutdown run whenever the app speaks lifespan, and a startup
             # failure stops the worker (exit 3); a bare app that rejects the lifespan scope is
             # still served, where "on" would refuse to start it.
