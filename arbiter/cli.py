@@ -63,6 +63,7 @@ def _serve(params: dict[str, Any]) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot open log file {exc.filename}: {exc.strerror}") from None
     os.umask(cfg.umask)
+    start_cwd = os.getcwd()
     app_loader.prepare_path(cfg.chdir, cfg.pythonpath)
     if cfg.check_config:
         app_loader.load(cfg.wsgi_app)
@@ -74,7 +75,7 @@ def _serve(params: dict[str, Any]) -> int:
     from arbiter.master import Master
 
     setproctitle(f"arbiter: master [{cfg.title_name}]")
-    return Master(cfg, reload_config=lambda: config_mod.build(cli_values)).run()
+    return Master(cfg, reload_config=lambda: config_mod.build(cli_values), start_cwd=start_cwd).run()
 
 
 @click.command(

@@ -197,7 +197,7 @@ def read_environ(environ: Mapping[str, str]) -> tuple[dict[str, Value], dict[str
 
 
 # Variables Arbiter sets for its own children; never settings.
-_NOT_SETTINGS = frozenset({"ARBITER_FD", "ARBITER_PID", "ARBITER_WORKER_ID"})
+_NOT_SETTINGS = frozenset({"ARBITER_REEXEC"})
 
 
 def build(cli: Mapping[str, Value], environ: Mapping[str, str] | None = None) -> Config:

@@ -85,3 +85,10 @@ def reopen() -> None:
                     handler.stream = handler._open()
                 finally:
                     handler.release()
+
+
+def flush() -> None:
+    """Flush every handler (before the process image is replaced)."""
+    for name in (ERROR_LOGGER, ACCESS_LOGGER):
+        for handler in logging.getLogger(name).handlers:
+            handler.flush()

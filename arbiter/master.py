@@ -9,20 +9,22 @@ leave a lock held forever in the child.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
 import selectors
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from arbiter import __version__, logs, sockets
+from arbiter import __version__, logs, sockets, systemd, upgrade
 from arbiter import app as app_loader
 from arbiter import signals as sigs
-from arbiter.errors import ConfigError
+from arbiter.errors import ArbiterError, ConfigError
 from arbiter.pool import WorkerPool
 from arbiter.scoreboard import Scoreboard
 from arbiter.sockets import Listener
@@ -44,10 +46,12 @@ class Master:
         cfg: Any,
         *,
         reload_config: Callable[[], Any] | None = None,
+        start_cwd: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self.reload_config = reload_config
+        self.start_cwd = start_cwd or os.getcwd()  # where relative paths meant something
         self.clock = clock
         self.log = logging.getLogger("arbiter.error")
         self.pid = os.getpid()
@@ -55,8 +59,15 @@ class Master:
         self.preloaded: Callable[..., Any] | None = None
         self.selector = selectors.DefaultSelector()
         self.signals = sigs.SignalQueue()
-        self.scoreboard = Scoreboard()
+        self.notify = systemd.Notifier(os.environ)
+        self.handover = upgrade.take(os.environ)
+        self.scoreboard = Scoreboard(fd=self.handover.scoreboard_fd if self.handover else None)
         self.pool: WorkerPool
+        # Children that are not web workers (the upgrade check), with what to do when they exit.
+        self._aux: dict[int, Callable[[int], None]] = {}
+        self._upgrade_check: tuple[subprocess.Popen[bytes], float] | None = None
+        self._ready_sent = False
+        self._reload_state = "none"
         self.stopping = False
         self.graceful = True
         self.exit_code = 0
@@ -94,6 +105,10 @@ class Master:
         self.signals.install(self.selector)
         self._write_pidfile()
         self._log_start()
+        if self.handover is not None:
+            self.pool.adopt(self.handover, self.cfg.workers)
+            self.log.info("Upgraded in place (pid %d): adopted %d workers", self.pid, len(self.pool.workers))
+            self.pool.begin_reload()
         hook = self.cfg.hook("when_ready")
         if hook:
             hook(self)
@@ -109,9 +124,22 @@ class Master:
         return self.exit_code
 
     def _bind(self) -> list[Listener]:
+        if self.handover is not None:
+            inherited = self.handover.listeners
+            if all(text.startswith("fd://") for text in inherited):
+                # Handed down from systemd: the sockets are the configuration.
+                self.cfg = dataclasses.replace(self.cfg, bind=tuple(inherited))
+            listeners = sockets.create_listeners(self.cfg.bind, self.cfg.backlog, inherited=inherited)
+            kept = {listener.fileno() for listener in listeners}
+            for fd in set(self.handover.listeners.values()) - kept:
+                os.close(fd)  # an address the new config no longer binds
+            return listeners
         inherited = sockets.systemd_fds(os.environ)
         if inherited:
             self.log.info("Using %d socket(s) from systemd socket activation", len(inherited))
+            for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+                os.environ.pop(name, None)  # ours alone: children must not take them for theirs
+            self.cfg = dataclasses.replace(self.cfg, bind=tuple(f"fd://{fd}" for fd in inherited))
             return sockets.adopt_systemd(inherited)
         return sockets.create_listeners(self.cfg.bind, self.cfg.backlog)
 
@@ -144,6 +172,23 @@ class Master:
                 self.pool.kill_all()
         else:
             self.pool.manage(now)
+            self._report(now)
+
+    def _report(self, now: float) -> None:
+        """Tell systemd (and the log) when the pool first becomes ready and when a reload ends."""
+        if self._upgrade_check is not None and now > self._upgrade_check[1]:
+            self.log.error("Upgrade check did not finish in time; killing it")
+            self._upgrade_check[0].kill()
+        status = f"{self.pool.ready_count()} of {self.pool.target} workers ready, generation {self.pool.generation}"
+        if not self._ready_sent and self.pool.ready_count() >= self.pool.target:
+            self._ready_sent = True
+            self.notify.ready(status)
+        if self.pool.last_reload != self._reload_state:
+            self._reload_state = self.pool.last_reload
+            if self._reload_state == "in progress":
+                self.notify.reloading(f"Reloading: {status}")
+            else:
+                self.notify.ready(f"Reload {self._reload_state}; {status}")
 
     def _wait(self, now: float) -> float:
         deadlines = [d for d in (self.pool.next_deadline(),) if d is not None]
@@ -163,6 +208,9 @@ class Master:
                 return
             if pid == 0:
                 return
+            if pid in self._aux:
+                self._aux.pop(pid)(status)
+                continue
             halt = self.pool.exited(pid, status)
             if halt is not None:
                 self.stop(graceful=False, exit_code=halt)
@@ -191,7 +239,14 @@ class Master:
 
     def handle_hup(self) -> None:
         self.log.info("Handling signal: hup")
-        self.reload()
+        if self.cfg.preload_app:
+            self.upgrade()  # the new code can only load in a new master image
+        else:
+            self.reload()
+
+    def handle_usr2(self) -> None:
+        self.log.info("Handling signal: usr2")
+        self.upgrade()
 
     def handle_ttin(self) -> None:
         self.scale(self.pool.target + 1)
@@ -236,6 +291,15 @@ class Master:
             except ConfigError as exc:
                 self.log.error("Reload refused, the config has an error (still serving the old one): %s", exc)
                 return
+            if cfg.bind != self.cfg.bind:
+                try:
+                    self.listeners = sockets.rebind(self.listeners, cfg.bind, cfg.backlog)
+                except ArbiterError as exc:
+                    self.log.error("Reload refused (still serving the old config): %s", exc)
+                    return
+                self.pool.listeners = self.listeners
+                for listener in self.listeners:
+                    self.log.info("Listening at: %s (%s)", listener.url("https" if cfg.is_ssl else "http"), self.pid)
             if cfg.workers != self.cfg.workers:
                 self.scale(cfg.workers)
             self.cfg = self.pool.cfg = cfg
@@ -244,6 +308,50 @@ class Master:
         if hook:
             hook(self)
         self.pool.begin_reload()
+
+    def upgrade(self) -> None:
+        """Check that the new code loads (in a child), then re-execute the master in place."""
+        if self.stopping:
+            return
+        if self._upgrade_check is not None:
+            self.log.info("Upgrade already under way")
+            return
+        env = dict(os.environ)
+        env.pop(upgrade.ENV, None)
+        proc = subprocess.Popen(upgrade.check_command(), cwd=self.start_cwd, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self._upgrade_check = (proc, self.clock() + max(self.cfg.timeout, 30.0))
+        self._aux[proc.pid] = self._upgrade_checked
+        self.log.info("Upgrade: checking that the new code loads (pid %d)", proc.pid)
+
+    def _upgrade_checked(self, status: int) -> None:
+        proc, _ = self._upgrade_check or (None, 0.0)
+        self._upgrade_check = None
+        code = os.waitstatus_to_exitcode(status)
+        if proc is not None:
+            proc.returncode = code  # reaped by us; tell Popen so it does not wait again
+        if code != 0 or self.stopping:
+            self.pool.last_reload = f"failed: upgrade check exited {code}"
+            self.log.error("Upgrade refused: the new code does not load (check exited %d); still serving", code)
+            return
+        self.notify.reloading("Upgrading in place")
+        handover = upgrade.HandOver(
+            cwd=self.start_cwd,
+            listeners={listener.address.text: listener.fileno() for listener in self.listeners},
+            scoreboard_fd=self.scoreboard.fd,
+            generation=self.pool.generation, age=self.pool.age, target=self.pool.target,
+            configured=self.cfg.workers, workers=self.pool.handover_workers(),
+        )
+        self.log.info("Upgrading in place: re-executing the master (pid %d)", self.pid)
+        environ = dict(os.environ)
+        if self.notify.raw:
+            environ["NOTIFY_SOCKET"] = self.notify.raw
+        inherit = [*handover.listeners.values(), handover.scoreboard_fd]
+        logs.flush()
+        try:
+            upgrade.reexec(handover, inherit, environ)
+        except OSError as exc:
+            self.log.error("Upgrade failed: cannot re-execute %s: %s", upgrade.command()[0], exc)
 
     def stop(self, graceful: bool = True, exit_code: int = 0) -> None:
         """Begin stopping: graceful lets in-flight requests finish within graceful_timeout."""
@@ -254,6 +362,7 @@ class Master:
             return
         self.stopping = True
         self.graceful = graceful
+        self.notify.stopping()
         self._close_listeners(unlink=False)
         if graceful:
             self.pool.retire_all(now)

@@ -73,7 +73,7 @@ class WorkerPool:
         self.target = cfg.workers
         self.generation = 1
         self.workers: dict[int, WorkerProcess] = {}
-        self._age = 0
+        self.age = 0
         self._spawn_backoff = 0.0
         self._spawn_not_before = 0.0
         self.served_ok = False  # some worker of some generation has been READY
@@ -99,9 +99,9 @@ class WorkerPool:
     # -- spawning (master side) ------------------------------------------------------------
 
     def spawn(self) -> WorkerProcess:
-        self._age += 1
+        self.age += 1
         slot = self.scoreboard.claim(self.generation)
-        worker = WorkerProcess(age=self._age, generation=self.generation, slot=slot, spawned_at=self.clock())
+        worker = WorkerProcess(age=self.age, generation=self.generation, slot=slot, spawned_at=self.clock())
         hook = self.cfg.hook("pre_fork")
         if hook:
             hook(self.server, worker)
@@ -205,6 +205,24 @@ class WorkerPool:
         except BlockingIOError:
             pass
         os.write(self._token_w, b"t")
+
+    def adopt(self, handover: Any, configured: int) -> None:
+        """Take over the workers a previous master image ran (after an in-place upgrade)."""
+        now = self.clock()
+        self.age = handover.age
+        self.generation = handover.generation
+        self.target = configured if configured != handover.configured else handover.target
+        for item in handover.workers:
+            worker = WorkerProcess(age=item.age, generation=item.generation, slot=self.scoreboard.slot(item.slot),
+                                   spawned_at=now, pid=item.pid, ready=item.ready)
+            self.workers[item.pid] = worker
+            self.served_ok = self.served_ok or item.ready
+
+    def handover_workers(self) -> list[Any]:
+        from arbiter.upgrade import AdoptedWorker
+
+        return [AdoptedWorker(pid=w.pid, age=w.age, generation=w.generation, slot=w.slot.index, ready=w.ready)
+                for w in self.workers.values()]
 
     def begin_reload(self) -> None:
         self.generation += 1

@@ -8,7 +8,7 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from arbiter.errors import BindError, ConfigError
@@ -204,6 +204,33 @@ def create_listeners(
             listener.close()
         raise
     return listeners
+
+
+def rebind(current: Sequence[Listener], binds: Iterable[str], backlog: int) -> list[Listener]:
+    """The listeners for a changed `bind`: unchanged addresses keep their socket (it is never
+    closed, so nothing queued on it is lost), new ones are bound, dropped ones closed.
+
+    Raises:
+        ConfigError, BindError: a new address is malformed or cannot be bound; nothing changed.
+    """
+    by_text = {listener.address.text: listener for listener in current}
+    kept: list[Listener] = []
+    fresh: list[Listener] = []
+    try:
+        for text in binds:
+            address = parse_address(text)
+            if address.text in by_text:
+                kept.append(by_text.pop(address.text))
+            else:
+                fresh.extend(create_listeners([text], backlog))
+    except Exception:
+        for listener in fresh:
+            listener.close()
+        raise
+    for listener in by_text.values():
+        listener.close()
+    order = {listener.address.text: listener for listener in kept + fresh}
+    return [order[parse_address(text).text] for text in binds]
 
 
 def adopt_systemd(fds: Iterable[int]) -> list[Listener]:

@@ -226,7 +226,8 @@ def test_gunicorn_python_config_with_hooks(arbiter, tmp_path):
     master = arbiter(["-c", "tests/apps/hooks_conf.py", "asgi_app:app"], env={"HOOK_LOG": str(hook_log)})
     workers = master.wait_ready(2)
     master.signal(signal.SIGTTIN)
-    master.wait_workers(lambda w: len(w) == 3)
+    # Every worker past its boot, so each one runs its exit hook when stopped.
+    wait_until(lambda: hook_log.read_text().count("post_worker_init") == 3, what="3 workers initialised")
     master.signal(signal.SIGTERM)
     assert master.wait_exit(15) == 0
     text = hook_log.read_text()

@@ -111,3 +111,75 @@ def test_broken_deploy_keeps_the_old_generation_serving(arbiter, tmp_path):
     assert result.failures == [], result.failures[:10]
     assert master.get("/")[1].endswith(b" v2")
     assert master.log().count("ImportError: a broken deploy") == 1
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_usr2_upgrades_in_place_keeping_the_pid(arbiter, tmp_path, preload):
+    app_dir = tmp_path / "deploy"
+    app_dir.mkdir()
+    module = app_dir / "versioned_app.py"
+    source = textwrap.dedent('''
+        import os
+        VERSION = "v1"
+        def app(environ, start_response):
+            body = f"pid={os.getpid()} {VERSION}".encode()
+            start_response("200 OK", [("Content-Length", str(len(body)))])
+            return [body]
+    ''')
+    module.write_text(source)
+    extra = ["--preload"] if preload else []
+    master = arbiter(["versioned_app:app", "-w", "2", "-k", "gthread", "--chdir", str(app_dir), *extra])
+    old = set(master.wait_ready(2))
+    with Load(master.port, slow=0) as load:
+        module.write_text(source.replace("v1", "v2"))
+        master.signal(signal.SIGHUP if preload else signal.SIGUSR2)
+        master.wait_log(r"Upgraded in place \(pid \d+\): adopted 2 workers")
+        master.wait_log(r"Reload done: generation")
+        load.wait_for_requests(50)
+        result = load.stop()
+    assert result.failures == [], result.failures[:10]
+    assert master.proc.poll() is None  # same process, still running: the PID never changed
+    new = set(master.wait_workers(lambda w: len(w) == 2))
+    assert not old & new
+    assert master.get("/")[1].endswith(b" v2")
+
+
+def test_upgrade_with_broken_code_is_refused(arbiter, tmp_path):
+    app_dir = tmp_path / "deploy"
+    app_dir.mkdir()
+    module = app_dir / "fragile_app.py"
+    module.write_text("def app(environ, start_response):\n"
+                      "    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n")
+    master = arbiter(["fragile_app:app", "-w", "1", "-k", "gthread", "--chdir", str(app_dir), "--preload"])
+    old = master.wait_ready(1)
+    module.write_text("raise SyntaxError('half-written deploy')\n")
+    master.signal(signal.SIGUSR2)
+    master.wait_log(r"Upgrade refused: the new code does not load \(check exited 4\); still serving")
+    assert master.workers() == old
+    assert master.get("/") == (200, b"ok")
+
+
+def test_hup_rebinds_a_changed_bind_and_keeps_the_unchanged_socket(arbiter, tmp_path):
+    path = tmp_path / "arbiter.toml"
+    sock_path = tmp_path / "extra.sock"
+    path.write_text('wsgi_app = "asgi_app:app"\nbind = ["127.0.0.1:0"]\nworkers = 1\n')
+    master = arbiter(["-c", str(path)], bind=False)
+    master.wait_ready(1)
+    port = master.port
+    path.write_text(f'wsgi_app = "asgi_app:app"\nbind = ["127.0.0.1:0", "unix:{sock_path}"]\nworkers = 1\n')
+    _reload(master, 1)
+    assert sock_path.exists()
+    import http.client
+    import socket as socket_mod
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket_mod.socket(socket_mod.AF_UNIX)
+            self.sock.connect(str(sock_path))
+
+    conn = UnixConnection("localhost", timeout=5)
+    conn.request("GET", "/")
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert master.get("/")[0] == 200  # the original port is the same socket, still there
+    assert f"127.0.0.1:{port}" in master.log()
