@@ -15,7 +15,6 @@ import logging
 import os
 import selectors
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -65,7 +64,7 @@ class Master:
         self.pool: WorkerPool
         # Children that are not web workers (the upgrade check), with what to do when they exit.
         self._aux: dict[int, Callable[[int], None]] = {}
-        self._upgrade_check: tuple[subprocess.Popen[bytes], float] | None = None
+        self.upgrader = upgrade.Upgrader(self)
         self._ready_sent = False
         self._reload_state = "none"
         self.stopping = False
@@ -176,9 +175,7 @@ class Master:
 
     def _report(self, now: float) -> None:
         """Tell systemd (and the log) when the pool first becomes ready and when a reload ends."""
-        if self._upgrade_check is not None and now > self._upgrade_check[1]:
-            self.log.error("Upgrade check did not finish in time; killing it")
-            self._upgrade_check[0].kill()
+        self.upgrader.check_deadline(now)
         status = f"{self.pool.ready_count()} of {self.pool.target} workers ready, generation {self.pool.generation}"
         if not self._ready_sent and self.pool.ready_count() >= self.pool.target:
             self._ready_sent = True
@@ -189,6 +186,10 @@ class Master:
                 self.notify.reloading(f"Reloading: {status}")
             else:
                 self.notify.ready(f"Reload {self._reload_state}; {status}")
+
+    def adopt_child(self, pid: int, on_exit: Callable[[int], None]) -> None:
+        """Have the loop reap `pid` (a child that is not a web worker) and call `on_exit(status)`."""
+        self._aux[pid] = on_exit
 
     def _wait(self, now: float) -> float:
         deadlines = [d for d in (self.pool.next_deadline(),) if d is not None]
@@ -311,47 +312,8 @@ class Master:
 
     def upgrade(self) -> None:
         """Check that the new code loads (in a child), then re-execute the master in place."""
-        if self.stopping:
-            return
-        if self._upgrade_check is not None:
-            self.log.info("Upgrade already under way")
-            return
-        env = dict(os.environ)
-        env.pop(upgrade.ENV, None)
-        proc = subprocess.Popen(upgrade.check_command(), cwd=self.start_cwd, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        self._upgrade_check = (proc, self.clock() + max(self.cfg.timeout, 30.0))
-        self._aux[proc.pid] = self._upgrade_checked
-        self.log.info("Upgrade: checking that the new code loads (pid %d)", proc.pid)
-
-    def _upgrade_checked(self, status: int) -> None:
-        proc, _ = self._upgrade_check or (None, 0.0)
-        self._upgrade_check = None
-        code = os.waitstatus_to_exitcode(status)
-        if proc is not None:
-            proc.returncode = code  # reaped by us; tell Popen so it does not wait again
-        if code != 0 or self.stopping:
-            self.pool.last_reload = f"failed: upgrade check exited {code}"
-            self.log.error("Upgrade refused: the new code does not load (check exited %d); still serving", code)
-            return
-        self.notify.reloading("Upgrading in place")
-        handover = upgrade.HandOver(
-            cwd=self.start_cwd,
-            listeners={listener.address.text: listener.fileno() for listener in self.listeners},
-            scoreboard_fd=self.scoreboard.fd,
-            generation=self.pool.generation, age=self.pool.age, target=self.pool.target,
-            configured=self.cfg.workers, workers=self.pool.handover_workers(),
-        )
-        self.log.info("Upgrading in place: re-executing the master (pid %d)", self.pid)
-        environ = dict(os.environ)
-        if self.notify.raw:
-            environ["NOTIFY_SOCKET"] = self.notify.raw
-        inherit = [*handover.listeners.values(), handover.scoreboard_fd]
-        logs.flush()
-        try:
-            upgrade.reexec(handover, inherit, environ)
-        except OSError as exc:
-            self.log.error("Upgrade failed: cannot re-execute %s: %s", upgrade.command()[0], exc)
+        if not self.stopping:
+            self.upgrader.start()
 
     def stop(self, graceful: bool = True, exit_code: int = 0) -> None:
         """Begin stopping: graceful lets in-flight requests finish within graceful_timeout."""

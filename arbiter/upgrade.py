@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from arbiter import logs
 
 ENV = "ARBITER_REEXEC"
 
@@ -76,3 +80,58 @@ def reexec(handover: HandOver, inherit: Sequence[int], environ: Mapping[str, str
     env[ENV] = handover.encode()
     os.chdir(handover.cwd)
     os.execve(sys.executable, command(), env)
+
+
+class Upgrader:
+    """Runs one upgrade at a time for a master: the check child, then the re-exec."""
+
+    def __init__(self, master: Any) -> None:
+        self.master = master
+        self._check: subprocess.Popen[bytes] | None = None
+        self._deadline = 0.0
+
+    def start(self) -> None:
+        master = self.master
+        if self._check is not None:
+            master.log.info("Upgrade already under way")
+            return
+        env = dict(os.environ)
+        env.pop(ENV, None)
+        self._check = subprocess.Popen(check_command(), cwd=master.start_cwd, env=env,
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self._deadline = master.clock() + max(master.cfg.timeout, 30.0)
+        master.adopt_child(self._check.pid, self._checked)
+        master.log.info("Upgrade: checking that the new code loads (pid %d)", self._check.pid)
+
+    def check_deadline(self, now: float) -> None:
+        if self._check is not None and now > self._deadline:
+            self.master.log.error("Upgrade check did not finish in time; killing it")
+            self._check.kill()
+
+    def _checked(self, status: int) -> None:
+        master, proc, self._check = self.master, self._check, None
+        code = os.waitstatus_to_exitcode(status)
+        if proc is not None:
+            proc.returncode = code  # reaped by the master; Popen must not wait for it again
+        if code != 0 or master.stopping:
+            master.pool.last_reload = f"failed: upgrade check exited {code}"
+            master.log.error("Upgrade refused: the new code does not load (check exited %d); still serving", code)
+            return
+        master.notify.reloading("Upgrading in place")
+        pool = master.pool
+        handover = HandOver(
+            cwd=master.start_cwd,
+            listeners={listener.address.text: listener.fileno() for listener in master.listeners},
+            scoreboard_fd=master.scoreboard.fd,
+            generation=pool.generation, age=pool.age, target=pool.target,
+            configured=master.cfg.workers, workers=pool.handover_workers(),
+        )
+        master.log.info("Upgrading in place: re-executing the master (pid %d)", master.pid)
+        environ = dict(os.environ)
+        if master.notify.raw:
+            environ["NOTIFY_SOCKET"] = master.notify.raw
+        logs.flush()
+        try:
+            reexec(handover, [*handover.listeners.values(), handover.scoreboard_fd], environ)
+        except OSError as exc:
+            master.log.error("Upgrade failed: cannot re-execute %s: %s", command()[0], exc)
