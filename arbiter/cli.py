@@ -72,6 +72,11 @@ def _serve(params: dict[str, Any]) -> int:
 
     from setproctitle import setproctitle
 
+    if cfg.daemon:
+        from arbiter.daemon import daemonize
+
+        daemonize()
+
     from arbiter.master import Master
 
     setproctitle(f"arbiter: master [{cfg.title_name}]")

@@ -15,6 +15,7 @@ import logging
 import os
 import selectors
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -65,6 +66,7 @@ class Master:
         # Children that are not web workers (the upgrade check), with what to do when they exit.
         self._aux: dict[int, Callable[[int], None]] = {}
         self.upgrader = upgrade.Upgrader(self)
+        self._reloader: subprocess.Popen[bytes] | None = None
         self._ready_sent = False
         self._reload_state = "none"
         self.stopping = False
@@ -90,6 +92,8 @@ class Master:
         hook = self.cfg.hook("on_starting")
         if hook:
             hook(self)
+        if self.cfg.reload:
+            self._start_reloader()
         self.listeners = self._bind()
         try:
             if self.cfg.preload_app:
@@ -186,6 +190,34 @@ class Master:
                 self.notify.reloading(f"Reloading: {status}")
             else:
                 self.notify.ready(f"Reload {self._reload_state}; {status}")
+
+    def _start_reloader(self) -> None:
+        try:
+            import watchfiles  # noqa: F401
+        except ImportError:
+            raise ArbiterError("--reload needs watchfiles: pip install 'arbiter[reload]'") from None
+        paths = sorted({os.getcwd(), *self.cfg.pythonpath})
+        proc = subprocess.Popen([sys.executable, "-m", "arbiter.reloader", str(self.pid), *paths], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        self._reloader = proc
+        self.selector.register(proc.stdout, selectors.EVENT_READ, self._on_reloader_output)
+        self.adopt_child(proc.pid, lambda status: setattr(proc, "returncode", os.waitstatus_to_exitcode(status)))
+        self.log.info("Watching %s for changes (--reload)", ", ".join(paths))
+
+    def _on_reloader_output(self, key: selectors.SelectorKey, mask: int) -> None:
+        try:
+            data = os.read(key.fd, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self.selector.unregister(key.fileobj)
+            key.fileobj.close()  # type: ignore[union-attr]
+            return
+        for line in data.decode(errors="replace").splitlines():
+            self.log.info("%s; reloading", line.strip())
+        self.reload()
 
     def adopt_child(self, pid: int, on_exit: Callable[[int], None]) -> None:
         """Have the loop reap `pid` (a child that is not a web worker) and call `on_exit(status)`."""
@@ -304,6 +336,8 @@ class Master:
             if cfg.workers != self.cfg.workers:
                 self.scale(cfg.workers)
             self.cfg = self.pool.cfg = cfg
+        if self.pool.target == 0:  # after WINCH, HUP brings the workers back, as in Gunicorn
+            self.scale(self.cfg.workers)
             logs.setup(cfg)
         hook = self.cfg.hook("on_reload")
         if hook:
@@ -364,6 +398,9 @@ class Master:
             pass
 
     def _shutdown(self) -> None:
+        if self._reloader is not None and self._reloader.returncode is None:
+            self._reloader.kill()
+            self._reloader.wait()
         if self.pool.workers:  # an exception escaped the loop: leave no worker behind
             self.pool.kill_all()
             for pid in list(self.pool.workers):
