@@ -162,3 +162,31 @@ def test_signal_storm_converges_and_returns_to_baseline(arbiter):
     assert master.get("/")[0] == 200
     wait_until(lambda: process.num_fds() <= baseline_fds, what=f"fds back to {baseline_fds}")
     assert process.memory_info().rss < baseline_rss + 8 * 1024 * 1024
+
+
+def test_systemd_socket_activation_adopts_the_passed_socket(tmp_path):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    log_path = tmp_path / "activated.log"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+    # As systemd does: the socket on fd 3, and LISTEN_PID naming the pid that exec keeps.
+    script = (f"import os, sys; os.dup2({sock.fileno()}, 3); os.environ.update(LISTEN_FDS='1', "
+              "LISTEN_PID=str(os.getpid())); os.execv(sys.executable, [sys.executable, '-m', 'arbiter', "
+              "'asgi_app:app', '-w', '1'])")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", script], pass_fds=[sock.fileno()], env=env,
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    sock.close()  # the master holds it now
+    try:
+        wait_until(lambda: _answers(port), timeout=20, what="the activated socket to answer")
+        text = log_path.read_text()
+        assert "Using 1 socket(s) from systemd socket activation" in text
+        assert f"Listening at: http://127.0.0.1:{port}" in text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
