@@ -56,8 +56,8 @@ def _serve(params: dict[str, Any]) -> int:
     if cfg.print_config:
         click.echo(cfg.as_text())
         return 0
-    if not cfg.wsgi_app:
-        raise ConfigError("no application given: pass APP (module:attribute), or set `wsgi_app` in the config file")
+    if not cfg.wsgi_app and not cfg.programs:
+        raise ConfigError("nothing to run: pass APP (module:attribute), or set `wsgi_app` or [programs] in a config file")
     try:
         logs.setup(cfg)
     except OSError as exc:
@@ -66,8 +66,9 @@ def _serve(params: dict[str, Any]) -> int:
     start_cwd = os.getcwd()
     app_loader.prepare_path(cfg.chdir, cfg.pythonpath)
     if cfg.check_config:
-        app_loader.load(cfg.wsgi_app)
-        click.echo(f"{cfg.config or 'configuration'}: OK; {cfg.wsgi_app} imports")
+        if cfg.wsgi_app:
+            app_loader.load(cfg.wsgi_app)
+        click.echo(f"{cfg.config or 'configuration'}: OK" + (f"; {cfg.wsgi_app} imports" if cfg.wsgi_app else ""))
         return 0
 
     from setproctitle import setproctitle

@@ -36,15 +36,34 @@ class Value:
     origin: str  # "arbiter.toml:12", "environment variable ARBITER_WORKERS", "--workers"
 
 
+@dataclass(frozen=True)
+class Extras:
+    """What a config file holds beyond the flat settings: programs, groups, and warnings about
+    what it asked for that Arbiter does not do (yet)."""
+
+    programs: tuple[Any, ...] = ()
+    groups: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
 _ConfigBase = dataclasses.make_dataclass(
     "_ConfigBase",
-    [(s.name, Any, dataclasses.field(default=s.default)) for s in SETTINGS],
+    [(s.name, Any, dataclasses.field(default=s.default)) for s in SETTINGS]
+    + [("extras", Extras, dataclasses.field(default_factory=Extras))],
     frozen=True,
 )
 
 
 class Config(_ConfigBase):  # type: ignore[misc, valid-type]
     """The resolved settings; attribute names are the settings' names (`cfg.workers`)."""
+
+    @property
+    def programs(self) -> tuple[Any, ...]:
+        return self.extras.programs
+
+    @property
+    def groups(self) -> Mapping[str, tuple[str, ...]]:
+        return self.extras.groups
 
     @property
     def is_ssl(self) -> bool:
@@ -91,8 +110,8 @@ def _line_of(text: str, pattern: str) -> int | None:
     return text.count("\n", 0, match.start()) + 1 if match else None
 
 
-def read_toml(path: str) -> dict[str, Value]:
-    """Top-level keys of an `arbiter.toml`, each with its file and line."""
+def read_toml(path: str) -> tuple[dict[str, Value], Extras]:
+    """Top-level keys of an `arbiter.toml`, each with its file and line, and its programs."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -104,7 +123,15 @@ def read_toml(path: str) -> dict[str, Value]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     values: dict[str, Value] = {}
+    extras = Extras()
+    if "programs" in parsed or "groups" in parsed:
+        from arbiter.programs.config import programs_from_mapping
+
+        programs, groups = programs_from_mapping(parsed, path)
+        extras = Extras(tuple(programs), {name: tuple(members) for name, members in groups.items()})
     for key, raw in parsed.items():
+        if key in ("programs", "groups"):
+            continue
         line = _line_of(text, rf"^[ \t]*[\"']?{re.escape(key)}[\"']?[ \t]*=") or _line_of(
             text, rf"^[ \t]*\[[ \t]*{re.escape(key)}\b"
         )
@@ -113,10 +140,38 @@ def read_toml(path: str) -> dict[str, Value]:
         if setting is None or setting.name in HOOKS:
             raise _unknown(key, origin)
         values[setting.name] = Value(raw, origin)
-    return values
+    return values, extras
 
 
-def read_pyfile(path: str) -> dict[str, Value]:
+# [supervisord] keys that have a setting of ours with the same meaning.
+_SUPERVISORD_KEYS = {"logfile": "errorlog", "loglevel": "loglevel", "pidfile": "pidfile", "umask": "umask",
+                     "childlogdir": "childlogdir", "identifier": "proc_name", "minfds": "minfds",
+                     "minprocs": "minprocs"}
+_SUPERVISORD_IGNORED = ("logfile_maxbytes", "logfile_backups", "user", "directory", "nocleanup", "strip_ansi",
+                        "silent")
+
+
+def read_ini(path: str) -> tuple[dict[str, Value], Extras]:
+    """A supervisord.conf: its programs and groups, and its [supervisord] options as settings."""
+    from arbiter.programs.config import load_supervisor_ini
+
+    result = load_supervisor_ini(path)
+    options = result.options
+    values: dict[str, Value] = {}
+    for key, name in _SUPERVISORD_KEYS.items():
+        raw = getattr(options, key)
+        if raw is not None:
+            values[name] = Value(raw, f"{path}: [supervisord] {key}")
+    if options.nodaemon is not None:
+        values["daemon"] = Value(not options.nodaemon, f"{path}: [supervisord] nodaemon")
+    warnings = list(result.warnings)
+    warnings += [f"{path}: [supervisord] {key} is not supported yet; ignored"
+                 for key in _SUPERVISORD_IGNORED if getattr(options, key) is not None]
+    groups = {name: tuple(members) for name, members in result.groups.items()}
+    return values, Extras(tuple(result.programs), groups, tuple(warnings))
+
+
+def read_pyfile(path: str) -> tuple[dict[str, Value], Extras]:
     """A Gunicorn-style Python config: module-level names are settings, functions are hooks.
 
     Names starting with `_`, imported modules and imported functions are the file's own
@@ -148,7 +203,7 @@ def read_pyfile(path: str) -> dict[str, Value]:
             kind = "a function" if setting.name in HOOKS else "a value, not a function"
             raise ConfigError(f"{origin}: '{key}' must be {kind}")
         values[setting.name] = Value(raw, origin)
-    return values
+    return values, Extras()
 
 
 def _top_level_lines(source: str) -> dict[str, int]:
@@ -163,15 +218,17 @@ def _top_level_lines(source: str) -> dict[str, int]:
     return lines
 
 
-def read_file(path: str) -> dict[str, Value]:
-    """Dispatch on the file's kind: TOML, or a Gunicorn-style Python file."""
+def read_file(path: str) -> tuple[dict[str, Value], Extras]:
+    """Dispatch on the file's kind: TOML, a Gunicorn-style Python file, or a supervisord.conf."""
     if not os.path.exists(path):
         raise ConfigError(f"config file {path} does not exist")
     if path.endswith(".toml"):
         return read_toml(path)
     if path.endswith(".py"):
         return read_pyfile(path)
-    raise ConfigError(f"{path}: unknown config file kind; expected a .toml or a .py file")
+    if path.endswith((".conf", ".ini")):
+        return read_ini(path)
+    raise ConfigError(f"{path}: unknown config file kind; expected .toml, .py, or a supervisord .conf/.ini")
 
 
 def read_environ(environ: Mapping[str, str]) -> tuple[dict[str, Value], dict[str, Value]]:
@@ -214,12 +271,13 @@ def build(cli: Mapping[str, Value], environ: Mapping[str, str] | None = None) ->
     env_under, env_over = read_environ(environ)
     config_path = cli.get("config") or env_over.get("config")
     from_file: dict[str, Value] = {}
+    extras = Extras()
     if config_path is not None:
         path = _convert(BY_NAME["config"], config_path)
-        from_file = read_file(path)
+        from_file, extras = read_file(path)
     layered: dict[str, Value] = {**env_under, **from_file, **env_over, **cli}
     values = {name: _convert(BY_NAME[name], value) for name, value in layered.items()}
     if values.get("threads", 1) > 1 and values.get("worker_class", "auto") == "sync":
         # Gunicorn's rule: sync with threads is gthread.
         values["worker_class"] = "gthread"
-    return Config(**values)
+    return Config(**values, extras=extras)

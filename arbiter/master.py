@@ -15,17 +15,17 @@ import logging
 import os
 import selectors
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from arbiter import __version__, logs, sockets, systemd, upgrade
+from arbiter import __version__, logs, reloader, sockets, systemd, upgrade
 from arbiter import app as app_loader
 from arbiter import signals as sigs
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.pool import WorkerPool
+from arbiter.programs.manager import ProgramManager
 from arbiter.scoreboard import Scoreboard
 from arbiter.sockets import Listener
 
@@ -66,7 +66,8 @@ class Master:
         # Children that are not web workers (the upgrade check), with what to do when they exit.
         self._aux: dict[int, Callable[[int], None]] = {}
         self.upgrader = upgrade.Upgrader(self)
-        self._reloader: subprocess.Popen[bytes] | None = None
+        self._reloader: reloader.Watcher | None = None
+        self.programs: ProgramManager | None = None
         self._ready_sent = False
         self._reload_state = "none"
         self.stopping = False
@@ -92,9 +93,10 @@ class Master:
         hook = self.cfg.hook("on_starting")
         if hook:
             hook(self)
+        _raise_limits(self.cfg.minfds, self.cfg.minprocs, self.log)
         if self.cfg.reload:
-            self._start_reloader()
-        self.listeners = self._bind()
+            self._reloader = reloader.Watcher(self)
+        self.listeners = self._bind() if self.cfg.wsgi_app else []
         try:
             if self.cfg.preload_app:
                 self.preloaded = app_loader.load(self.cfg.wsgi_app)
@@ -105,9 +107,15 @@ class Master:
             cfg=self.cfg, server=self, listeners=self.listeners, scoreboard=self.scoreboard,
             close_in_child=self._close_in_child, preloaded=self.preloaded, log=self.log, clock=self.clock,
         )
+        if not self.cfg.wsgi_app:
+            self.pool.target = 0  # programs only: Arbiter as a supervisord
         self.signals.install(self.selector)
         self._write_pidfile()
         self._log_start()
+        if self.cfg.programs:
+            self.programs = ProgramManager(self.cfg.programs, self.cfg.groups, self.selector, self.log,
+                                           clock=self.clock, childlogdir=self.cfg.childlogdir)
+            self.programs.start_autostart()
         if self.handover is not None:
             self.pool.adopt(self.handover, self.cfg.workers)
             self.log.info("Upgraded in place (pid %d): adopted %d workers", self.pid, len(self.pool.workers))
@@ -148,10 +156,13 @@ class Master:
 
     def _log_start(self) -> None:
         self.log.info("Starting arbiter %s", __version__)
+        for warning in self.cfg.extras.warnings:
+            self.log.warning("%s", warning)
         scheme = "https" if self.cfg.is_ssl else "http"
         for listener in self.listeners:
             self.log.info("Listening at: %s (%s)", listener.url(scheme), self.pid)
-        self.log.info("Using worker: %s", self.cfg.worker_class)
+        if self.cfg.wsgi_app:
+            self.log.info("Using worker: %s", self.cfg.worker_class)
 
     def turn(self) -> None:
         """One loop turn. Public so tests and a future embedding can drive it."""
@@ -167,6 +178,8 @@ class Master:
         for sig in self.signals.pop_all():
             self._dispatch(sig)
         self._reap()
+        if self.programs is not None:
+            self.programs.tick()
         now = self.clock()
         self.pool.check(now, self._awake_since)
         if self.stopping:
@@ -179,7 +192,7 @@ class Master:
 
     def _report(self, now: float) -> None:
         """Tell systemd (and the log) when the pool first becomes ready and when a reload ends."""
-        self.upgrader.check_deadline(now)
+        self.upgrader.tick(now)
         status = f"{self.pool.ready_count()} of {self.pool.target} workers ready, generation {self.pool.generation}"
         if not self._ready_sent and self.pool.ready_count() >= self.pool.target:
             self._ready_sent = True
@@ -191,47 +204,21 @@ class Master:
             else:
                 self.notify.ready(f"Reload {self._reload_state}; {status}")
 
-    def _start_reloader(self) -> None:
-        try:
-            import watchfiles  # noqa: F401
-        except ImportError:
-            raise ArbiterError("--reload needs watchfiles: pip install 'arbiter[reload]'") from None
-        paths = sorted({os.getcwd(), *self.cfg.pythonpath})
-        proc = subprocess.Popen([sys.executable, "-m", "arbiter.reloader", str(self.pid), *paths], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE)
-        assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
-        self._reloader = proc
-        self.selector.register(proc.stdout, selectors.EVENT_READ, self._on_reloader_output)
-        self.adopt_child(proc.pid, lambda status: setattr(proc, "returncode", os.waitstatus_to_exitcode(status)))
-        self.log.info("Watching %s for changes (--reload)", ", ".join(paths))
-
-    def _on_reloader_output(self, key: selectors.SelectorKey, mask: int) -> None:
-        try:
-            data = os.read(key.fd, 65536)
-        except BlockingIOError:
-            return
-        if not data:
-            self.selector.unregister(key.fileobj)
-            key.fileobj.close()  # type: ignore[union-attr]
-            return
-        for line in data.decode(errors="replace").splitlines():
-            self.log.info("%s; reloading", line.strip())
-        self.reload()
-
     def adopt_child(self, pid: int, on_exit: Callable[[int], None]) -> None:
         """Have the loop reap `pid` (a child that is not a web worker) and call `on_exit(status)`."""
         self._aux[pid] = on_exit
 
     def _wait(self, now: float) -> float:
-        deadlines = [d for d in (self.pool.next_deadline(),) if d is not None]
+        programs = self.programs.next_deadline() if self.programs is not None else None
+        deadlines = [d for d in (self.pool.next_deadline(), programs) if d is not None]
         if self.stopping:
             deadlines.append(self._stop_deadline)
         wait = min([MAX_WAIT] + [d - now for d in deadlines])
         return max(0.0, wait)
 
     def _finished(self) -> bool:
-        return self.stopping and not self.pool.workers
+        programs_done = self.programs is None or self.programs.all_stopped()
+        return self.stopping and not self.pool.workers and programs_done
 
     def _reap(self) -> None:
         while True:
@@ -243,6 +230,9 @@ class Master:
                 return
             if pid in self._aux:
                 self._aux.pop(pid)(status)
+                continue
+            if self.programs is not None and self.programs.owns(pid):
+                self.programs.child_exited(pid, status)
                 continue
             halt = self.pool.exited(pid, status)
             if halt is not None:
@@ -291,6 +281,8 @@ class Master:
         self.log.info("Handling signal: usr1 (reopening log files)")
         logs.reopen()
         self.pool.signal_all(signal.SIGUSR1)
+        if self.programs is not None:
+            self.programs.reopen_logs()
 
     def handle_winch(self) -> None:
         if not self.cfg.daemon:
@@ -360,6 +352,8 @@ class Master:
         self.graceful = graceful
         self.notify.stopping()
         self._close_listeners(unlink=False)
+        if self.programs is not None:
+            self.programs.stop_all()
         if graceful:
             self.pool.retire_all(now)
             self._stop_deadline = now + self.cfg.graceful_timeout
@@ -370,8 +364,14 @@ class Master:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _close_in_child(self) -> None:
-        """In a forked worker: drop what belongs to the master alone."""
+        """In a forked worker: drop what belongs to the master alone (its signal socket, its
+        selector and everything in it: program pipes, the watcher's pipe)."""
         self.signals.close_in_child()
+        for key in list(self.selector.get_map().values()):
+            try:
+                os.close(key.fd)
+            except OSError:
+                pass
         self.selector.close()
 
     def _close_listeners(self, unlink: bool) -> None:
@@ -398,9 +398,10 @@ class Master:
             pass
 
     def _shutdown(self) -> None:
-        if self._reloader is not None and self._reloader.returncode is None:
-            self._reloader.kill()
-            self._reloader.wait()
+        if self._reloader is not None:
+            self._reloader.close()
+        if self.programs is not None and self.programs.all_stopped():
+            self.programs.close()
         if self.pool.workers:  # an exception escaped the loop: leave no worker behind
             self.pool.kill_all()
             for pid in list(self.pool.workers):
@@ -417,3 +418,18 @@ class Master:
         self.log.info("Shutting down: Master")
         sys.stdout.flush()
 
+
+
+def _raise_limits(minfds: int, minprocs: int, log: logging.Logger) -> None:
+    """Supervisor's minfds/minprocs: raise the soft limits up to the hard ones if needed."""
+    import resource
+
+    for limit, wanted, what in ((resource.RLIMIT_NOFILE, minfds, "minfds"), (resource.RLIMIT_NPROC, minprocs, "minprocs")):
+        soft, hard = resource.getrlimit(limit)
+        if soft == resource.RLIM_INFINITY or soft >= wanted:
+            continue
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(limit, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("Cannot raise the limit for %s to %d: %s", what, wanted, exc)

@@ -7,7 +7,59 @@ output in its selector and starts a rolling reload for each line.
 
 from __future__ import annotations
 
+import os
+import selectors
+import subprocess
 import sys
+from typing import Any
+
+from arbiter.errors import ArbiterError
+
+
+class Watcher:
+    """The master's side: starts the watcher process and reloads on each line it prints."""
+
+    def __init__(self, master: Any) -> None:
+        try:
+            import watchfiles  # noqa: F401
+        except ImportError:
+            raise ArbiterError("--reload needs watchfiles: pip install 'arbiter[reload]'") from None
+        self.master = master
+        paths = sorted({os.getcwd(), *master.cfg.pythonpath})
+        self.proc = subprocess.Popen([sys.executable, "-m", "arbiter.reloader", str(master.pid), *paths],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        master.selector.register(self.proc.stdout, selectors.EVENT_READ, self._on_output)
+        master.adopt_child(self.proc.pid, self._exited)
+        self.paths = paths
+
+    def _exited(self, status: int) -> None:
+        self.proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by the master's loop
+
+    def _on_output(self, key: selectors.SelectorKey, mask: int) -> None:
+        try:
+            data = os.read(key.fd, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self.master.selector.unregister(key.fileobj)
+            key.fileobj.close()  # type: ignore[union-attr]
+            return
+        changed = False
+        for line in data.decode(errors="replace").splitlines():
+            if line == "ready":
+                self.master.log.info("Watching %s for changes (--reload)", ", ".join(self.paths))
+            else:
+                changed = True
+                self.master.log.info("%s; reloading", line.strip())
+        if changed:
+            self.master.reload()
+
+    def close(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def main(master_pid: int, paths: list[str]) -> None:
@@ -22,7 +74,16 @@ def main(master_pid: int, paths: list[str]) -> None:
     if os.getppid() != master_pid:  # it died before that took effect
         return
 
-    for changes in watch(*paths, watch_filter=PythonFilter(), raise_interrupt=False):
+    ready = False
+    # yield_on_timeout: the first (empty) yield means the watches are in place; saying so lets
+    # the master (and tests) know that a change made from now on will be seen.
+    for changes in watch(*paths, watch_filter=PythonFilter(), raise_interrupt=False,
+                         yield_on_timeout=True, rust_timeout=1000):
+        if not changes:
+            if not ready:
+                ready = True
+                print("ready", flush=True)
+            continue
         names = sorted({path for _, path in changes})
         print("changed " + " ".join(names), flush=True)
 

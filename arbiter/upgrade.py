@@ -89,6 +89,7 @@ class Upgrader:
         self.master = master
         self._check: subprocess.Popen[bytes] | None = None
         self._deadline = 0.0
+        self._exec_when_programs_stop = False
 
     def start(self) -> None:
         master = self.master
@@ -103,10 +104,14 @@ class Upgrader:
         master.adopt_child(self._check.pid, self._checked)
         master.log.info("Upgrade: checking that the new code loads (pid %d)", self._check.pid)
 
-    def check_deadline(self, now: float) -> None:
+    def tick(self, now: float) -> None:
         if self._check is not None and now > self._deadline:
             self.master.log.error("Upgrade check did not finish in time; killing it")
             self._check.kill()
+        programs = self.master.programs
+        if self._exec_when_programs_stop and (programs is None or programs.all_stopped()):
+            self._exec_when_programs_stop = False
+            self._exec()
 
     def _checked(self, status: int) -> None:
         master, proc, self._check = self.master, self._check, None
@@ -117,6 +122,17 @@ class Upgrader:
             master.pool.last_reload = f"failed: upgrade check exited {code}"
             master.log.error("Upgrade refused: the new code does not load (check exited %d); still serving", code)
             return
+        if master.programs is not None and not master.programs.all_stopped():
+            # Program output pipes are close-on-exec and a program cannot be re-adopted with its
+            # pipe gone, so programs stop (in reverse priority) and the new image starts them.
+            master.log.info("Upgrade: stopping programs first; the new master starts them again")
+            master.programs.stop_all()
+            self._exec_when_programs_stop = True
+            return
+        self._exec()
+
+    def _exec(self) -> None:
+        master = self.master
         master.notify.reloading("Upgrading in place")
         pool = master.pool
         handover = HandOver(

@@ -93,11 +93,20 @@ class Arbiter:
     # -- processes -----------------------------------------------------------------------------
 
     def workers(self) -> list[int]:
+        """Live web workers: children titled `arbiter: worker` (programs are children too)."""
+        pids = []
         try:
-            return sorted(child.pid for child in psutil.Process(self.pid).children()
-                          if child.status() != psutil.STATUS_ZOMBIE)
+            children = psutil.Process(self.pid).children()
         except psutil.NoSuchProcess:
             return []
+        for child in children:
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and child.cmdline()[:1] != [] and \
+                        child.cmdline()[0].startswith("arbiter: worker"):
+                    pids.append(child.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return sorted(pids)
 
     def wait_workers(self, condition: Callable[[list[int]], bool], timeout: float = 20.0,
                      what: str = "workers") -> list[int]:

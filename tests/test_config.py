@@ -133,7 +133,7 @@ def test_malformed_bind_address():
 def test_no_app_given():
     result = run_arbiter([])
     assert result.returncode == 2
-    assert "no application given" in result.stderr
+    assert "nothing to run" in result.stderr
 
 
 def test_print_config_and_check_config(tmp_path):

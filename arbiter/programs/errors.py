@@ -1,0 +1,65 @@
+"""Errors from program control requests, with Supervisor's stable XML-RPC fault codes.
+
+Supervisor's clients (supervisorctl, and the tools built on its API) branch on these numbers,
+so they are kept as Supervisor numbers them (supervisor/xmlrpc.py `Faults`).
+"""
+
+from __future__ import annotations
+
+from arbiter.errors import ArbiterError
+
+SHUTDOWN_STATE = 6
+BAD_NAME = 10
+BAD_SIGNAL = 11
+FAILED = 30
+SPAWN_ERROR = 50
+ALREADY_STARTED = 60
+NOT_RUNNING = 70
+
+
+class ProgramError(ArbiterError):
+    """A request about a program that cannot be done; `code` is Supervisor's fault number."""
+
+    code: int = FAILED
+    fault: str = "FAILED"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.fault}: {self.message}"
+
+
+class ShutdownState(ProgramError):
+    code, fault = SHUTDOWN_STATE, "SHUTDOWN_STATE"
+
+
+class BadName(ProgramError):
+    code, fault = BAD_NAME, "BAD_NAME"
+
+
+class BadSignal(ProgramError):
+    code, fault = BAD_SIGNAL, "BAD_SIGNAL"
+
+
+class Failed(ProgramError):
+    code, fault = FAILED, "FAILED"
+
+
+class SpawnError(ProgramError):
+    code, fault = SPAWN_ERROR, "SPAWN_ERROR"
+
+
+class AlreadyStarted(ProgramError):
+    code, fault = ALREADY_STARTED, "ALREADY_STARTED"
+
+
+class NotRunning(ProgramError):
+    code, fault = NOT_RUNNING, "NOT_RUNNING"
+
+
+BY_FAULT: dict[str, type[ProgramError]] = {
+    cls.fault: cls
+    for cls in (ShutdownState, BadName, BadSignal, Failed, SpawnError, AlreadyStarted, NotRunning)
+}

@@ -1,0 +1,265 @@
+"""Where captured program output goes: a rotating log file, or the master's own stdout/stderr.
+
+Both are written with `os.write` on raw file descriptors (no Python text layer), and neither
+may hurt the master: a write that fails (disk full, permission denied) is reported once,
+counted, and the data dropped, while the child's pipe keeps being drained; the master's own
+stream is written without blocking, and a reader that stops reading costs dropped lines, not
+a stuck master.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import stat
+import time
+from collections.abc import Callable
+
+# Retry opening a file that could not be opened (or written) at most this often.
+RETRY_SECONDS = 1.0
+# A file may exceed maxbytes by this much to finish a line rather than cut it in two files.
+LINE_SLACK = 64 << 10
+# What the master's stream may hold while its reader is slow; past this, output is dropped.
+PENDING_LIMIT = 1 << 20
+
+
+class RotatingLogFile:
+    """A log file rotated at `maxbytes` into `path.1` ... `path.<backups>`, as Supervisor does.
+
+    A file is rotated when the next write would not fit (so no empty file is left behind), at
+    a line end: a line in progress is finished first (the file may pass `maxbytes` by up to
+    LINE_SLACK for it), so lines stay whole unless one is longer than that. `maxbytes=0` never rotates; `backups=0` truncates at `maxbytes`
+    (Supervisor's meaning: keep no history).
+    """
+
+    def __init__(
+        self, path: str, maxbytes: int, backups: int, log: logging.Logger,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.maxbytes = maxbytes
+        self.backups = backups
+        self.dropped_bytes = 0
+        self.errors = 0
+        self._log = log
+        self._clock = clock
+        self._fd: int | None = None
+        self._size = 0
+        self._mid_line = False  # the file does not end with a newline
+        self._failing = False
+        self._rotation_failing = False
+        self._retry_at = 0.0
+        self._open()
+
+    def write(self, data: bytes) -> None:
+        """Append `data`, rotating as needed. Never raises; a failure drops and counts the data."""
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._fd is None and not self._open():
+                self._drop(end - pos)
+                return
+            stop = end
+            if self.maxbytes and self._size + (end - pos) > self.maxbytes and self._clock() >= self._retry_at:
+                stop = self._cut(data, pos, end)
+            written = self._write_all(data, pos, stop)
+            if written < stop - pos:
+                self._drop(end - pos - written)
+                return
+            pos = stop
+            if pos < end:
+                self._rotate()  # the rest does not fit in this file
+
+    def _cut(self, data: bytes, pos: int, end: int) -> int:
+        """Where to end this file's share of `data[pos:end]`, which does not all fit."""
+        room = max(self.maxbytes - self._size, 0)
+        last = data.rfind(b"\n", pos, pos + room)
+        if last >= 0:
+            return last + 1  # the whole lines that fit
+        if self._mid_line:
+            # Finish the line in progress here, past maxbytes by a little, rather than cut it.
+            rest = data.find(b"\n", pos + room, min(end, pos + room + LINE_SLACK))
+            return rest + 1 if rest >= 0 else pos + room
+        if self._size > 0:
+            return pos  # the next line starts the next file
+        return pos + room  # one line longer than a whole file: cut it
+
+    def reopen(self) -> None:
+        """Open the path again (after logrotate moved the file away)."""
+        self._close()
+        self._open()
+
+    def close(self) -> None:
+        self._close()
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _open(self, truncate: bool = False) -> bool:
+        if self._failing and self._clock() < self._retry_at:
+            return False
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_TRUNC if truncate else 0)
+        try:
+            self._fd = os.open(self.path, flags, 0o666)
+            self._size = os.fstat(self._fd).st_size
+            self._mid_line = self._size > 0 and _last_byte(self.path, self._size) != b"\n"
+        except OSError as exc:
+            self._fd = None
+            self._fail(f"cannot open log file {self.path}: {exc.strerror}")
+            return False
+        return True
+
+    def _write_all(self, data: bytes, pos: int, stop: int) -> int:
+        assert self._fd is not None
+        view = memoryview(data)[pos:stop]
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self._fd, view[done:])
+        except OSError as exc:
+            self._size += done
+            if done:
+                self._mid_line = view[done - 1] != 10
+            self._close()  # reopened on a later write, at most once a RETRY_SECONDS
+            self._fail(f"cannot write log file {self.path}: {exc.strerror}")
+            return done
+        self._size += done
+        if done:
+            self._mid_line = view[done - 1] != 10  # 10: b"\n"
+        if self._failing:
+            self._failing = False
+            self._log.warning("writing log file %s again; %d bytes of output were dropped",
+                              self.path, self.dropped_bytes)
+        return done
+
+    def _rotate(self) -> None:
+        try:
+            if self.backups > 0:
+                for number in range(self.backups - 1, 0, -1):
+                    older = f"{self.path}.{number}"
+                    if os.path.exists(older):
+                        os.replace(older, f"{self.path}.{number + 1}")
+                os.replace(self.path, f"{self.path}.1")
+        except OSError as exc:
+            # Keep writing to the current file rather than lose output; try again later.
+            self.errors += 1
+            self._retry_at = self._clock() + RETRY_SECONDS
+            if not self._rotation_failing:
+                self._rotation_failing = True
+                self._log.error("cannot rotate log file %s: %s; it grows past its maxbytes until "
+                                "this works again", self.path, exc.strerror)
+            return
+        self._rotation_failing = False
+        self._close()
+        self._open(truncate=self.backups == 0)
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _fail(self, message: str) -> None:
+        self.errors += 1
+        self._retry_at = self._clock() + RETRY_SECONDS
+        if not self._failing:
+            self._failing = True
+            self._log.error("%s; program output is dropped until this works again", message)
+
+    def _drop(self, size: int) -> None:
+        self.dropped_bytes += size
+
+
+def _last_byte(path: str, size: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(size - 1)
+            return handle.read(1)
+    except OSError:
+        return b"\n"
+
+
+class MasterStream:
+    """The master's stdout or stderr, shared by every program sent there (`*_logfile=-`).
+
+    It writes through its own non-blocking descriptor for the same file, so the master never
+    waits on a slow reader (a terminal, `docker logs`) and other users of fd 1 are unaffected.
+    """
+
+    def __init__(self, fd: int, selector: selectors.BaseSelector, log: logging.Logger) -> None:
+        self.dropped_bytes = 0
+        self._selector = selector
+        self._log = log
+        self._pending = bytearray()
+        self._registered = False
+        self._reported = False
+        self._sock: socket.socket | None = None
+        self._fd = self._own_descriptor(fd)
+
+    def write(self, data: bytes) -> None:
+        if self._pending:
+            self._queue(data)
+            return
+        sent = self._send(data)
+        if sent < len(data):
+            self._queue(data[sent:])
+
+    def close(self) -> None:
+        if self._registered:
+            self._selector.unregister(self._fd)
+            self._registered = False
+        if self._sock is not None:
+            self._sock.close()
+        else:
+            os.close(self._fd)
+
+    def _own_descriptor(self, fd: int) -> int:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+            # A new open file description of the same pipe or terminal: O_NONBLOCK set on it
+            # does not leak to the processes that share our fd 1.
+            try:
+                return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                pass
+        own = os.dup(fd)
+        if stat.S_ISSOCK(mode):
+            self._sock = socket.socket(fileno=own)  # sent with MSG_DONTWAIT, never blocking
+        return own
+
+    def _send(self, data: bytes | bytearray | memoryview) -> int:
+        try:
+            if self._sock is not None:
+                return self._sock.send(data, socket.MSG_DONTWAIT)
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self._report(f"cannot write program output to the master's output: {exc.strerror}")
+            self.dropped_bytes += len(data)
+            return len(data)
+
+    def _queue(self, data: bytes) -> None:
+        if len(self._pending) + len(data) > PENDING_LIMIT:
+            self.dropped_bytes += len(data)
+            self._report("the master's output is not being read fast enough; dropping program output")
+            return
+        self._pending += data
+        if not self._registered:
+            self._selector.register(self._fd, selectors.EVENT_WRITE, self._on_writable)
+            self._registered = True
+
+    def _on_writable(self, key: selectors.SelectorKey, mask: int) -> None:
+        sent = self._send(memoryview(self._pending))
+        del self._pending[:sent]
+        if not self._pending and self._registered:
+            self._selector.unregister(self._fd)
+            self._registered = False
+            self._reported = False
+
+    def _report(self, message: str) -> None:
+        if not self._reported:
+            self._reported = True
+            self._log.warning(message)

@@ -1,0 +1,139 @@
+"""Programs supervised by the real master: Supervisor configs as people write them, programs
+beside the web app, and what happens to them when the master stops or upgrades."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import wait_until
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "supervisor"
+EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
+
+
+@pytest.fixture
+def fixture_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "supervisor"
+    shutil.copytree(FIXTURES, target)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the shared originals are read-only
+    return target
+
+
+def _master_log(copy: Path, name: str) -> Path:
+    """Where a fixture's [supervisord] logfile sends the master's log."""
+    match = re.search(r"^logfile=%\(here\)s/(\S+)", (copy / name).read_text(), re.MULTILINE)
+    assert match, name
+    return copy / match.group(1)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_supervisor_config_runs_as_written(arbiter, fixture_copy, name):
+    expected = EXPECTED[name]
+    master = arbiter(["-c", str(fixture_copy / name)], bind=False)
+    log_path = _master_log(fixture_copy, name)
+    wait_until(lambda: log_path.exists(), what="the master's log file")
+
+    def log() -> str:
+        if master.proc.poll() is not None:
+            raise AssertionError(f"master exited {master.proc.returncode}:\n{master.log()}\n{log_path.read_text()}")
+        return log_path.read_text()
+
+    for full in expected.get("running", []):
+        process = full.split(":")[-1]
+        wait_until(lambda: f"success: {process} entered RUNNING state" in log(), timeout=20, what=f"{full} RUNNING")
+    for stopped in expected.get("stopped", []):
+        assert f"spawned: '{stopped}'" not in log()
+    for relative, needles in expected.get("log_contains", {}).items():
+        path = fixture_copy / relative
+        for needle in needles:
+            wait_until(lambda: path.exists() and needle in path.read_text(), what=f"{needle!r} in {relative}")
+    for warned in expected.get("warnings_name", []):
+        assert re.search(rf"\[WARNING\] .*{re.escape(warned)}", log()), warned
+    children = psutil.Process(master.pid).children(recursive=True)
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(30) == 0
+    wait_until(lambda: not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children),
+               what="every program stopped with the master")
+    assert "Shutting down: Master" in log_path.read_text()
+
+
+def _toml(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "arbiter.toml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def test_web_app_and_programs_in_one_file_and_a_crashing_program_spares_the_workers(arbiter, tmp_path):
+    path = _toml(tmp_path, f'''
+        wsgi_app = "asgi_app:app"
+        workers = 2
+
+        [programs.crasher]
+        command = "sh -c 'echo crashing; exit 1'"
+        startsecs = 1
+        startretries = 2
+        stdout_logfile = "{tmp_path}/crasher.log"
+
+        [programs.steady]
+        command = "sleep 600"
+        startsecs = 0
+        priority = 10
+    ''')
+    master = arbiter(["-c", str(path)])
+    workers = master.wait_ready(2)
+    master.wait_log(r"gave up: crasher entered FATAL state, too many start retries too quickly", timeout=30)
+    master.wait_log(r"success: steady entered RUNNING state")
+    assert set(workers) <= {child.pid for child in psutil.Process(master.pid).children()}  # untouched
+    assert master.get("/")[0] == 200
+    assert (tmp_path / "crasher.log").read_text().count("crashing") == 3  # first try + 2 retries
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(30) == 0
+    assert "stopped: steady (terminated by SIGTERM)" in master.log()
+
+
+def test_programs_only_config_is_a_supervisord(arbiter, tmp_path):
+    marker = tmp_path / "out.log"
+    path = _toml(tmp_path, f'''
+        [programs.writer]
+        command = ["sh", "-c", "echo hello from $GREETING; exec sleep 600"]
+        environment = {{ GREETING = "arbiter" }}
+        stdout_logfile = "{marker}"
+        startsecs = 0
+    ''')
+    master = arbiter(["-c", str(path)], bind=False)
+    master.wait_log(r"success: writer entered RUNNING state")
+    wait_until(lambda: marker.exists() and "hello from arbiter" in marker.read_text())
+    assert "Listening at" not in master.log()
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(20) == 0
+
+
+def test_upgrade_restarts_programs_and_keeps_the_master_pid(arbiter, tmp_path):
+    path = _toml(tmp_path, '''
+        wsgi_app = "asgi_app:app"
+        workers = 1
+
+        [programs.sidecar]
+        command = "sleep 600"
+        startsecs = 0
+    ''')
+    master = arbiter(["-c", str(path)])
+    master.wait_ready(1)
+    first = int(master.wait_log(r"spawned: 'sidecar' with pid (\d+)")[0].group(1))
+    master.signal(signal.SIGUSR2)
+    master.wait_log(r"Upgraded in place")
+    second = int(master.wait_log(r"spawned: 'sidecar' with pid (\d+)", count=2)[1].group(1))
+    assert second != first
+    assert not psutil.pid_exists(first)
+    assert master.proc.poll() is None
+    master.wait_log(r"Reload done: generation 2")
+    assert master.get("/")[0] == 200
