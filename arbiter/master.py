@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from arbiter import __version__, logs, reloader, sockets, systemd, upgrade
+from arbiter import __version__, logs, reloader, sockets, systemd, upgrade, workers
 from arbiter import app as app_loader
 from arbiter import signals as sigs
 from arbiter.errors import ArbiterError, ConfigError
@@ -107,7 +107,9 @@ class Master:
             cfg=self.cfg, server=self, listeners=self.listeners, scoreboard=self.scoreboard,
             close_in_child=self._close_in_child, preloaded=self.preloaded, log=self.log, clock=self.clock,
         )
-        if not self.cfg.wsgi_app:
+        if self.cfg.wsgi_app:
+            workers.preimport(self.cfg.worker_class)
+        else:
             self.pool.target = 0  # programs only: Arbiter as a supervisord
         self.signals.install(self.selector)
         self._write_pidfile()

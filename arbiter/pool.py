@@ -147,6 +147,12 @@ class WorkerPool:
         worker = self.workers.pop(pid, None)
         if worker is None:
             return None
+        # The slot outlives the process: a worker that served and died before this turn saw it
+        # READY still says so there, and must not be taken for a boot failure.
+        if self.scoreboard.read(worker.slot.index).state in (SlotState.READY, SlotState.RETIRING,
+                                                              SlotState.DRAINING):
+            worker.ready = True
+            self.served_ok = True
         self.scoreboard.release(worker.slot.index)
         code = os.waitstatus_to_exitcode(status)
         hook = self.cfg.hook("child_exit")

@@ -255,3 +255,11 @@ def test_ttin_and_ttou_change_the_count(arbiter):
     master.signal(signal.SIGTTOU)
     master.wait_log(r"Workers: staying at 1 \(the minimum\)")
     assert master.get("/")[0] == 200
+
+
+def test_asgi_access_log_in_gunicorn_format(arbiter):
+    master = arbiter(["asgi_app:app", "-w", "1", "--access-logfile", "-",
+                      "--access-logformat", '%(h)s "%(r)s" %(s)s %(b)s "%({user-agent}i)s" %(p)s'])
+    [worker] = master.wait_ready(1)
+    assert master.get("/logged?x=1", headers={"User-Agent": "probe/1"})[0] == 200
+    master.wait_log(rf'127\.0\.0\.1 "GET /logged\?x=1 HTTP/1\.1" 200 \d+ "probe/1" <{worker}>')

@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from arbiter import logs
 from arbiter.workers.base import Worker
 
 HEARTBEAT_EVERY = 0.5
@@ -113,7 +114,12 @@ class UvicornWorker(Worker):
         )
         if cfg.certfile:
             kwargs.update(ssl_certfile=cfg.certfile, ssl_keyfile=cfg.keyfile)
-        return uvicorn.Config(self.app, **kwargs)
+        app = self.app
+        if logs.access_enabled():
+            from arbiter.workers.asgi_access import AccessLogMiddleware
+
+            app = AccessLogMiddleware(app, cfg.access_log_format)
+        return uvicorn.Config(app, **kwargs)
 
     def handle_exit(self) -> None:
         super().handle_exit()
