@@ -1,0 +1,193 @@
+"""Serving WSGI requests on a connection: environ, the app call, the response, hooks, access log.
+
+`WSGIHandler.serve(conn)` answers every request whose head is complete on `conn`, in order
+(pipelining), and says whether the connection may be kept for the next one. Both WSGI worker
+classes use it: the sync worker in its only thread, the thread worker in pool threads.
+
+Whatever happens (an app exception, a client that went away, a bad body), the iterable the
+app returned has `close()` called exactly once, and a response whose head was already sent is
+cut off by closing the connection rather than patched up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from arbiter import logs
+from arbiter.http.accesslog import AccessLog
+from arbiter.http.body import Body
+from arbiter.http.connection import Connection, ListenerInfo
+from arbiter.http.environ import Trust, base_environ, build_environ
+from arbiter.http.errors import ClientDisconnected, InvalidResponse, RequestError
+from arbiter.http.parser import Request
+from arbiter.http.response import Response, error_response
+
+
+class FileWrapper:
+    """`wsgi.file_wrapper`: sent with sendfile(2) when the file allows it, else iterated."""
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while True:
+            data = read(self.blksize)
+            if not data:
+                return
+            yield data
+
+
+class _Minimal:
+    """Stands in for a response in the access log of a request refused before the app ran."""
+
+    def __init__(self, status: str, length: int) -> None:
+        self.status = status
+        self.status_code = int(status[:3])
+        self.headers: list[tuple[str, str]] = []
+        self.sent = length
+
+
+class WSGIHandler:
+    """Answers requests for one worker. Safe to use from several threads at once."""
+
+    def __init__(self, worker: Any, multithread: bool) -> None:
+        cfg = worker.cfg
+        self.worker = worker
+        self.app = worker.app
+        self.log: logging.Logger = worker.log
+        self.keepalive = cfg.keepalive > 0
+        self.url_scheme = "https" if cfg.certfile else "http"
+        self.multithread = multithread
+        self.trust = Trust(tuple(cfg.forwarded_allow_ips))
+        self.pre_request = cfg.hook("pre_request")
+        self.post_request = cfg.hook("post_request")
+        # Decided once: formatting costs nothing per request when the access log is off.
+        self.access_log = AccessLog(cfg.access_log_format) if logs.access_enabled() else None
+        self._bases: dict[int, dict[str, Any]] = {}
+
+    def base_for(self, listener: ListenerInfo) -> dict[str, Any]:
+        base = self._bases.get(id(listener))
+        if base is None:
+            base = base_environ(listener, self.url_scheme, self.multithread, FileWrapper)
+            self._bases[id(listener)] = base
+        return base
+
+    # -- a connection's requests ------------------------------------------------------------------
+
+    def serve(self, conn: Connection) -> bool:
+        """Answer the requests ready on `conn`; True if the connection stays open."""
+        parser = conn.parser
+        ready = parser.ready
+        worker = self.worker
+        while ready:
+            req = ready.popleft()
+            keep = self.handle(conn, req)
+            worker.request_done()
+            if not keep:
+                return False
+            if not req.complete:
+                # The app left part of the body unread: drop the rest as it arrives.
+                req.discard = True
+                parser.discarded = 0
+                req.body = bytearray()
+                return True
+        if parser.error is not None:
+            self.send_error(conn, parser.error)
+            return False
+        return not parser.closed
+
+    def send_error(self, conn: Connection, err: RequestError) -> None:
+        """Answer a refused request and leave the connection to be closed."""
+        self.log.debug("Invalid request from %s: %s %s", conn.remote_addr or "unix socket", err.status, err.detail)
+        payload = error_response(err.status, err.reason, err.detail)
+        try:
+            conn.send(payload)
+        except ClientDisconnected:
+            pass
+
+    # -- one request -----------------------------------------------------------------------------
+
+    def handle(self, conn: Connection, req: Request) -> bool:
+        """Run the app for `req` and send its response; True if the connection may be kept."""
+        started = time.monotonic() if self.access_log is not None else 0.0
+        resp = Response(conn, req, self.keepalive and req.keep_alive, self.worker)
+        try:
+            environ = build_environ(self.base_for(conn.listener), conn, req, self.trust)
+        except RequestError as err:
+            self.send_error(conn, err)
+            self._log_access(req, _Minimal(f"{err.status} {err.reason}", 0), {}, started)
+            return False
+        environ["wsgi.input"] = Body(req, conn)
+        result = None
+        try:
+            if self.pre_request is not None:
+                self.pre_request(self.worker, req)
+            result = self.app(environ, resp.start_response)
+            rtype = type(result)
+            if rtype is list or rtype is tuple:
+                if len(result) == 1:
+                    resp.write_whole(result[0])
+                else:
+                    resp.write_whole(b"".join(result))
+            elif rtype is FileWrapper and resp.send_file(result.filelike):
+                pass
+            else:
+                write = resp.write
+                for chunk in result:
+                    write(chunk)
+            resp.finish()
+        except ClientDisconnected as exc:
+            self.log.debug("Client %s went away: %s", conn.remote_addr, exc)
+            resp.keep_alive = False
+        except Exception as exc:
+            self._failed(conn, req, resp, exc)
+        finally:
+            if result is not None and hasattr(result, "close"):
+                try:
+                    result.close()
+                except Exception:
+                    self.log.exception("Error closing the response of %s %s", req.method, req.uri)
+        if self.post_request is not None:
+            try:
+                self.post_request(self.worker, req, environ, resp)
+            except Exception:
+                self.log.exception("post_request hook failed")
+        if self.access_log is not None:
+            self._log_access(req, resp, environ, started)
+        return resp.keep_alive
+
+    def _failed(self, conn: Connection, req: Request, resp: Response, exc: Exception) -> None:
+        resp.keep_alive = False
+        if isinstance(exc, RequestError):
+            # The body turned out malformed while the app read it: the client's fault.
+            status, reason, detail = exc.status, exc.reason, exc.detail
+        else:
+            if isinstance(exc, InvalidResponse):
+                self.log.error("Invalid response to %s %s: %s", req.method, req.uri, exc)
+            else:
+                self.log.exception("Error handling request %s %s", req.method, req.uri)
+            status, reason, detail = 500, "Internal Server Error", ""
+        if resp.headers_sent:
+            return  # the client gets a cut-off response; closing the connection tells it so
+        resp.status = f"{status} {reason}"
+        resp.status_code = status
+        resp.headers = []
+        try:
+            conn.send(error_response(status, reason, detail))
+        except ClientDisconnected:
+            pass
+
+    def _log_access(self, req: Request, resp: Any, environ: dict[str, Any], started: float) -> None:
+        if self.access_log is None:
+            return
+        try:
+            self.access_log.log(req, resp, environ, time.monotonic() - started)
+        except Exception:
+            self.log.exception("Failed to write the access log")
