@@ -108,7 +108,10 @@ class Master:
             close_in_child=self._close_in_child, preloaded=self.preloaded, log=self.log, clock=self.clock,
         )
         if self.cfg.wsgi_app:
-            workers.preimport(self.cfg.worker_class)
+            kind = self.cfg.worker_class
+            if kind == "auto" and self.preloaded is not None:
+                kind = "uvicorn" if app_loader.is_asgi(self.preloaded) else "sync"
+            workers.preimport(kind)
         else:
             self.pool.target = 0  # programs only: Arbiter as a supervisord
         self.signals.install(self.selector)

@@ -27,6 +27,7 @@ from arbiter.sockets import Listener
 
 ABORT_GRACE = 1.0  # seconds between SIGABRT and SIGKILL for a hung worker
 MAX_SPAWN_BACKOFF = 30.0
+BOOT_POLL = 0.02  # seconds between scoreboard reads while a worker boots
 
 
 @dataclass(eq=False)
@@ -94,7 +95,14 @@ class WorkerPool:
         return sum(1 for w in self.current() if w.ready)
 
     def next_deadline(self) -> float | None:
-        return self._spawn_not_before if self._spawn_not_before > self.clock() else None
+        """When the pool next needs a look. While a worker boots, soon: READY is a store in shared
+        memory that wakes nobody, and a rolling reload waits on it to retire an old worker."""
+        now = self.clock()
+        if self._spawn_not_before > now:
+            return self._spawn_not_before
+        if any(not w.ready and not w.retiring for w in self.workers.values()) or len(self.current()) < self.target:
+            return now + BOOT_POLL
+        return None
 
     # -- spawning (master side) ------------------------------------------------------------
 

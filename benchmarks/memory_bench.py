@@ -1,0 +1,284 @@
+"""Worker memory (PSS) with --preload: Arbiter against Gunicorn, same FastAPI app, 4 workers each.
+
+    python3 benchmarks/memory_bench.py                  # ~1 minute
+    python3 benchmarks/memory_bench.py --warmup 20000 --records 200000
+
+The app (reload_apps/fastapi_big.py) builds ~80 MB of Python objects at import, on top of
+fastapi and pydantic. Each server imports it in the master (--preload) and forks 4 workers; after
+a fixed number of warm-up requests every process's PSS is read from /proc/PID/smaps_rollup. PSS splits each
+shared page between the processes sharing it, so it shows how much of the preloaded heap stays
+shared. Then one SIGTTIN adds a worker, and the time until that worker answers is printed as
+"boot time with preload". See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import os
+import re
+import signal
+import socket
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import ServerError, start_server, stop_all  # noqa: E402
+
+APPS = Path(__file__).resolve().parent / "reload_apps"
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+PID_IN_JSON = re.compile(rb'"pid"\s*:\s*(\d+)')
+TARGET = 0.7
+
+
+def gunicorn_uvicorn_worker() -> str:
+    try:
+        import uvicorn_worker  # noqa: F401
+        return "uvicorn_worker.UvicornWorker"
+    except ImportError:
+        return "uvicorn.workers.UvicornWorker"  # deprecated, still shipped in this uvicorn
+
+
+def smaps(pid: int) -> dict[str, int]:
+    """kB figures from /proc/PID/smaps_rollup (Rss, Pss, Private_*, Shared_*, ...)."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                out[parts[0].rstrip(":")] = int(parts[1])
+    out["Private"] = out.get("Private_Clean", 0) + out.get("Private_Dirty", 0)
+    return out
+
+
+def worker_pids(pid: int) -> list[int]:
+    """Live direct children of the master, oldest first."""
+    found = []
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pid).children():
+            with contextlib.suppress(psutil.Error):
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    found.append((child.create_time(), child.pid))
+    return [pid for _, pid in sorted(found)]
+
+
+def probe(port: int, connections: int = 6, timeout: float = 2.0, path: str = "/") -> set[int]:
+    """Send GET `path` on `connections` fresh connections at once; the pids that answered 200."""
+    socks, pids = [], set()
+    try:
+        for _ in range(connections):
+            with contextlib.suppress(OSError):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+                socks.append(sock)
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        for sock in socks:
+            data = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    data += chunk
+            match = PID_IN_JSON.search(data)
+            if data.startswith(b"HTTP/1.1 200") and match:
+                pids.add(int(match.group(1)))
+    finally:
+        for sock in socks:
+            sock.close()
+    return pids
+
+
+def wait_serving(port: int, pids: set[int], timeout: float, path: str = "/") -> bool:
+    """True once every pid in `pids` has answered GET `path`."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen |= probe(port, path=path)
+        if pids <= seen:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def warm_up(port: int, total: int, connections: int) -> tuple[int, int, float]:
+    """Exactly `total` GET / over `connections` keep-alive connections: (ok, errors, seconds).
+
+    A fixed count rather than a fixed time, so that both servers' workers do the same lookups."""
+    counts = {"ok": 0, "errors": 0}
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        ok = errors = 0
+        for _ in range(n):
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                response.read()
+                ok, errors = (ok + 1, errors) if response.status == 200 else (ok, errors + 1)
+            except (OSError, http.client.HTTPException):
+                errors += 1
+                conn.close()
+        conn.close()
+        with lock:
+            counts["ok"] += ok
+            counts["errors"] += errors
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=client, args=(total // connections + (i < total % connections),), daemon=True)
+               for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return counts["ok"], counts["errors"], time.monotonic() - start
+
+
+def measure(name: str, cmd: list[str], args) -> dict:
+    env = {"PYTHONPATH": os.pathsep.join([str(APPS), str(ROOT)]), "PYTHONWARNINGS": "ignore::DeprecationWarning",
+           "BIG_APP_RECORDS": str(args.records)}
+    t0 = time.monotonic()
+    server = start_server(name, cmd, env=env, cwd=str(APPS), timeout=90)
+    try:
+        deadline = time.monotonic() + 30
+        while len(worker_pids(server.pid)) < args.workers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = worker_pids(server.pid)
+        if not wait_serving(server.port, set(workers), 30):
+            print(f"  ! {name}: not every worker answered within 30 s", flush=True)
+        startup = time.monotonic() - t0
+        time.sleep(args.settle)
+        idle = [smaps(pid) for pid in workers]
+        warm = warm_up(server.port, args.warmup, args.connections)
+        time.sleep(args.settle)
+        if set(worker_pids(server.pid)) != set(workers):
+            print(f"  ! {name}: workers changed during warm-up", flush=True)
+            workers = worker_pids(server.pid)
+        mem = {"master": smaps(server.pid), "workers": [smaps(pid) for pid in workers]}
+        # One full collection in every worker, as CPython eventually runs by itself.
+        gc_ok = wait_serving(server.port, set(workers), 30, path="/gc")
+        time.sleep(args.settle)
+        after_gc = [smaps(pid) for pid in workers] if gc_ok else None
+
+        # SIGTTIN: one more worker; time until it is forked, and until it answers a request.
+        old = set(worker_pids(server.pid))
+        t_sig = time.monotonic()
+        os.kill(server.pid, signal.SIGTTIN)
+        new_pid = forked = answered = None
+        deadline = t_sig + args.cap
+        while time.monotonic() < deadline:
+            if new_pid is None:
+                fresh = set(worker_pids(server.pid)) - old
+                if fresh:
+                    new_pid, forked = fresh.pop(), time.monotonic() - t_sig
+            if new_pid is not None and new_pid in probe(server.port):
+                answered = time.monotonic() - t_sig
+                break
+            time.sleep(0.005)
+        new_mem = smaps(new_pid) if answered is not None else None
+        if server.proc.poll() is not None:
+            raise ServerError(f"{name} exited:\n{server.log_tail()}")
+        return {"mem": mem, "idle": idle, "after_gc": after_gc, "warm": warm, "startup": startup,
+                "forked": forked, "answered": answered,
+                "new_mem": new_mem, "pids": workers}
+    finally:
+        server.stop()
+
+
+def mb(kb: float) -> str:
+    return f"{kb / 1024:7.1f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--records", type=int, default=130_000, help="records built at import (~80 MB)")
+    parser.add_argument("--warmup", type=int, default=8000, help="GET / requests before measuring")
+    parser.add_argument("--connections", type=int, default=8, help="keep-alive connections during warm-up")
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds between warm-up and measuring")
+    parser.add_argument("--cap", type=float, default=20.0, help="longest wait for the SIGTTIN worker")
+    parser.add_argument("--max-seconds", type=int, default=400, help="hard bound on the whole run")
+    args = parser.parse_args()
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGALRM, on_signal)
+    signal.alarm(args.max_seconds)
+
+    w = str(args.workers)
+    contenders = {
+        "arbiter": [PY, "-m", "arbiter", "fastapi_big:app", "--preload", "-w", w, "-k", "uvicorn",
+                    "-b", "127.0.0.1:0"],
+        "gunicorn": [PY, "-m", "gunicorn", "fastapi_big:app", "--preload", "-w", w, "-k", gunicorn_uvicorn_worker(),
+                     "-b", "127.0.0.1:0"],
+    }
+    print(f"memory_bench: reload_apps/fastapi_big.py ({args.records} records), --preload, {w} workers each; "
+          f"warm-up {args.warmup} GET / on {args.connections} keep-alive connections; "
+          f"loadavg {os.getloadavg()[0]:.2f}", flush=True)
+    results, status = {}, 0
+    try:
+        for name, cmd in contenders.items():
+            print(f"  {name}: {' '.join(Path(c).name if c == PY else c for c in cmd)}", flush=True)
+            try:
+                results[name] = measure(name, cmd, args)
+            except ServerError as exc:
+                print(f"  ! {exc}", flush=True)
+                status = 1
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc})", file=sys.stderr)
+        return 130
+    finally:
+        signal.alarm(0)
+        stop_all()
+
+    for name, res in results.items():
+        ok, errors, secs = res["warm"]
+        print(f"{name}: warm-up {ok} ok, {errors} errors in {secs:.1f} s; "
+              f"worker pids {res['pids']}")
+    print(f"\n{'MB':<9} {'stage':<13} {'master PSS':>10} {'worker PSS':>30} {'median':>7} {'sum':>7} "
+          f"{'USS median':>10} {'RSS median':>10}")
+    stages = [("idle", "before load"), ("mem", "after warm-up"), ("after_gc", "+ gc.collect")]
+    for name, res in results.items():
+        for key, label in stages:
+            workers = res[key]["workers"] if key == "mem" else res[key]
+            if workers is None:
+                print(f"{name:<9} {label:<13} (not every worker answered /gc)")
+                continue
+            pss = [m["Pss"] for m in workers]
+            master = mb(res["mem"]["master"]["Pss"]) if key == "mem" else ""
+            print(f"{name:<9} {label:<13} {master:>10} {' '.join(mb(p).strip() for p in pss):>30} "
+                  f"{mb(statistics.median(pss))} {mb(sum(pss))} "
+                  f"{mb(statistics.median(m['Private'] for m in workers)):>10} "
+                  f"{mb(statistics.median(m['Rss'] for m in workers)):>10}")
+    if "arbiter" in results and "gunicorn" in results:
+        a, g = results["arbiter"], results["gunicorn"]
+        med = {n: statistics.median(m["Pss"] for m in r["mem"]["workers"]) for n, r in results.items()}
+        tot = {n: sum(m["Pss"] for m in r["mem"]["workers"]) + r["mem"]["master"]["Pss"] for n, r in results.items()}
+        ratio = med["arbiter"] / med["gunicorn"]
+        print(f"\nworker PSS median after warm-up, Arbiter/Gunicorn: {ratio:.2f}x (target <= {TARGET}x: "
+              f"{'met' if ratio <= TARGET else 'MISSED'}); master + workers: "
+              f"{tot['arbiter'] / 1024:.1f} MB vs {tot['gunicorn'] / 1024:.1f} MB "
+              f"({tot['arbiter'] / tot['gunicorn']:.2f}x)")
+        if a["after_gc"] and g["after_gc"]:
+            gc_ratio = statistics.median(m["Pss"] for m in a["after_gc"]) / statistics.median(
+                m["Pss"] for m in g["after_gc"])
+            print(f"worker PSS median after one full gc.collect() per worker, Arbiter/Gunicorn: {gc_ratio:.2f}x")
+    print()
+    for name, res in results.items():
+        if res["answered"] is None:
+            print(f"{name}: boot time with preload: no answer from a new worker within {args.cap:.0f} s")
+            continue
+        new = res["new_mem"]
+        print(f"{name}: boot time with preload (SIGTTIN -> new worker answers): {res['answered'] * 1000:.0f} ms "
+              f"(forked after {res['forked'] * 1000:.0f} ms); new worker PSS {new['Pss'] / 1024:.1f} MB; "
+              f"server start to all workers serving: {res['startup']:.1f} s")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
