@@ -263,3 +263,85 @@ def test_asgi_access_log_in_gunicorn_format(arbiter):
     [worker] = master.wait_ready(1)
     assert master.get("/logged?x=1", headers={"User-Agent": "probe/1"})[0] == 200
     master.wait_log(rf'127\.0\.0\.1 "GET /logged\?x=1 HTTP/1\.1" 200 \d+ "probe/1" <{worker}>')
+
+
+def test_flask_app_on_sync_workers_under_concurrent_load(arbiter):
+    master = arbiter(["examples.flask_app:app", "-w", "3"])
+    pids = master.wait_ready(3)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: master.get("/echo", method="POST", body=f"n={i}".encode()), range(300)))
+    assert [status for status, _ in results] == [200] * 300
+    assert sorted(body for _, body in results) == sorted(f"n={i}".encode() for i in range(300))
+    assert "Using worker: auto" in master.log()
+    assert set(master.workers()) == set(pids)  # nobody crashed
+
+
+def test_hung_sync_handler_is_aborted_and_replaced(arbiter):
+    master = arbiter(["wsgi_app:app", "-k", "sync", "-w", "2", "-t", "2"])
+    before = master.wait_ready(2)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: _swallow(lambda: http_get(master.port, "/hang", timeout=10)))
+        master.wait_log(r"WORKER TIMEOUT \(pid:\d+\)", timeout=15)
+    after = master.wait_workers(lambda w: len(w) == 2 and set(w) != set(before), what="the hung worker replaced")
+    assert len(set(after) & set(before)) == 1
+    assert master.get("/")[0] == 200
+
+
+def _swallow(call):
+    try:
+        call()
+    except OSError:
+        pass
+
+
+def test_user_group_and_env_reach_the_workers(arbiter):
+    import pwd
+    import tempfile
+    from pathlib import Path
+
+    # pytest's own temp root is 0700; the worker, once `nobody`, must be able to read the app.
+    with tempfile.TemporaryDirectory() as shared:
+        _serve_as_nobody(arbiter, Path(shared), pwd.getpwnam("nobody"))
+
+
+def _serve_as_nobody(arbiter, tmp_path, nobody):
+    probe = tmp_path / "probe_app.py"
+    probe.write_text(
+        "import os\n"
+        "def app(environ, start_response):\n"
+        "    body = f'{os.getuid()} {os.getgid()} {os.environ.get(\"GREETING\")}'.encode()\n"
+        "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+        "    return [body]\n")
+    tmp_path.chmod(0o755)
+    probe.chmod(0o644)
+    master = arbiter(["probe_app:app", "--pythonpath", str(tmp_path), "-u", "nobody", "-e", "GREETING=hi"])
+    master.wait_ready(1)
+    assert master.get("/") == (200, f"{nobody.pw_uid} {nobody.pw_gid} hi".encode())
+    master.cleanup()
+
+
+def test_malformed_requests_get_4xx_while_other_connections_are_served(arbiter):
+    master = arbiter(["wsgi_app:app", "-k", "sync", "-w", "1"])
+    master.wait_ready(1)
+    bad_requests = [
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad\x00Header: y\r\n\r\n",
+        b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ]
+    good = socket.create_connection(("127.0.0.1", master.port), timeout=5)
+    try:
+        for raw in bad_requests:
+            bad = socket.create_connection(("127.0.0.1", master.port), timeout=5)
+            try:
+                bad.sendall(raw)
+                status_line = bad.recv(4096).split(b"\r\n", 1)[0]
+                assert status_line.startswith(b"HTTP/1.1 4"), (raw[:40], status_line)
+                assert bad.recv(4096) == b""  # and the connection is closed
+            finally:
+                bad.close()
+            good.sendall(b"GET /still-fine HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert good.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        good.close()
