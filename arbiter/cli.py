@@ -16,7 +16,7 @@ import click
 from arbiter import __version__, logs
 from arbiter import app as app_loader
 from arbiter import config as config_mod
-from arbiter.errors import EXIT_USAGE, AppLoadError, ArbiterError, ConfigError
+from arbiter.errors import AppLoadError, ArbiterError, ConfigError
 from arbiter.settings import SETTINGS, Setting
 
 
@@ -80,8 +80,12 @@ def _serve(params: dict[str, Any]) -> int:
 
     from arbiter.master import Master
 
+    from arbiter.control.master_backend import attach_control
+
     setproctitle(f"arbiter: master [{cfg.title_name}]")
-    return Master(cfg, reload_config=lambda: config_mod.build(cli_values), start_cwd=start_cwd).run()
+    master = Master(cfg, reload_config=lambda: config_mod.build(cli_values), start_cwd=start_cwd)
+    attach_control(master)
+    return master.run()
 
 
 @click.command(
@@ -113,6 +117,7 @@ for _setting in reversed(SETTINGS):
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["ctl"]:
-        click.echo("Error: `arbiter ctl` is not available yet", err=True)
-        sys.exit(EXIT_USAGE)
+        from arbiter import ctl
+
+        sys.exit(ctl.main(args[1:]))
     serve_command.main(args=args, prog_name="arbiter")

@@ -164,7 +164,18 @@ def read_ini(path: str) -> tuple[dict[str, Value], Extras]:
             values[name] = Value(raw, f"{path}: [supervisord] {key}")
     if options.nodaemon is not None:
         values["daemon"] = Value(not options.nodaemon, f"{path}: [supervisord] nodaemon")
-    warnings = list(result.warnings)
+    warnings_extra = []
+    if options.unix_http_server is not None and options.unix_http_server.file:
+        server = options.unix_http_server
+        values["control_socket"] = Value(server.file, f"{path}: [unix_http_server] file")
+        if server.chmod is not None:
+            values["control_socket_mode"] = Value(server.chmod, f"{path}: [unix_http_server] chmod")
+    if options.inet_http_server is not None and options.inet_http_server.port:
+        values["control_bind"] = Value(options.inet_http_server.port, f"{path}: [inet_http_server] port")
+        if options.inet_http_server.username:
+            warnings_extra.append(f"{path}: [inet_http_server] username/password (Basic auth) is not "
+                                  "supported; set a bearer token with control_token_file")
+    warnings = list(result.warnings) + warnings_extra
     warnings += [f"{path}: [supervisord] {key} is not supported yet; ignored"
                  for key in _SUPERVISORD_IGNORED if getattr(options, key) is not None]
     groups = {name: tuple(members) for name, members in result.groups.items()}
@@ -254,7 +265,7 @@ def read_environ(environ: Mapping[str, str]) -> tuple[dict[str, Value], dict[str
 
 
 # Variables Arbiter sets for its own children; never settings.
-_NOT_SETTINGS = frozenset({"ARBITER_REEXEC"})
+_NOT_SETTINGS = frozenset({"ARBITER_REEXEC", "ARBITER_TOKEN", "ARBITER_SOCKET"})
 
 
 def build(cli: Mapping[str, Value], environ: Mapping[str, str] | None = None) -> Config:

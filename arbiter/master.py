@@ -9,6 +9,7 @@ leave a lock held forever in the child.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gc
 import logging
@@ -67,6 +68,10 @@ class Master:
         self._aux: dict[int, Callable[[int], None]] = {}
         self.upgrader = upgrade.Upgrader(self)
         self._reloader: reloader.Watcher | None = None
+        # Things that live in this loop beside the workers (the control server): each has
+        # start(), tick(), next_deadline(), close_in_child() and close().
+        self.services: list[Any] = []
+        self._soon: collections.deque[Callable[[], None]] = collections.deque()
         self.programs: ProgramManager | None = None
         self._ready_sent = False
         self._reload_state = "none"
@@ -97,10 +102,16 @@ class Master:
         if self.cfg.reload:
             self._reloader = reloader.Watcher(self)
         self.listeners = self._bind() if self.cfg.wsgi_app else []
+        started: list[Any] = []
         try:
             if self.cfg.preload_app:
                 self.preloaded = app_loader.load(self.cfg.wsgi_app)
+            for service in self.services:
+                service.start()
+                started.append(service)
         except BaseException:
+            for service in started:
+                service.close()
             self._close_listeners(unlink=True)
             raise
         self.pool = WorkerPool(
@@ -117,10 +128,10 @@ class Master:
         self.signals.install(self.selector)
         self._write_pidfile()
         self._log_start()
-        if self.cfg.programs:
-            self.programs = ProgramManager(self.cfg.programs, self.cfg.groups, self.selector, self.log,
-                                           clock=self.clock, childlogdir=self.cfg.childlogdir)
-            self.programs.start_autostart()
+        # Always present, even empty: `arbiter ctl update` may add programs later.
+        self.programs = ProgramManager(self.cfg.programs, self.cfg.groups, self.selector, self.log,
+                                       clock=self.clock, childlogdir=self.cfg.childlogdir)
+        self.programs.start_autostart()
         if self.handover is not None:
             self.pool.adopt(self.handover, self.cfg.workers)
             self.log.info("Upgraded in place (pid %d): adopted %d workers", self.pid, len(self.pool.workers))
@@ -182,9 +193,13 @@ class Master:
             key.data(key, mask)
         for sig in self.signals.pop_all():
             self._dispatch(sig)
+        while self._soon:
+            self._soon.popleft()()
         self._reap()
         if self.programs is not None:
             self.programs.tick()
+        for service in self.services:
+            service.tick()
         now = self.clock()
         self.pool.check(now, self._awake_since)
         if self.stopping:
@@ -209,13 +224,25 @@ class Master:
             else:
                 self.notify.ready(f"Reload {self._reload_state}; {status}")
 
+    def attach(self, service: Any) -> None:
+        """Run `service` in this loop (before run()): started after the sockets are bound,
+        ticked every turn, closed at exit, and closed without cleanup in forked workers."""
+        self.services.append(service)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn` in the loop's next turn. How the control API changes anything: its handlers
+        queue work here rather than touch the master's state themselves."""
+        self._soon.append(fn)
+        self.signals.wake()
+
     def adopt_child(self, pid: int, on_exit: Callable[[int], None]) -> None:
         """Have the loop reap `pid` (a child that is not a web worker) and call `on_exit(status)`."""
         self._aux[pid] = on_exit
 
     def _wait(self, now: float) -> float:
         programs = self.programs.next_deadline() if self.programs is not None else None
-        deadlines = [d for d in (self.pool.next_deadline(), programs) if d is not None]
+        candidates = [self.pool.next_deadline(), programs, *(s.next_deadline() for s in self.services)]
+        deadlines = [d for d in candidates if d is not None]
         if self.stopping:
             deadlines.append(self._stop_deadline)
         wait = min([MAX_WAIT] + [d - now for d in deadlines])
@@ -267,10 +294,7 @@ class Master:
 
     def handle_hup(self) -> None:
         self.log.info("Handling signal: hup")
-        if self.cfg.preload_app:
-            self.upgrade()  # the new code can only load in a new master image
-        else:
-            self.reload()
+        self.reload()  # with --preload, an in-place upgrade: new code loads only in a new image
 
     def handle_usr2(self) -> None:
         self.log.info("Handling signal: usr2")
@@ -311,22 +335,26 @@ class Master:
         if hook:
             hook(self, new, old)
 
-    def reload(self) -> None:
-        """Reread the config and roll every worker over to a new generation."""
+    def reload(self) -> str | None:
+        """Reread the config and roll every worker over to a new generation (with --preload:
+        upgrade in place). Returns why it was refused, or None."""
         if self.stopping:
-            return
+            return "the master is stopping"
+        if self.cfg.preload_app:
+            self.upgrade()
+            return None
         if self.reload_config is not None:
             try:
                 cfg = self.reload_config()
             except ConfigError as exc:
                 self.log.error("Reload refused, the config has an error (still serving the old one): %s", exc)
-                return
+                return f"the config has an error: {exc}"
             if cfg.bind != self.cfg.bind:
                 try:
                     self.listeners = sockets.rebind(self.listeners, cfg.bind, cfg.backlog)
                 except ArbiterError as exc:
                     self.log.error("Reload refused (still serving the old config): %s", exc)
-                    return
+                    return str(exc)
                 self.pool.listeners = self.listeners
                 for listener in self.listeners:
                     self.log.info("Listening at: %s (%s)", listener.url("https" if cfg.is_ssl else "http"), self.pid)
@@ -340,6 +368,7 @@ class Master:
         if hook:
             hook(self)
         self.pool.begin_reload()
+        return None
 
     def upgrade(self) -> None:
         """Check that the new code loads (in a child), then re-execute the master in place."""
@@ -372,6 +401,8 @@ class Master:
         """In a forked worker: drop what belongs to the master alone (its signal socket, its
         selector and everything in it: program pipes, the watcher's pipe)."""
         self.signals.close_in_child()
+        for service in self.services:
+            service.close_in_child()
         for key in list(self.selector.get_map().values()):
             try:
                 os.close(key.fd)
@@ -405,6 +436,8 @@ class Master:
     def _shutdown(self) -> None:
         if self._reloader is not None:
             self._reloader.close()
+        for service in self.services:
+            service.close()
         if self.programs is not None and self.programs.all_stopped():
             self.programs.close()
         if self.pool.workers:  # an exception escaped the loop: leave no worker behind

@@ -11,6 +11,7 @@ boot while older ones still serve abandons the reload instead of stopping the ma
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -80,6 +81,7 @@ class WorkerPool:
         self.served_ok = False  # some worker of some generation has been READY
         self.reload_failures = 0
         self.last_reload: str = "none"  # none | in progress | done | failed: reason
+        self.stats: collections.Counter[str] = collections.Counter()  # reloads, restarts, timeouts
         # One byte per generation: the first worker that fails to load the app prints why.
         self._token_r, self._token_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         os.write(self._token_w, b"t")
@@ -170,10 +172,12 @@ class WorkerPool:
             self._spawn_backoff = 0.0
             if worker.retiring or worker.killed:
                 self.log.debug("Worker (pid:%s) stopped: %s", pid, sigs.exit_description(status))
-            elif code != 0:
-                self.log.error("Worker (pid:%s) %s", pid, sigs.exit_description(status))
             else:
-                self.log.info("Worker (pid:%s) exited", pid)
+                self.stats["restarts"] += 1
+                if code != 0:
+                    self.log.error("Worker (pid:%s) %s", pid, sigs.exit_description(status))
+                else:
+                    self.log.info("Worker (pid:%s) exited", pid)
             return None
         if worker.aborted_at is not None:
             reason = "Worker not ready within the timeout."
@@ -239,6 +243,7 @@ class WorkerPool:
                 for w in self.workers.values()]
 
     def begin_reload(self) -> None:
+        self.stats["reloads"] += 1
         self.generation += 1
         self.last_reload = "in progress"
         self._refill_token()
@@ -271,6 +276,7 @@ class WorkerPool:
             # workers were silent, so silence counts only from when it was last awake.
             last = max(view.heartbeat_ns / 1e9 if worker.ready else worker.spawned_at, awake_since)
             if timeout and now - last > timeout:
+                self.stats["timeouts"] += 1
                 self.log.critical("WORKER TIMEOUT (pid:%s)%s", worker.pid, "" if worker.ready else " while booting")
                 worker.aborted_at = now
                 self._signal(worker, signal.SIGABRT)

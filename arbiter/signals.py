@@ -56,9 +56,8 @@ class SignalQueue:
             taken.append(self._pending.popleft())
         return taken
 
-    def push(self, sig: int) -> None:
-        """Queue a signal as if it had arrived (used by the control API for reload, scale...)."""
-        self._pending.append(sig)
+    def wake(self) -> None:
+        """End the loop's current select() at once (work was queued for it)."""
         with contextlib.suppress(BlockingIOError):
             self._writer.send(b"\0")
 

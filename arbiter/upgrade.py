@@ -146,6 +146,8 @@ class Upgrader:
         environ = dict(os.environ)
         if master.notify.raw:
             environ["NOTIFY_SOCKET"] = master.notify.raw
+        for service in master.services:
+            service.close()  # flushes the control API's replies; the new image listens again
         logs.flush()
         try:
             reexec(handover, [*handover.listeners.values(), handover.scoreboard_fd], environ)

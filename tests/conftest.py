@@ -161,6 +161,9 @@ def arbiter(tmp_path: Path) -> Iterator[Callable[..., Arbiter]]:
     def start(args: list[str], bind: bool = True, **kwargs: Any) -> Arbiter:
         if bind and not any(a in ("-b", "--bind") or a.startswith("--bind=") for a in args):
             args = [*args, "-b", "127.0.0.1:0"]
+        if "--control-socket" not in args and kwargs.pop("control", True):
+            # Each master its own control socket (the default, ./arbiter.sock, is shared).
+            args = [*args, "--control-socket", str(tmp_path / f"control-{len(started)}.sock")]
         master = Arbiter(args, tmp_path, **kwargs)
         started.append(master)
         return master
@@ -177,6 +180,8 @@ def run_arbiter(args: list[str], timeout: float = 30.0, env: dict[str, str] | No
     full_env.pop("WEB_CONCURRENCY", None)
     full_env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(ROOT)])
     full_env.update(env or {})
+    if args and args[0] != "ctl" and "--control-socket" not in args:
+        args = [*args, "--control-socket", "none"]  # these runs end by themselves; nothing to control
     proc = subprocess.Popen([sys.executable, "-m", "arbiter", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=full_env, cwd=str(cwd or ROOT),
                             start_new_session=True)
