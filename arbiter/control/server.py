@@ -98,6 +98,8 @@ class ControlServer:
         for sock, kind in self._listeners:
             sock.setblocking(False)
             self.selector.register(sock, selectors.EVENT_READ, self._accept_callback(sock, kind))
+        for address in self._addresses:
+            self.log.info("Control API at: %s", address)  # the real port, when 0 was asked for
 
     def _listen_unix(self, path: str) -> None:
         if len(os.fsencode(path)) > UNIX_PATH_MAX:

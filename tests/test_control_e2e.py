@@ -1,0 +1,264 @@
+"""The control plane against a real master: `arbiter ctl`, the HTTP API, supervisorctl and the
+dashboard, with real workers and programs behind them."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_arbiter, wait_until
+from load import Load
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "supervisor"
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 10) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def api(path: str, method: str, url: str, body: bytes | None = None) -> tuple[int, dict]:
+    conn = UnixHTTPConnection(path)
+    try:
+        conn.request(method, url, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def ctl(sock: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return run_arbiter(["ctl", "-s", str(sock), *args], timeout=timeout)
+
+
+@pytest.fixture
+def service(arbiter, tmp_path):
+    """A master with two workers, a steady program, one that stays stopped, and one that crashes."""
+    config = tmp_path / "arbiter.toml"
+    config.write_text(textwrap.dedent(f'''
+        wsgi_app = "asgi_app:app"
+        workers = 2
+        errorlog = "{tmp_path}/master.log"
+
+        [programs.ticker]
+        command = "python3 -u {ROOT}/examples/ticker.py"
+        stdout_logfile = "{tmp_path}/ticker.log"
+        startsecs = 0
+
+        [programs.idle]
+        command = "sleep 600"
+        autostart = false
+
+        [programs.crasher]
+        command = "sh -c 'exit 3'"
+        startsecs = 1
+        startretries = 0
+    '''))
+    sock = tmp_path / "ctl.sock"
+    master = arbiter(["-c", str(config), "--control-socket", str(sock)])
+    wait_until(lambda: sock.exists() and (tmp_path / "master.log").exists(), timeout=30, what="the control socket")
+    master.log_path = tmp_path / "master.log"  # the config sends the master's log there
+    wait_until(lambda: "entered FATAL state" in master.log_path.read_text(), timeout=30, what="crasher FATAL")
+    master.wait_ready(2)
+
+    def all_ready() -> bool:
+        workers = api(str(sock), "GET", "/v1/status")[1]["workers"]
+        return len(workers) == 2 and all(w["state"] == "READY" for w in workers)
+
+    wait_until(all_ready, timeout=30, what="both workers READY")
+    master.sock = sock
+    master.config = config
+    return master
+
+
+def test_socket_is_private(service):
+    mode = stat.S_IMODE(os.stat(service.sock).st_mode)
+    assert mode == 0o600
+
+
+def test_ctl_status_and_exit_codes(service):
+    result = ctl(service.sock, "status")
+    assert result.returncode == 3, result.stdout + result.stderr  # crasher is FATAL, idle STOPPED
+    assert "ticker" in result.stdout and "RUNNING" in result.stdout and "FATAL" in result.stdout
+    assert ctl(service.sock, "status", "ticker").returncode == 0
+    assert ctl(service.sock, "status", "idle").returncode == 3
+    assert ctl(service.sock, "status", "ghost").returncode == 4
+    data = json.loads(ctl(service.sock, "--json", "status").stdout)
+    assert data["master"]["pid"] == service.pid
+    assert sorted(w["pid"] for w in data["workers"]) == service.workers()
+    assert all(w["state"] == "READY" for w in data["workers"])
+    assert ctl(service.sock.parent / "nobody-here.sock", "status").returncode == 4
+
+
+def test_ctl_start_stop_restart_signal_pid(service):
+    assert ctl(service.sock, "start", "idle").returncode == 0
+    assert ctl(service.sock, "status", "idle").returncode == 0
+    assert ctl(service.sock, "start", "idle").returncode != 0  # already started
+    pid = int(ctl(service.sock, "pid", "idle").stdout.strip())
+    assert ctl(service.sock, "restart", "idle").returncode == 0
+    assert int(ctl(service.sock, "pid", "idle").stdout.strip()) != pid
+    pid = int(ctl(service.sock, "pid", "idle").stdout.strip())
+    assert ctl(service.sock, "signal", "TERM", "idle").returncode == 0
+    # Killed by a signal is an unexpected exit: autorestart=unexpected starts it again.
+    wait_until(lambda: ctl(service.sock, "pid", "idle").stdout.strip() not in ("", "0", str(pid)),
+               timeout=20, what="idle restarted after TERM")
+    assert ctl(service.sock, "stop", "ticker").returncode == 0
+    assert ctl(service.sock, "status", "ticker").returncode == 3
+    assert int(ctl(service.sock, "pid").stdout.strip()) == service.pid
+    assert ctl(service.sock, "version").stdout.strip() == "0.1.0"
+
+
+def test_ctl_tail_clear_and_maintail(service, tmp_path):
+    wait_until(lambda: "tick 2" in (tmp_path / "ticker.log").read_text())
+    result = ctl(service.sock, "tail", "ticker")
+    assert result.returncode == 0 and "tick" in result.stdout
+    assert ctl(service.sock, "clear", "ticker").returncode == 0
+    assert "ticker started" not in (tmp_path / "ticker.log").read_text()
+    # -f follows the stream: new ticks arrive while we read.
+    proc = subprocess.Popen([sys.executable, "-m", "arbiter", "ctl", "-s", str(service.sock), "tail", "-f", "ticker"],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert all(line.startswith("tick ") for line in lines), lines
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "Listening at" in ctl(service.sock, "maintail").stdout
+
+
+def test_reload_and_scale_through_the_api_under_load(service):
+    with Load(service.port, slow=0) as load:
+        load.wait_for_requests(50)
+        result = ctl(service.sock, "reload", "--wait")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert ctl(service.sock, "scale", "+2").returncode == 0
+        service.wait_workers(lambda w: len(w) == 4)
+        assert ctl(service.sock, "scale", "=1").returncode == 0
+        service.wait_workers(lambda w: len(w) == 1)
+        load.wait_for_requests(50)
+        outcome = load.stop()
+    assert outcome.failures == [], outcome.failures[:10]
+    status = json.loads(ctl(service.sock, "--json", "status").stdout)
+    assert status["master"]["generation"] == 2 and status["master"]["workers_target"] == 1
+    assert ctl(service.sock, "scale", "-5").returncode != 0  # never below one
+
+
+def test_bad_requests_get_4xx_and_the_master_keeps_running(service):
+    sock = str(service.sock)
+    assert api(sock, "POST", "/v1/scale", b"{not json")[0] == 400
+    assert api(sock, "POST", "/v1/scale", b'{"spec": "lots"}')[0] == 400
+    assert api(sock, "POST", "/v1/processes/ghost/start", b"{}")[0] == 404
+    assert api(sock, "POST", "/v1/scale", b"x" * (2 * 1024 * 1024))[0] == 413
+    assert api(sock, "GET", "/v1/nowhere")[0] == 404
+    status, body = api(sock, "GET", "/v1/status")
+    assert status == 200 and body["master"]["state"] == "RUNNING"
+    assert service.get("/")[0] == 200
+
+
+def test_metrics_and_probes(service):
+    conn = UnixHTTPConnection(str(service.sock))
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    assert 'arbiter_workers{state="READY"} 2' in text
+    assert 'arbiter_program_state{name="ticker",state="RUNNING"} 1' in text
+    assert 'arbiter_program_state{name="crasher",state="FATAL"} 1' in text
+    for path, expected in (("/healthz", 200), ("/readyz", 200)):
+        conn = UnixHTTPConnection(str(service.sock))
+        conn.request("GET", path)
+        assert conn.getresponse().status == expected
+        conn.close()
+
+
+def test_shutdown_through_ctl(service):
+    assert ctl(service.sock, "shutdown").returncode == 0
+    assert service.wait_exit(30) == 0
+    assert not service.sock.exists()
+
+
+@pytest.mark.skipif(shutil.which("supervisorctl") is None, reason="supervisorctl not installed (pip install supervisor)")
+def test_real_supervisorctl_drives_arbiter(arbiter, tmp_path):
+    copy = tmp_path / "supervisor"
+    shutil.copytree(FIXTURES, copy)
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    conf = copy / "minimal.conf"
+    master = arbiter(["-c", str(conf)], bind=False, control=False)  # the conf names the socket
+    wait_until(lambda: (copy / "run" / "supervisor.sock").exists(), what="the socket from [unix_http_server]")
+
+    def supervisorctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["supervisorctl", "-c", str(conf), *args], capture_output=True, text=True, timeout=60)
+
+    wait_until(lambda: "RUNNING" in supervisorctl("status").stdout, timeout=20)
+    assert supervisorctl("stop", "ticker").stdout.strip() == "ticker: stopped"
+    assert "STOPPED" in supervisorctl("status", "ticker").stdout
+    assert supervisorctl("start", "ticker").stdout.strip() == "ticker: started"
+    assert "ticker: stopped" in supervisorctl("restart", "ticker").stdout
+    wait_until(lambda: "tick" in supervisorctl("tail", "ticker").stdout)
+    assert supervisorctl("update").returncode == 0
+    assert master.proc.poll() is None
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+def test_dashboard_stops_and_starts_a_real_program(arbiter, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    config = tmp_path / "arbiter.toml"
+    config.write_text(textwrap.dedent(f'''
+        wsgi_app = "asgi_app:app"
+        workers = 1
+        control_bind = "127.0.0.1:0"
+        control_token_file = "{token_file}"
+
+        [programs.ticker]
+        command = "python3 -u {ROOT}/examples/ticker.py"
+        stdout_logfile = "{tmp_path}/ticker.log"
+        startsecs = 0
+    '''))
+    master = arbiter(["-c", str(config)])
+    master.wait_ready(1)
+    port = int(master.wait_log(r"Control API at: http://127\.0\.0\.1:(\d+)")[0].group(1))
+    base = f"http://127.0.0.1:{port}"
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"]
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"{base}/login?token=s3cret-token")
+            row = page.locator('tr[data-program="ticker"]')
+            row.locator("td.state").filter(has_text="RUNNING").wait_for(timeout=15_000)
+            row.locator('button[data-action="stop"]').click()
+            row.locator("td.state").filter(has_text="STOPPED").wait_for(timeout=15_000)
+            master.wait_log(r"stopped: ticker \(terminated by SIGTERM\)")
+            row.locator('button[data-action="start"]').click()
+            row.locator("td.state").filter(has_text="RUNNING").wait_for(timeout=15_000)
+            assert page.locator("#workers tbody tr").count() == 1
+        finally:
+            browser.close()
+    # Without the token the API refuses.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/v1/status")
+    assert conn.getresponse().status == 401
+    conn.close()
