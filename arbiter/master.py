@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from arbiter import __version__, logs, reloader, sockets, systemd, upgrade, workers
+from arbiter import __version__, host, logs, reloader, sockets, systemd, upgrade, workers
 from arbiter import app as app_loader
 from arbiter import signals as sigs
 from arbiter.errors import ArbiterError, ConfigError
@@ -32,6 +32,7 @@ from arbiter.sockets import Listener
 
 MAX_WAIT = 1.0  # longest select; also how often timeouts are checked
 QUICK_STOP = 2.0  # SIGINT/SIGQUIT: how long workers get before SIGKILL
+HOUSEKEEPING = 0.01  # at most this long between bookkeeping passes when I/O keeps the loop busy
 SUSPEND_GAP = 3.0  # a select this much longer than asked means the master itself was stopped
 
 
@@ -81,6 +82,10 @@ class Master:
         self._stop_deadline = 0.0
         self._killed_at_deadline = False
         self._awake_since = 0.0
+        self._next_wake = 0.0  # the first turn does its housekeeping at once
+        self._next_housekeeping = 0.0
+        self._next_reap = 0.0
+        self._child_exited = False
 
     @property
     def num_workers(self) -> int:
@@ -98,7 +103,7 @@ class Master:
         hook = self.cfg.hook("on_starting")
         if hook:
             hook(self)
-        _raise_limits(self.cfg.minfds, self.cfg.minprocs, self.log)
+        host.raise_limits(self.cfg.minfds, self.cfg.minprocs, self.log)
         if self.cfg.reload:
             self._reloader = reloader.Watcher(self)
         self.listeners = self._bind() if self.cfg.wsgi_app else []
@@ -126,7 +131,7 @@ class Master:
         else:
             self.pool.target = 0  # programs only: Arbiter as a supervisord
         self.signals.install(self.selector)
-        self._write_pidfile()
+        host.write_pidfile(self.cfg.pidfile, self.pid)
         self._log_start()
         # Always present, even empty: `arbiter ctl update` may add programs later.
         self.programs = ProgramManager(self.cfg.programs, self.cfg.groups, self.selector, self.log,
@@ -183,7 +188,7 @@ class Master:
     def turn(self) -> None:
         """One loop turn. Public so tests and a future embedding can drive it."""
         before = self.clock()
-        wait = self._wait(before)
+        wait = max(0.0, self._next_wake - before)
         events = self.selector.select(wait)
         now = self.clock()
         if now - before > wait + SUSPEND_GAP:
@@ -191,11 +196,22 @@ class Master:
             self._awake_since = now
         for key, mask in events:
             key.data(key, mask)
-        for sig in self.signals.pop_all():
+        received = self.signals.pop_all()
+        for sig in received:
             self._dispatch(sig)
+        queued = bool(self._soon)
         while self._soon:
             self._soon.popleft()()
-        self._reap()
+        # A turn woken only by I/O (a program writing flat out wakes the loop many thousand
+        # times a second) leaves the bookkeeping below to a turn at most HOUSEKEEPING later.
+        if received or queued or now >= self._next_housekeeping:
+            self._housekeeping(now)
+
+    def _housekeeping(self, now: float) -> None:
+        if self._child_exited or now >= self._next_reap:
+            self._child_exited = False
+            self._next_reap = now + MAX_WAIT  # in case a SIGCHLD was ever lost
+            self._reap()
         if self.programs is not None:
             self.programs.tick()
         for service in self.services:
@@ -209,12 +225,18 @@ class Master:
         else:
             self.pool.manage(now)
             self._report(now)
+        self._next_housekeeping = now + HOUSEKEEPING
+        # Never before the next pass: a due deadline must not make I/O-only turns spin.
+        self._next_wake = max(now + self._wait(now), self._next_housekeeping)
 
     def _report(self, now: float) -> None:
         """Tell systemd (and the log) when the pool first becomes ready and when a reload ends."""
         self.upgrader.tick(now)
-        status = f"{self.pool.ready_count()} of {self.pool.target} workers ready, generation {self.pool.generation}"
-        if not self._ready_sent and self.pool.ready_count() >= self.pool.target:
+        if self._ready_sent and self.pool.last_reload == self._reload_state:
+            return  # the common case: nothing to say
+        ready = self.pool.ready_count()
+        status = f"{ready} of {self.pool.target} workers ready, generation {self.pool.generation}"
+        if not self._ready_sent and ready >= self.pool.target:
             self._ready_sent = True
             self.notify.ready(status)
         if self.pool.last_reload != self._reload_state:
@@ -249,8 +271,9 @@ class Master:
         return max(0.0, wait)
 
     def _finished(self) -> bool:
-        programs_done = self.programs is None or self.programs.all_stopped()
-        return self.stopping and not self.pool.workers and programs_done
+        if not self.stopping or self.pool.workers:
+            return False
+        return self.programs is None or self.programs.all_stopped()
 
     def _reap(self) -> None:
         while True:
@@ -278,7 +301,7 @@ class Master:
             handler()
 
     def handle_chld(self) -> None:
-        pass  # reaping happens every turn
+        self._child_exited = True
 
     def handle_term(self) -> None:
         self.log.info("Handling signal: term")
@@ -414,25 +437,6 @@ class Master:
         for listener in self.listeners:
             listener.close(unlink=unlink)
 
-    def _write_pidfile(self) -> None:
-        if not self.cfg.pidfile:
-            return
-        tmp = f"{self.cfg.pidfile}.{self.pid}.tmp"
-        with open(tmp, "w") as handle:
-            handle.write(f"{self.pid}\n")
-        os.replace(tmp, self.cfg.pidfile)  # never a half-written pidfile
-
-    def _remove_pidfile(self) -> None:
-        if not self.cfg.pidfile:
-            return
-        try:
-            with open(self.cfg.pidfile) as handle:
-                if handle.read().strip() != str(self.pid):
-                    return  # another master owns it now
-            os.unlink(self.cfg.pidfile)
-        except OSError:
-            pass
-
     def _shutdown(self) -> None:
         if self._reloader is not None:
             self._reloader.close()
@@ -451,23 +455,9 @@ class Master:
         hook = self.cfg.hook("on_exit")
         if hook:
             hook(self)
-        self._remove_pidfile()
+        host.remove_pidfile(self.cfg.pidfile, self.pid)
         self.pool.close()
         self.log.info("Shutting down: Master")
         sys.stdout.flush()
 
 
-
-def _raise_limits(minfds: int, minprocs: int, log: logging.Logger) -> None:
-    """Supervisor's minfds/minprocs: raise the soft limits up to the hard ones if needed."""
-    import resource
-
-    for limit, wanted, what in ((resource.RLIMIT_NOFILE, minfds, "minfds"), (resource.RLIMIT_NPROC, minprocs, "minprocs")):
-        soft, hard = resource.getrlimit(limit)
-        if soft == resource.RLIM_INFINITY or soft >= wanted:
-            continue
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        try:
-            resource.setrlimit(limit, (target, hard))
-        except (ValueError, OSError) as exc:
-            log.warning("Cannot raise the limit for %s to %d: %s", what, wanted, exc)

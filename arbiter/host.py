@@ -1,0 +1,44 @@
+"""What the master asks of the host: its pidfile and its resource limits."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+
+
+def write_pidfile(path: str | None, pid: int) -> None:
+    """Write `pid` to `path` atomically: a reader never sees a half-written file."""
+    if not path:
+        return
+    tmp = f"{path}.{pid}.tmp"
+    with open(tmp, "w") as handle:
+        handle.write(f"{pid}\n")
+    os.replace(tmp, path)
+
+
+def remove_pidfile(path: str | None, pid: int) -> None:
+    """Remove `path` if it still names `pid` (another master may own it by now)."""
+    if not path:
+        return
+    try:
+        with open(path) as handle:
+            if handle.read().strip() != str(pid):
+                return
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def raise_limits(minfds: int, minprocs: int, log: logging.Logger) -> None:
+    """Supervisor's minfds/minprocs: raise the soft limits toward the hard ones if needed."""
+    wanted_limits = ((resource.RLIMIT_NOFILE, minfds, "minfds"), (resource.RLIMIT_NPROC, minprocs, "minprocs"))
+    for limit, wanted, what in wanted_limits:
+        soft, hard = resource.getrlimit(limit)
+        if soft == resource.RLIM_INFINITY or soft >= wanted:
+            continue
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(limit, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("Cannot raise the limit for %s to %d: %s", what, wanted, exc)
