@@ -206,6 +206,10 @@ class Master:
         # times a second) leaves the bookkeeping below to a turn at most HOUSEKEEPING later.
         if received or queued or now >= self._next_housekeeping:
             self._housekeeping(now)
+        elif events:
+            # The I/O may have set new deadlines (a paced pipe to re-arm): the next pass, which
+            # recomputes them, must not wait for the old wake-up time.
+            self._next_wake = min(self._next_wake, self._next_housekeeping)
 
     def _housekeeping(self, now: float) -> None:
         if self._child_exited or now >= self._next_reap:
