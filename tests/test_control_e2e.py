@@ -262,3 +262,68 @@ def test_dashboard_stops_and_starts_a_real_program(arbiter, tmp_path):
     conn.request("GET", "/v1/status")
     assert conn.getresponse().status == 401
     conn.close()
+
+
+def test_reread_and_update_restart_exactly_the_changed_programs(arbiter, tmp_path):
+    def write(programs: str) -> None:
+        config.write_text('wsgi_app = "asgi_app:app"\nworkers = 1\n' + textwrap.dedent(programs))
+
+    config = tmp_path / "arbiter.toml"
+    write('''
+        [programs.keep]
+        command = "sleep 600"
+        startsecs = 0
+        [programs.change]
+        command = "sleep 601"
+        startsecs = 0
+        [programs.drop]
+        command = "sleep 602"
+        startsecs = 0
+        [programs.pool]
+        command = "sleep 603"
+        numprocs = 2
+        process_name = "%(program_name)s_%(process_num)d"
+        startsecs = 0
+    ''')
+    sock = tmp_path / "update.sock"
+    master = arbiter(["-c", str(config), "--control-socket", str(sock)])
+    master.wait_ready(1)
+
+    def pids() -> dict[str, int]:
+        rows = json.loads(ctl(sock, "--json", "status").stdout)["programs"]
+        return {row["name"]: row["pid"] for row in rows if row["state"] == "RUNNING"}
+
+    def running(expected: set[str]) -> dict[str, int] | None:
+        current = pids()
+        return current if set(current) == expected else None
+
+    before = wait_until(lambda: running({"keep", "change", "drop", "pool_0", "pool_1"}), timeout=20,
+                        what="5 programs RUNNING")
+    write('''
+        [programs.keep]
+        command = "sleep 600"
+        startsecs = 0
+        [programs.change]
+        command = "sleep 611"
+        startsecs = 0
+        [programs.pool]
+        command = "sleep 603"
+        numprocs = 3
+        process_name = "%(program_name)s_%(process_num)d"
+        startsecs = 0
+        [programs.new]
+        command = "sleep 604"
+        startsecs = 0
+    ''')
+    reread = ctl(sock, "reread")
+    assert reread.returncode == 0
+    for line in ("change: changed", "drop: disappeared", "new: available", "pool: changed"):
+        assert line in reread.stdout, reread.stdout
+    assert ctl(sock, "update").returncode == 0
+    after = wait_until(lambda: running({"keep", "change", "pool_0", "pool_1", "pool_2", "new"}), timeout=20,
+                       what="the updated set RUNNING")
+    assert after["keep"] == before["keep"]  # untouched
+    assert after["pool_0"] == before["pool_0"] and after["pool_1"] == before["pool_1"]  # numprocs in place
+    assert after["change"] != before["change"]  # restarted with its new command
+    assert "drop" not in after
+    assert master.get("/")[0] == 200

@@ -15,6 +15,8 @@ FAILED = 30
 SPAWN_ERROR = 50
 ALREADY_STARTED = 60
 NOT_RUNNING = 70
+ALREADY_ADDED = 90
+STILL_RUNNING = 91
 
 
 class ProgramError(ArbiterError):
@@ -59,7 +61,20 @@ class NotRunning(ProgramError):
     code, fault = NOT_RUNNING, "NOT_RUNNING"
 
 
+class AlreadyAdded(ProgramError):
+    """`add` of a group that is already active."""
+
+    code, fault = ALREADY_ADDED, "ALREADY_ADDED"
+
+
+class StillRunning(ProgramError):
+    """`remove` of a group that still has processes not stopped."""
+
+    code, fault = STILL_RUNNING, "STILL_RUNNING"
+
+
 BY_FAULT: dict[str, type[ProgramError]] = {
     cls.fault: cls
-    for cls in (ShutdownState, BadName, BadSignal, Failed, SpawnError, AlreadyStarted, NotRunning)
+    for cls in (ShutdownState, BadName, BadSignal, Failed, SpawnError, AlreadyStarted, NotRunning,
+                AlreadyAdded, StillRunning)
 }

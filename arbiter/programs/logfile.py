@@ -53,8 +53,11 @@ class RotatingLogFile:
         self._retry_at = 0.0
         self._open()
 
-    def write(self, data: bytes) -> None:
-        """Append `data`, rotating as needed. Never raises; a failure drops and counts the data."""
+    def write(self, data: bytes | memoryview) -> None:
+        """Append `data`, rotating as needed. Never raises; a failure drops and counts the data.
+
+        `data` may be a view of the reader's buffer: it is written, never kept.
+        """
         pos, end = 0, len(data)
         while pos < end:
             if self._fd is None and not self._open():
@@ -71,9 +74,13 @@ class RotatingLogFile:
             if pos < end:
                 self._rotate()  # the rest does not fit in this file
 
-    def _cut(self, data: bytes, pos: int, end: int) -> int:
+    def _cut(self, data: bytes | memoryview, pos: int, end: int) -> int:
         """Where to end this file's share of `data[pos:end]`, which does not all fit."""
         room = max(self.maxbytes - self._size, 0)
+        if isinstance(data, memoryview):
+            # A view cannot be searched: copy the part that matters (once per rotation).
+            stop = min(end, pos + room + LINE_SLACK)
+            return pos + self._cut(data[pos:stop].tobytes(), 0, stop - pos)
         last = data.rfind(b"\n", pos, pos + room)
         if last >= 0:
             return last + 1  # the whole lines that fit
@@ -93,6 +100,20 @@ class RotatingLogFile:
     def close(self) -> None:
         self._close()
 
+    def truncate(self) -> None:
+        """Empty the file at `path` and go on writing from its start (supervisorctl `clear`).
+
+        The next rotation counts from zero again; the backups are kept, as Supervisor keeps
+        them. The file is truncated in place (same inode), so a `tail -f` follows it.
+
+        Raises:
+            OSError: the file cannot be opened.
+        """
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC | os.O_CLOEXEC
+        fd = os.open(self.path, flags, 0o666)
+        self._close()
+        self._fd, self._size, self._mid_line = fd, 0, False
+
     # ---- internals --------------------------------------------------------------------
 
     def _open(self, truncate: bool = False) -> bool:
@@ -109,13 +130,15 @@ class RotatingLogFile:
             return False
         return True
 
-    def _write_all(self, data: bytes, pos: int, stop: int) -> int:
+    def _write_all(self, data: bytes | memoryview, pos: int, stop: int) -> int:
         assert self._fd is not None
-        view = memoryview(data)[pos:stop]
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        if pos or stop != len(view):
+            view = view[pos:stop]
         done = 0
         try:
             while done < len(view):
-                done += os.write(self._fd, view[done:])
+                done += os.write(self._fd, view[done:] if done else view)
         except OSError as exc:
             self._size += done
             if done:
@@ -135,6 +158,13 @@ class RotatingLogFile:
     def _rotate(self) -> None:
         try:
             if self.backups > 0:
+                # The oldest goes first (as Supervisor does), so that no rename replaces a file:
+                # renaming over one makes ext4 start writing the renamed file out right then, in
+                # the master (its auto_da_alloc), for up to maxbytes of a file still in memory.
+                try:
+                    os.unlink(f"{self.path}.{self.backups}")
+                except FileNotFoundError:
+                    pass
                 for number in range(self.backups - 1, 0, -1):
                     older = f"{self.path}.{number}"
                     if os.path.exists(older):
@@ -198,7 +228,7 @@ class MasterStream:
         self._sock: socket.socket | None = None
         self._fd = self._own_descriptor(fd)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self._pending:
             self._queue(data)
             return
@@ -241,7 +271,7 @@ class MasterStream:
             self.dropped_bytes += len(data)
             return len(data)
 
-    def _queue(self, data: bytes) -> None:
+    def _queue(self, data: bytes | memoryview) -> None:
         if len(self._pending) + len(data) > PENDING_LIMIT:
             self.dropped_bytes += len(data)
             self._report("the master's output is not being read fast enough; dropping program output")

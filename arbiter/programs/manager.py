@@ -16,11 +16,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from arbiter.programs import errors, process
+from arbiter.programs import errors, process, update
 from arbiter.programs import states as st
 from arbiter.programs import values
+from arbiter.programs.capture import read_pacer
 from arbiter.programs.config import ProcessSpec, ProgramConfig, check_programs
 from arbiter.programs.output import MasterStreams, ProcessOutput
+from arbiter.programs.update import Diff
 
 S = st.ProcessStates
 
@@ -40,6 +42,11 @@ class _Process:
         self.stopped_wall = 0.0
         self.dependents: list[_Process] = []
         self.warned_blocked = False
+        # A configuration update (see `update`): forget it once stopped, or, once stopped,
+        # take up `spec` (already the new one) with its rules and output, and start if asked.
+        self.removing = False
+        self.swap_pending = False
+        self.start_after = False
 
     @property
     def priority(self) -> int:
@@ -76,20 +83,14 @@ class ProgramManager:
     ) -> None:
         self._log = log
         self._clock = clock
+        self._selector = selector
+        self._childlogdir = childlogdir
         self._master_streams = MasterStreams(selector, log, {"stdout": stdout_fd, "stderr": stderr_fd})
-        specs = check_programs(programs, groups, "programs")
-        self._procs = [
-            _Process(spec, i, ProcessOutput(spec, selector, log, clock, childlogdir, self._master_streams))
-            for i, spec in enumerate(specs)
-        ]
-        self._procs.sort(key=lambda p: (p.priority, p.order))
+        self._pacer = read_pacer(selector)  # batches reads of busy pipes; see capture.PipeReader
+        self._made = 0
+        self._procs = [self._make_process(spec) for spec in check_programs(programs, groups, "programs")]
         self._by_program: dict[str, list[_Process]] = {}
-        for proc in self._procs:
-            self._by_program.setdefault(proc.spec.program.name, []).append(proc)
-        for proc in self._procs:
-            for dep in proc.spec.program.depends_on:
-                for needed in self._by_program[dep]:
-                    needed.dependents.append(proc)
+        self._reindex()
         self._by_pid: dict[int, _Process] = {}
         self._want_start: dict[_Process, bool] = {}  # waiting for depends_on; value: admin
         self._shutting_down = False
@@ -157,6 +158,9 @@ class ProgramManager:
                 continue
             if proc.state is S.UNKNOWN:
                 raise errors.Failed(f"{proc.spec.fullname} is in UNKNOWN state; it may still run")
+            if proc.swap_pending:
+                proc.start_after = True  # with its new configuration, once the old one stopped
+                continue
             if proc.state is S.STOPPING:
                 self._feed(proc, st.StartRequested())  # starts again once stopped
                 continue
@@ -173,7 +177,8 @@ class ProgramManager:
         """
         procs, single = self._select(name)
         for proc in procs:
-            was_queued = self._want_start.pop(proc, None) is not None
+            was_queued = self._want_start.pop(proc, None) is not None or proc.start_after
+            proc.start_after = False
             if (was_queued or not single) and proc.state not in st.STARTED_STATES:
                 continue  # a start still waiting for depends_on is simply dropped
             self._raise_refusals(self._feed(proc, st.StopRequested()), proc)
@@ -190,6 +195,9 @@ class ProgramManager:
         requested = []
         for proc in procs:
             self._want_start.pop(proc, None)
+            if proc.swap_pending:
+                proc.start_after = True
+                continue
             if proc.state in (S.STARTING, S.RUNNING, S.STOPPING) or self._deps_running(proc):
                 self._raise_refusals(self._feed(proc, st.RestartRequested()), proc)
             else:
@@ -259,6 +267,42 @@ class ProgramManager:
         for proc in self._procs:
             proc.output.close()
         self._master_streams.close()
+        if self._pacer is not None:
+            self._pacer.close()
+
+    # ---- a changed configuration (supervisorctl reread/update/add/remove; see update.py) ----
+
+    def diff(self, programs: Sequence[ProgramConfig], groups: Mapping[str, Sequence[str]]) -> Diff:
+        """What `programs`/`groups` would change, by group name; changes nothing."""
+        return update.diff(self, programs, groups)
+
+    def update(self, programs: Sequence[ProgramConfig], groups: Mapping[str, Sequence[str]],
+               names: Sequence[str] | None = None) -> Diff:
+        """Apply the new configuration to every group, or to the groups `names`; see update.py."""
+        return update.apply(self, programs, groups, names)
+
+    def add_group(self, name: str, programs: Sequence[ProgramConfig],
+                  groups: Mapping[str, Sequence[str]]) -> None:
+        """supervisorctl `add`: make group `name` of the new configuration active."""
+        update.add_group(self, name, programs, groups)
+
+    def remove_group(self, name: str) -> None:
+        """supervisorctl `remove`: forget group `name`, whose processes must all be stopped."""
+        update.remove_group(self, name)
+
+    # ---- per-process helpers for the control API (see update.py) ------------------------
+
+    def log_path(self, name: str, stream: str) -> str | None:
+        """The file `stream` of the one process `name` goes to; None when not kept in a file."""
+        return update.log_path(self, name, stream)
+
+    def clear_log(self, name: str, stream: str | None = None) -> None:
+        """Empty the log file of `stream` (or both) of the processes named; they go on running."""
+        update.clear_log(self, name, stream)
+
+    def settled(self, names: Sequence[str], goal: str) -> bool | None:
+        """For `wait`: True when all named reached `goal`, False when one will not, else None."""
+        return update.settled(self, names, goal)
 
     # ---- the state machine ------------------------------------------------------------
 
@@ -318,7 +362,8 @@ class ProgramManager:
         self._want_start[proc] = True
 
     def _pump(self) -> None:
-        """Start what may start now, or move the shutdown on."""
+        """Settle configuration updates, then start what may start now, or move the shutdown on."""
+        update.settle(self)
         if self._shutting_down:
             self._advance_shutdown()
             return
@@ -328,13 +373,15 @@ class ProgramManager:
             elif self._deps_running(proc):
                 admin = self._want_start.pop(proc)
                 self._feed(proc, st.StartRequested(admin=admin))
-            elif not proc.warned_blocked and any(
-                needed.state is S.FATAL
-                for dep in proc.spec.program.depends_on for needed in self._by_program[dep]
-            ):
+            elif not proc.warned_blocked and self._blocked(proc):
                 proc.warned_blocked = True
                 self._log.warning("not starting %s yet: a program it depends on is FATAL",
                                   proc.spec.name)
+
+    def _blocked(self, proc: _Process) -> bool:
+        """A program `proc` depends on is FATAL: it will not start until someone starts that."""
+        return any(needed.state is S.FATAL
+                   for dep in proc.spec.program.depends_on for needed in self._by_program[dep])
 
     def _advance_shutdown(self) -> None:
         while not any(proc.state is S.STOPPING for proc in self._procs):
@@ -347,13 +394,38 @@ class ProgramManager:
                 if proc.priority == top:
                     self._feed(proc, st.StopRequested())
 
+    # ---- the set of processes -----------------------------------------------------------
+
+    def _make_process(self, spec: ProcessSpec) -> _Process:
+        self._made += 1
+        return _Process(spec, self._made, self._make_output(spec))
+
+    def _make_output(self, spec: ProcessSpec) -> ProcessOutput:
+        return ProcessOutput(spec, self._selector, self._log, self._clock, self._childlogdir,
+                             self._master_streams, self._pacer)
+
+    def _reindex(self) -> None:
+        """Order by priority; map program names and dependents, leaving out what is removed."""
+        self._procs.sort(key=lambda p: (p.priority, p.order))
+        self._by_program = {}
+        for proc in self._procs:
+            proc.dependents = []
+            if not proc.removing:
+                self._by_program.setdefault(proc.spec.program.name, []).append(proc)
+        for proc in self._procs:
+            for dep in proc.spec.program.depends_on if not proc.removing else ():
+                for needed in self._by_program[dep]:
+                    needed.dependents.append(proc)
+
     # ---- names and faults ---------------------------------------------------------------
 
-    def _select(self, name: str) -> tuple[list[_Process], bool]:
-        """The processes `name` means, and whether it named exactly one process."""
+    def _select(self, name: str, include_removing: bool = False) -> tuple[list[_Process], bool]:
+        """The processes `name` means, and whether it named exactly one process. Processes of
+        a removed group, still stopping, are left out unless `include_removing`."""
+        procs = [p for p in self._procs if include_removing or not p.removing]
         if ":" in name:
             group, _, rest = name.partition(":")
-            members = [p for p in self._procs if p.spec.group == group]
+            members = [p for p in procs if p.spec.group == group]
             if members and rest in ("", "*"):
                 return members, False
             chosen = [p for p in members if p.spec.name == rest]
@@ -361,11 +433,11 @@ class ProgramManager:
                 return chosen, True
             chosen = [p for p in members if p.spec.program.name == rest]
         else:
-            chosen = [p for p in self._procs if p.spec.name == name]
+            chosen = [p for p in procs if p.spec.name == name]
             if len(chosen) == 1:
                 return chosen, True
-            chosen = chosen or self._by_program.get(name, []) or [
-                p for p in self._procs if p.spec.group == name]
+            chosen = chosen or [p for p in procs if p.spec.program.name == name] or [
+                p for p in procs if p.spec.group == name]
         if not chosen:
             raise errors.BadName(name)
         return chosen, False

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from arbiter.programs import values
-from arbiter.programs.capture import LineFramer, PipeReader
+from arbiter.programs.capture import LineFramer, PipeReader, ReadPacer
 from arbiter.programs.config import ProcessSpec
 from arbiter.programs.logfile import MasterStream, RotatingLogFile
 from arbiter.programs.process import make_pipe
@@ -44,12 +44,13 @@ class ProcessOutput:
 
     Args:
         master_stream: channel -> the master's shared stream for it, for `*_logfile=-`.
+        pacer: batches the reads of busy pipes (see `capture.PipeReader`); None: never.
     """
 
     def __init__(
         self, spec: ProcessSpec, selector: selectors.BaseSelector, log: logging.Logger,
         clock: Callable[[], float], childlogdir: str | None,
-        master_stream: Callable[[str], MasterStream | None],
+        master_stream: Callable[[str], MasterStream | None], pacer: ReadPacer | None = None,
     ) -> None:
         self.spec = spec
         self.readers: list[PipeReader] = []
@@ -59,6 +60,7 @@ class ProcessOutput:
         self._clock = clock
         self._childlogdir = childlogdir
         self._master_stream = master_stream
+        self._pacer = pacer
         self._sinks: dict[str, Sink | None] = {}
 
     def open_pipes(self) -> SpawnPipes:
@@ -95,7 +97,7 @@ class ProcessOutput:
             framer = LineFramer(self.spec.name if shared else "", self.spec.program.log_timestamps,
                                 whole_lines=shared)
             self.readers.append(PipeReader(read_end, framer, sink.write, self._selector,
-                                           on_close=self.readers.remove))
+                                           on_close=self.readers.remove, pacer=self._pacer))
         spawned.pipes.clear()
 
     def drain(self) -> None:
@@ -105,6 +107,22 @@ class ProcessOutput:
     @property
     def dropped_bytes(self) -> int:
         return sum(sink.dropped_bytes for sink in self._sinks.values() if isinstance(sink, RotatingLogFile))
+
+    def path(self, channel: str) -> str | None:
+        """The file `channel` goes to (an AUTO one is made now if it was not yet); None when
+        it is discarded, sent to the master's own stream, or (stderr) redirected to stdout."""
+        self._sink(channel)
+        return self.logpaths.get(channel)
+
+    def clear(self, channel: str) -> None:
+        """Empty `channel`'s log file; the child, which writes only to its pipe, notices nothing.
+
+        Raises:
+            OSError: the file cannot be opened.
+        """
+        sink = self._sink(channel)
+        if isinstance(sink, RotatingLogFile):
+            sink.truncate()
 
     def reopen(self) -> None:
         for sink in self._sinks.values():

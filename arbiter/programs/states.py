@@ -439,3 +439,33 @@ def _exited(
         new, more = _begin_start(exited, now, reset_backoff=False)
         return new, actions + more
     return exited, actions
+
+
+# ---- waiting for a goal -------------------------------------------------------------------
+
+
+def goal_reached(state: ProcessStates, goal: str, *, starting: bool = False) -> bool | None:
+    """Where one process stands against a `wait` goal: True when it is there, False when it
+    will not get there by itself (a start failed, or it was stopped), None while it moves.
+
+    Args:
+        state: the process's state.
+        goal: "running" or "stopped".
+        starting: a start is still on its way (queued behind depends_on, or due once a stop
+            ends), so a stopped state is not final yet.
+
+    Raises:
+        ValueError: another goal.
+    """
+    if goal == "running":
+        if state is S.RUNNING:
+            return True
+        if state in (S.STARTING, S.BACKOFF) or starting:
+            return None  # BACKOFF retries; spent retries end in FATAL
+        return False  # FATAL, EXITED, STOPPED, STOPPING, UNKNOWN: no start is coming
+    if goal == "stopped":
+        if state in (S.STOPPED, S.EXITED, S.FATAL):
+            return True
+        # UNKNOWN: a signal could not be sent, so no stop is coming either.
+        return False if state is S.UNKNOWN else None
+    raise ValueError(f"goal {goal!r}: expected 'running' or 'stopped'")
