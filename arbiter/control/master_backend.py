@@ -19,6 +19,7 @@ from arbiter.errors import ArbiterError, ConfigError
 from arbiter.programs.errors import ProgramError
 from arbiter.scoreboard import SlotState
 
+SETTLED = object()  # a waiting command's check: done, reply with nothing more to say
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICKS = os.sysconf("SC_CLK_TCK")
 WAIT_POLL = 0.05
@@ -116,7 +117,7 @@ class MasterBackend:
             if outcome is None:
                 still.append((check, command))
             else:
-                command.reply(outcome)
+                command.reply(None if outcome is SETTLED else outcome)
         self._waiting = still
 
     def next_deadline(self) -> float | None:
@@ -164,12 +165,13 @@ class MasterBackend:
         """Apply `act` to every name; one failing name fails a single-name command, and is
         reported in place in a many-name one."""
         names = self._names(command)
+        single = len(names) == 1 and names == command.args.get("names")
         results: list[dict[str, Any]] = []
         for name in names:
             try:
                 act(name)
             except ProgramError as exc:
-                if len(command.args.get("names") or []) == 1 and names == command.args["names"]:
+                if single:
                     raise
                 results.append({"name": name, "group": name.split(":")[0], "status": exc.fault,
                                 "description": exc.message})
@@ -191,7 +193,7 @@ class MasterBackend:
             if done is False:
                 raise ControlError("SPAWN_ERROR" if goal == "running" else "FAILED",
                                    f"{', '.join(names)} did not reach {goal.upper()}")
-            return None if done is None else [None][0] or "ok"
+            return None if done is None else SETTLED
 
         self._waiting.append((check, command))
 
