@@ -108,7 +108,7 @@ class Listener:
 
 def _bind(address: Address, backlog: int) -> socket.socket:
     if address.family == socket.AF_UNIX:
-        _remove_stale_unix_socket(address.path)
+        remove_stale_unix_socket(address.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         target: object = address.path
     else:
@@ -132,23 +132,31 @@ def _bind(address: Address, backlog: int) -> socket.socket:
     return sock
 
 
-def _remove_stale_unix_socket(path: str) -> None:
-    """A socket file left by a dead server blocks bind; anything else there is not ours."""
+def remove_stale_unix_socket(path: str) -> None:
+    """A socket file nobody answers on is left by a crashed server and blocks bind: remove it.
+    Refuse to touch a live socket (another server) or anything that is not a socket.
+
+    Raises:
+        BindError: the path is in use, or is not a socket.
+    """
     try:
-        mode = os.stat(path).st_mode
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
         raise BindError(f"cannot bind unix:{path}: a file that is not a socket is in the way")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
     try:
         probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise BindError(f"cannot bind unix:{path}: cannot check the socket there: {exc.strerror}") from None
         os.unlink(path)  # nobody listens: stale
         return
     finally:
         probe.close()
-    raise BindError(f"cannot bind unix:{path}: address already in use")
+    raise BindError(f"cannot bind unix:{path}: address already in use by a running server")
 
 
 def _adopt(fd: int, address: Address) -> socket.socket:

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from conftest import wait_until as _wait_until
+
 from arbiter.control.backend import Command, ControlError
 from arbiter.control.connection import Limits
 from arbiter.control.names import namespec, select
@@ -27,14 +29,8 @@ LOG = logging.getLogger("arbiter.control.test")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.02)
+    """The suite's one polling helper (conftest.py), with this module's default timeout."""
+    return _wait_until(predicate, timeout=timeout, interval=0.01, what=what)
 
 
 def program(name: str, group: str | None = None, state: str = "RUNNING", pid: int = 0) -> dict[str, Any]:

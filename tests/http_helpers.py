@@ -21,20 +21,16 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from conftest import wait_until as _wait_until
+
 from arbiter import logs
 from arbiter.config import Config
 from arbiter.scoreboard import Scoreboard, SlotState
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    """The suite's one polling helper (conftest.py), with this module's default timeout."""
+    return _wait_until(predicate, timeout=timeout, interval=0.01, what=what)
 
 
 class ServedWorker:

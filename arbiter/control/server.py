@@ -8,13 +8,11 @@ The master registers nothing itself: `start()` registers the listening sockets w
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import secrets
 import selectors
 import socket
-import stat
 import time
 from collections.abc import Callable
 
@@ -25,7 +23,8 @@ from arbiter.control.logs import LogFollower
 from arbiter.control.routes import Api
 from arbiter.control.security import Guard, is_loopback, peer_credentials
 from arbiter.control.xmlrpc import XmlRpc
-from arbiter.errors import ArbiterError
+from arbiter.errors import ArbiterError, BindError
+from arbiter.sockets import remove_stale_unix_socket
 
 FOLLOW_POLL = 0.25  # how often followed log files are checked for new bytes
 UNIX_PATH_MAX = 107
@@ -112,7 +111,10 @@ class ControlServer:
                 os.makedirs(directory, mode=dir_mode, exist_ok=True)
             except OSError as exc:
                 raise ControlStartError(f"cannot create the control socket directory {directory}: {exc.strerror}") from None
-        self._remove_stale(path)
+        try:
+            remove_stale_unix_socket(path)
+        except BindError as exc:
+            raise ControlStartError(f"control socket: {exc}") from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # umask 0o177 around bind: the socket is born 0600 and never open to others, even
         # briefly; chmod then widens it to unix_mode if asked. The master has one thread.
@@ -130,29 +132,6 @@ class ControlServer:
         sock.listen(64)
         self._listeners.append((sock, "unix"))
         self._addresses.append(f"unix:{path}")
-
-    @staticmethod
-    def _remove_stale(path: str) -> None:
-        """A socket file nobody answers on is left from a crash: remove it. Refuse to touch a
-        live socket (another master) or anything that is not a socket."""
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(mode):
-            raise ControlStartError(f"{path} exists and is not a socket; refusing to replace it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        probe.settimeout(1.0)
-        try:
-            probe.connect(path)
-        except OSError as exc:
-            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-                raise ControlStartError(f"cannot check the existing control socket {path}: {exc.strerror}") from None
-            os.unlink(path)
-        else:
-            raise ControlStartError(f"control socket {path} is in use by another running server")
-        finally:
-            probe.close()
 
     def _listen_tcp(self, host: str, port: int) -> None:
         try:
