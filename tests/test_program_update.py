@@ -3,123 +3,23 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import re
-import selectors
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from arbiter.programs import Diff, ProgramConfig, ProgramManager, errors
+from arbiter.programs import Diff, ProgramConfig, errors
 from arbiter.programs.states import Autorestart
+from program_helpers import Master, master  # noqa: F401  (fixture)
 
 PY = sys.executable
 # Ignores SIGTERM, so that a stop lasts stopwaitsecs and ends with SIGKILL.
 STUBBORN = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
             "print('ready', flush=True)\ntime.sleep(60)")
-
-
-class Master:
-    """The master's part: one selector loop, reaping every child, running the timers."""
-
-    def __init__(self, programs: list[ProgramConfig], groups: dict[str, list[str]], tmp: Path) -> None:
-        self.lines: list[str] = []
-        self.log = logging.getLogger(f"test.update.{id(self)}")
-        self.log.propagate = False
-        self.log.setLevel(logging.DEBUG)
-        self.log.addHandler(_Collect(self.lines))
-        self.selector = selectors.DefaultSelector()
-        self.manager = ProgramManager(programs, groups, self.selector, self.log, childlogdir=str(tmp))
-        self.reaped: set[int] = set()
-
-    def turn(self, longest: float = 0.05) -> None:
-        deadline = self.manager.next_deadline()
-        timeout = longest if deadline is None else min(longest, max(0.0, deadline - time.monotonic()))
-        for key, mask in self.selector.select(timeout):
-            key.data(key, mask)
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            self.reaped.add(pid)
-            if self.manager.owns(pid):
-                self.manager.child_exited(pid, status)
-        self.manager.tick()
-
-    def run_until(self, condition: Callable[[], Any], timeout: float = 10.0) -> None:
-        end = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > end:
-                raise AssertionError(f"timed out; status={self.manager.status()}\nlog={self.lines}")
-            self.turn()
-
-    def names(self) -> list[str]:
-        return [row["fullname"] for row in self.manager.status()]
-
-    def info(self, fullname: str) -> dict[str, Any]:
-        rows = [row for row in self.manager.status() if row["fullname"] == fullname]
-        assert len(rows) == 1, rows  # a full name is never run twice
-        return rows[0]
-
-    def state(self, fullname: str) -> str:
-        return str(self.info(fullname)["statename"])
-
-    def pid(self, fullname: str) -> int:
-        return int(self.info(fullname)["pid"])
-
-    def running(self, *fullnames: str) -> bool:
-        return all(self.state(name) == "RUNNING" for name in fullnames)
-
-    def messages(self, pattern: str) -> list[str]:
-        return [line for line in self.lines if re.search(pattern, line)]
-
-    def close(self) -> None:
-        try:
-            self.manager.stop_all()
-            self.run_until(self.manager.all_stopped, timeout=15)
-        finally:
-            # Whatever still runs was started here and is not reaped yet: its pid is ours.
-            spawned = {int(m.rsplit(" ", 1)[1]) for m in self.messages("^spawned: ")}
-            for pid in spawned - self.reaped:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
-            self.manager.close()
-            self.selector.close()
-
-
-class _Collect(logging.Handler):
-    def __init__(self, into: list[str]) -> None:
-        super().__init__()
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(record.getMessage())
-
-
-@pytest.fixture
-def master(tmp_path: Path) -> Iterator[Callable[..., Master]]:
-    made: list[Master] = []
-
-    def make(*programs: ProgramConfig, groups: dict[str, list[str]] | None = None) -> Master:
-        made.append(Master(list(programs), groups or {}, tmp_path))
-        return made[-1]
-
-    yield make
-    for one in made:
-        one.close()
 
 
 def program(tmp: Path, name: str, command: str | tuple[str, ...], **kw: Any) -> ProgramConfig:
@@ -182,7 +82,7 @@ def test_update_restarts_exactly_the_changed_processes(master, tmp_path: Path) -
     m.run_until(lambda: "v2" in (tmp_path / "b.log").read_text())
     assert m.pid("a") == before["a"] and m.pid("g:c") == before["g:c"]
     assert {before["b"], before["g:d"]} <= m.reaped
-    assert "stopped: d (terminated by SIGTERM)" in m.lines  # stopped with its old stopsignal
+    assert "stopped: d (terminated by SIGTERM)" in m.messages()  # stopped with its old stopsignal
     assert m.manager.diff([a, new_b, c, new_d], groups) == Diff()
 
 
