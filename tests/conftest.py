@@ -6,6 +6,7 @@ it, so nothing a test started outlives it, even when the test fails. Nothing els
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -142,10 +143,21 @@ class Arbiter:
         return http_get(self.port, path, **kwargs)
 
     def cleanup(self) -> None:
+        """Kill the master and everything below it. Programs run in sessions of their own (as
+        Supervisor's do), so killing the master's group alone would orphan them: freeze the
+        master first so it spawns nothing more, note its whole tree, then kill it all."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, signal.SIGSTOP)
         try:
+            descendants = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        for child in descendants:
+            with contextlib.suppress(psutil.Error):
+                child.kill()  # a psutil handle refuses a pid that was reused meanwhile
+        psutil.wait_procs(descendants, timeout=5)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
