@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
@@ -251,3 +252,68 @@ def run_wrk(url: str, duration: float, threads: int = 2, connections: int = 64) 
             proc.kill()
             proc.wait()
     return parse_wrk(out.decode("utf-8", "replace"))
+
+
+class BenchError(RuntimeError):
+    """A run did not go as it must (a master died, a wait timed out)."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM, or the overall time limit."""
+
+
+LIVE_MASTERS: list[MasterProcess] = []  # not yet stopped, for a script's last-resort cleanup
+
+
+class MasterProcess:
+    """A master (arbiter or supervisord) in its own session, its output in `tmp/console.log`;
+    stop() ends its group, then any descendant it left behind."""
+
+    stop_grace = 15.0  # seconds between SIGTERM and SIGKILL
+
+    def __init__(self, cmd: list[str], tmp: Path) -> None:
+        self.console = open(tmp / "console.log", "wb")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.console,
+                                     stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp)
+        LIVE_MASTERS.append(self)
+        self.ps = psutil.Process(self.proc.pid)
+        self.children: dict[int, psutil.Process] = {}  # every descendant ever seen
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise BenchError(f"the master exited with {self.proc.returncode}")
+
+    def remember_children(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            for child in self.ps.children(recursive=True):
+                self.children.setdefault(child.pid, child)
+
+    def stop(self) -> None:
+        """SIGTERM the master's group, SIGKILL after `stop_grace`; then kill any child it left.
+
+        Programs run in sessions of their own, so a master stopped cleanly stops them; a master
+        that had to be killed leaves them, and they are killed here by the psutil handles
+        remembered (which refuse a reused pid). Ctrl-C, SIGTERM and the alarm wait until this
+        bounded cleanup is done, then take effect."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGALRM})
+        try:
+            self.remember_children()
+            if self.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(self.stop_grace)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            for child in self.children.values():
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            psutil.wait_procs([c for c in self.children.values() if c.is_running()], timeout=5)
+        finally:
+            self.console.close()
+            if self in LIVE_MASTERS:
+                LIVE_MASTERS.remove(self)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

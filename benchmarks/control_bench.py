@@ -25,7 +25,6 @@ import os
 import platform
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _harness import http_get  # noqa: E402
+from _harness import LIVE_MASTERS, BenchError, Interrupted, MasterProcess, http_get  # noqa: E402
 
 PY = sys.executable
 FLOOD = HERE / "control_apps" / "flood.py"
@@ -47,7 +46,6 @@ STATUS_REQ = b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n"
 _RPC_BODY = xmlrpc.client.dumps((), "supervisor.getAllProcessInfo").encode()
 RPC_REQ = (b"POST /RPC2 HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/xml\r\n"
            b"Content-Length: %d\r\n\r\n" % len(_RPC_BODY)) + _RPC_BODY
-_LIVE: list[Master] = []
 
 ARBITER_TOML = """\
 wsgi_app = "asgi_hello:app"
@@ -97,58 +95,8 @@ startsecs=0
 """
 
 
-class BenchError(RuntimeError):
-    """A master did not start or died, or a wait timed out."""
-
-
-class Interrupted(BaseException):  # SIGTERM, or the overall time limit
-    pass
-
-
-class Master:
-    """A master in its own session; stop() kills its group and then any descendant it left."""
-
-    def __init__(self, cmd: list[str], tmp: Path) -> None:
-        self.console = open(tmp / "console.log", "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=tmp)
-        _LIVE.append(self)
-        self.ps = psutil.Process(self.proc.pid)
-        self.children: dict[int, psutil.Process] = {}
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise BenchError(f"the master exited with {self.proc.returncode}")
-
-    def remember_children(self) -> None:
-        with contextlib.suppress(psutil.Error):
-            for child in self.ps.children(recursive=True):
-                self.children.setdefault(child.pid, child)
-
-    def stop(self) -> None:
-        """SIGTERM the group, SIGKILL after 20 s, reap; kill leftovers (programs have their own sessions)
-        by the psutil handles seen, which refuse a reused pid. Signals wait until this is done."""
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGALRM})
-        try:
-            self.remember_children()
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.proc.pid, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(20)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(5)
-            for child in self.children.values():
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-            psutil.wait_procs([c for c in self.children.values() if c.is_running()], timeout=5)
-        finally:
-            self.console.close()
-            if self in _LIVE:
-                _LIVE.remove(self)
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+class Master(MasterProcess):
+    stop_grace = 20.0  # 64 workers drain on SIGTERM
 
 
 class UnixHttp:
@@ -400,7 +348,7 @@ def main() -> int:
         status = 130
     finally:
         signal.alarm(0)
-        for master in list(_LIVE):
+        for master in list(LIVE_MASTERS):
             master.stop()
     print(f"\nlatency in ms (successful requests), load now {os.getloadavg()[0]:.2f}; CPU% is the master "
           f"process alone; bg = 1.5 s with no requests, req = during the batch\n")

@@ -30,7 +30,6 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,9 @@ import psutil
 APPS = Path(__file__).resolve().parent / "programs_apps"
 sys.path.insert(0, str(APPS))
 from chatty import LINE as CHATTY_LINE  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import LIVE_MASTERS, BenchError, Interrupted, MasterProcess  # noqa: E402
 PY = sys.executable
 MiB = 1 << 20
 LINE_LEN = len(CHATTY_LINE)  # 64
@@ -49,7 +51,6 @@ LOG_BACKUPS = 10
 STARTSECS = 1
 NUMPROCS = 100
 PEERS = ("arbiter", "supervisord")
-_LIVE: list[Master] = []  # masters not yet stopped, for main()'s last-resort cleanup
 
 CONF_HEAD = """\
 [unix_http_server]
@@ -95,70 +96,18 @@ autorestart=false
 """
 
 
-class BenchError(RuntimeError):
-    """A run did not go as it must (a master died, a timeout passed)."""
-
-
-class Interrupted(BaseException):
-    """SIGTERM, or the overall time limit."""
-
-
-class Master:
-    """One supervisord or arbiter master in its own session, output to a file in its temp dir."""
+class Master(MasterProcess):
+    """One supervisord or arbiter master on `conf`, its log followed as it grows."""
 
     def __init__(self, peer: str, conf: Path, tmp: Path) -> None:
         cmd = ([PY, "-m", "supervisor.supervisord", "-n", "-c", str(conf)] if peer == "supervisord"
                else [PY, "-m", "arbiter", "-c", str(conf)])
-        self.console = open(tmp / "console.log", "wb")
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.console,
-                                     stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp)
-        _LIVE.append(self)
-        self.ps = psutil.Process(self.proc.pid)
+        super().__init__(cmd, tmp)
         self.log = LogTail(tmp / "master.log")
-        self.children: dict[int, psutil.Process] = {}  # every descendant ever seen
 
     def cpu(self) -> tuple[float, float]:
         times = self.ps.cpu_times()
         return times.user, times.system
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise BenchError(f"the master exited with {self.proc.returncode}")
-
-    def remember_children(self) -> None:
-        with contextlib.suppress(psutil.Error):
-            for child in self.ps.children(recursive=True):
-                self.children.setdefault(child.pid, child)
-
-    def stop(self) -> None:
-        """SIGTERM the master's group, SIGKILL after 15 s; then kill any child it left behind.
-
-        The programs are in sessions of their own (both masters do that), so a master stopped
-        cleanly stops them; a master that had to be killed leaves them, and they are killed here
-        by the psutil handles remembered (which refuse a pid that was reused). Ctrl-C, SIGTERM
-        and the alarm wait until it is done (it is bounded), then take effect."""
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGALRM})
-        try:
-            self.remember_children()
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.proc.pid, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(15)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(5)
-            for child in self.children.values():
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-            psutil.wait_procs([c for c in self.children.values() if c.is_running()], timeout=5)
-        finally:
-            self.console.close()
-            if self in _LIVE:
-                _LIVE.remove(self)
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 class LogTail:
@@ -425,7 +374,7 @@ def main() -> int:
         status = 130
     finally:
         signal.alarm(0)
-        for master in list(_LIVE):  # only if something unexpected skipped a run's own finally
+        for master in list(LIVE_MASTERS):  # only if something unexpected skipped a run's own finally
             master.stop()
     print(f"\nmedians over rounds, load now {os.getloadavg()[0]:.2f}\n")
     missed = print_table(results, total, scenarios)
