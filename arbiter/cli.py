@@ -14,10 +14,10 @@ from typing import Any
 import click
 
 from arbiter import __version__, logs
-from arbiter import app as app_loader
-from arbiter import config as config_mod
+from arbiter.web import app as app_loader
+from arbiter.config import loader as config_mod
 from arbiter.errors import AppLoadError, ArbiterError, ConfigError
-from arbiter.settings import SETTINGS, Setting
+from arbiter.config.settings import SETTINGS, Setting
 
 
 def _option(setting: Setting) -> Any:
@@ -74,11 +74,11 @@ def _serve(params: dict[str, Any]) -> int:
     from setproctitle import setproctitle
 
     if cfg.daemon:
-        from arbiter.daemon import daemonize
+        from arbiter.master.daemon import daemonize
 
         daemonize()
 
-    from arbiter.master import Master
+    from arbiter.master.loop import Master
 
     from arbiter.control.master_backend import attach_control
 
@@ -117,7 +117,7 @@ for _setting in reversed(SETTINGS):
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["ctl"]:
-        from arbiter import ctl
+        from arbiter.ctl import cli as ctl
 
         sys.exit(ctl.main(args[1:]))
     serve_command.main(args=args, prog_name="arbiter")

@@ -24,8 +24,8 @@ from typing import Any
 from conftest import wait_until as _wait_until
 
 from arbiter import logs
-from arbiter.config import Config
-from arbiter.scoreboard import Scoreboard, SlotState
+from arbiter.config.loader import Config
+from arbiter.web.scoreboard import Scoreboard, SlotState
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
@@ -63,9 +63,9 @@ class ServedWorker:
         try:
             logs.setup(self.cfg)
             if self.worker_name == "gthread":
-                from arbiter.workers.gthread import ThreadWorker as cls
+                from arbiter.web.workers.gthread import ThreadWorker as cls
             else:
-                from arbiter.workers.sync import SyncWorker as cls  # type: ignore[assignment]
+                from arbiter.web.workers.sync import SyncWorker as cls  # type: ignore[assignment]
             worker = cls(age=1, ppid=os.getppid(), sockets=[self.listener], app=app, cfg=self.cfg,
                          slot=self.slot, generation=1)
             worker.init_process()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from arbiter import config
-from arbiter.config import Value
+from arbiter.config import loader as config
+from arbiter.config.loader import Value
 from arbiter.errors import ConfigError
-from arbiter.settings import SETTINGS
+from arbiter.config.settings import SETTINGS
 from conftest import run_arbiter
 
 
@@ -154,7 +154,7 @@ def test_version():
 def test_settings_doc_is_generated_from_the_table():
     from pathlib import Path
 
-    from arbiter import docs
+    from arbiter.config import docs
 
     path = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
-    assert path.read_text() == docs.render(), "run: python3 -m arbiter.docs > docs/settings.md"
+    assert path.read_text() == docs.render(), "run: python3 -m arbiter.config.docs > docs/settings.md"

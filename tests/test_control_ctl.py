@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from arbiter.ctl import main
+from arbiter.ctl.cli import main
 from control_helpers import ServerLoop, make_loop, served, wait_until  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +161,7 @@ def test_tcp_with_token(make_loop, capsys: pytest.CaptureFixture[str], monkeypat
 
 def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "arbiter.ctl", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "arbiter.ctl.cli", *args], capture_output=True, text=True,
                           env=env, timeout=30, **kwargs)  # type: ignore[call-overload]
 
 
@@ -172,7 +172,7 @@ def test_module_entry_point_and_shell(served: ServerLoop) -> None:
     assert result.returncode == 0
     assert "ticker                           RUNNING" in result.stdout and "ticker: stopped" in result.stdout
     assert "commands: add avail clear" in result.stdout and "No such command 'bogus'" in result.stderr
-    from arbiter.control.shell import Shell
+    from arbiter.ctl.shell import Shell
     shell = Shell(lambda args: 0, ["start", "status", "stop"], lambda: ["ticker", "pool:pool_0"])
     assert shell.completenames("st") == ["start ", "status ", "stop "]
     assert shell.completedefault("po", "stop po", 5, 7) == ["pool:pool_0 "]
@@ -180,7 +180,7 @@ def test_module_entry_point_and_shell(served: ServerLoop) -> None:
 
 def test_tail_follow(served: ServerLoop) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "arbiter.ctl", "-s", served.unix_path, "tail", "-f", "ticker"],
+    proc = subprocess.Popen([sys.executable, "-m", "arbiter.ctl.cli", "-s", served.unix_path, "tail", "-f", "ticker"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         assert proc.stdout is not None

@@ -1,6 +1,6 @@
 """The request parser: what llhttp refuses by itself, what our wrapper adds, and the environ.
 
-These are in-process unit tests of `arbiter.http.parser` / `arbiter.http.environ` (no sockets);
+These are in-process unit tests of `arbiter.web.http.parser` / `arbiter.web.http.environ` (no sockets);
 the same cases are checked end to end against a real worker in `test_wsgi_worker.py`.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import httptools
 import pytest
 
-from arbiter.http.environ import Trust, _client_from_forwarded_for
-from arbiter.http.errors import RequestError
-from arbiter.http.parser import Limits, RequestParser
+from arbiter.web.http.environ import Trust, _client_from_forwarded_for
+from arbiter.web.http.errors import RequestError
+from arbiter.web.http.parser import Limits, RequestParser
 
 
 def parse(data: bytes, limits: Limits | None = None, step: int = 0) -> RequestParser:

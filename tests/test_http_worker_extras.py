@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from arbiter.scoreboard import SlotState
+from arbiter.web.scoreboard import SlotState
 from http_helpers import Client, ServedWorker, app, get, serve, wait_until
 
 
@@ -122,7 +122,7 @@ def test_worker_connections_limit(tmp_path: Path) -> None:
 
 
 def test_incomplete_head_is_cut_off_after_the_head_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("arbiter.workers.sync.MIN_HEAD_TIMEOUT", 0.5)  # inherited by the fork
+    monkeypatch.setattr("arbiter.web.workers.sync.MIN_HEAD_TIMEOUT", 0.5)  # inherited by the fork
     with serve(app, "sync", keepalive=0.2) as served, served.connect() as sock:
         sock.sendall(b"GET / HTTP/1.1\r\n")
         started = time.monotonic()

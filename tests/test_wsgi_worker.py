@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from arbiter.scoreboard import SlotState
+from arbiter.web.scoreboard import SlotState
 from http_helpers import Client, app, get, request, serve, wait_until
 
 WORKERS = ["sync", "gthread"]

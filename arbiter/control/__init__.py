@@ -6,7 +6,7 @@ XML-RPC, served inside the master's selector loop (see DESIGN.md, "Control plane
 - `connection`: one HTTP connection over h11; `security`: who may use it.
 - `routes` (JSON API, probes, metrics), `xmlrpc` (Supervisor's API), `dashboard`: what it serves;
   `commands`, `names`, `logs`, `metrics`: their helpers.
-- `client`, `tables`, `shell`: what `arbiter ctl` (arbiter/ctl.py) uses on the other side.
+- `client`, `tables`, `shell`: what `arbiter ctl` (arbiter/ctl/cli.py) uses on the other side.
 """
 
 from arbiter.control.backend import Backend, Command, ControlError

@@ -17,7 +17,7 @@ from arbiter.control.backend import Command, ControlError
 from arbiter.control.server import ControlServer
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.programs.errors import ProgramError
-from arbiter.scoreboard import SlotState
+from arbiter.web.scoreboard import SlotState
 
 SETTLED = object()  # a waiting command's check: done, reply with nothing more to say
 _PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -24,7 +24,7 @@ from arbiter.control.routes import Api
 from arbiter.control.security import Guard, is_loopback, peer_credentials
 from arbiter.control.xmlrpc import XmlRpc
 from arbiter.errors import ArbiterError, BindError
-from arbiter.sockets import remove_stale_unix_socket
+from arbiter.web.sockets import remove_stale_unix_socket
 
 FOLLOW_POLL = 0.25  # how often followed log files are checked for new bytes
 UNIX_PATH_MAX = 107

@@ -1,5 +1,5 @@
 """A custom worker class on the documented base: `-k custom_worker:TaggingWorker`."""
-from arbiter.workers.asgi import UvicornWorker
+from arbiter.web.workers.asgi import UvicornWorker
 
 
 class TaggingWorker(UvicornWorker):

@@ -26,7 +26,7 @@ class Watcher:
             raise ArbiterError("--reload needs watchfiles: pip install 'arbiter[reload]'") from None
         self.master = master
         paths = sorted({os.getcwd(), *master.cfg.pythonpath})
-        self.proc = subprocess.Popen([sys.executable, "-m", "arbiter.reloader", str(master.pid), *paths],
+        self.proc = subprocess.Popen([sys.executable, "-m", "arbiter.master.reloader", str(master.pid), *paths],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
@@ -68,7 +68,7 @@ def main(master_pid: int, paths: list[str]) -> None:
 
     from watchfiles import PythonFilter, watch
 
-    from arbiter.workers.base import set_parent_death_signal
+    from arbiter.web.workers.base import set_parent_death_signal
 
     set_parent_death_signal(signal.SIGTERM)  # never outlive the master
     if os.getppid() != master_pid:  # it died before that took effect

@@ -10,12 +10,12 @@ Modules, one job each:
 - `accesslog`: Gunicorn's access log format;
 - `errors`: the exceptions the layer raises.
 
-The worker classes that drive it live in `arbiter.workers.sync` and `arbiter.workers.gthread`.
+The worker classes that drive it live in `arbiter.web.workers.sync` and `arbiter.web.workers.gthread`.
 """
 
 from __future__ import annotations
 
-from arbiter.http.errors import ClientDisconnected, InvalidResponse, RequestError
-from arbiter.http.parser import Limits, Request, RequestParser
+from arbiter.web.http.errors import ClientDisconnected, InvalidResponse, RequestError
+from arbiter.web.http.parser import Limits, Request, RequestParser
 
 __all__ = ["ClientDisconnected", "InvalidResponse", "Limits", "Request", "RequestError", "RequestParser"]

@@ -8,9 +8,9 @@ from typing import Any
 from arbiter.errors import WorkerBootError
 
 WORKER_CLASSES: dict[str, str] = {
-    "sync": "arbiter.workers.sync:SyncWorker",
-    "gthread": "arbiter.workers.gthread:ThreadWorker",
-    "uvicorn": "arbiter.workers.asgi:UvicornWorker",
+    "sync": "arbiter.web.workers.sync:SyncWorker",
+    "gthread": "arbiter.web.workers.gthread:ThreadWorker",
+    "uvicorn": "arbiter.web.workers.asgi:UvicornWorker",
 }
 # Names Gunicorn users type for the same classes.
 ALIASES: dict[str, str] = {

@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 
 from arbiter import logs
-from arbiter.workers.base import Worker
+from arbiter.web.workers.base import Worker
 
 HEARTBEAT_EVERY = 0.5
 
@@ -116,7 +116,7 @@ class UvicornWorker(Worker):
             kwargs.update(ssl_certfile=cfg.certfile, ssl_keyfile=cfg.keyfile)
         app = self.app
         if logs.access_enabled():
-            from arbiter.workers.asgi_access import AccessLogMiddleware
+            from arbiter.web.workers.asgi_access import AccessLogMiddleware
 
             app = AccessLogMiddleware(app, cfg.access_log_format)
         return uvicorn.Config(app, **kwargs)

@@ -24,8 +24,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
-from arbiter.http.connection import Connection
-from arbiter.workers.sync import SyncWorker
+from arbiter.web.http.connection import Connection
+from arbiter.web.workers.sync import SyncWorker
 
 
 class _DonePipe:

@@ -17,11 +17,11 @@ import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from arbiter.http.errors import InvalidResponse
-from arbiter.http.parser import Request
+from arbiter.web.http.errors import InvalidResponse
+from arbiter.web.http.parser import Request
 
 if TYPE_CHECKING:
-    from arbiter.http.connection import Connection
+    from arbiter.web.http.connection import Connection
 
 SERVER = "arbiter"
 # At most this much of an unread request body is read and dropped to keep the connection;

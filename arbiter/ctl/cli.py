@@ -16,11 +16,11 @@ from typing import Any
 
 import click
 
-from arbiter.control.client import (
+from arbiter.ctl.client import (
     EXIT_GENERIC, EXIT_INVALID_ARGS, EXIT_NOT_RUNNING, EXIT_STATUS_NOT_RUNNING, EXIT_STATUS_UNKNOWN,
     ApiError, ControlClient, Unreachable, quote_name, resolve_socket)
 from arbiter.control.names import matches, namespec
-from arbiter.control.tables import status_lines, workers_table
+from arbiter.ctl.tables import status_lines, workers_table
 from arbiter.errors import ArbiterError
 
 STOPPED_STATES = {"STOPPED", "EXITED", "FATAL", "UNKNOWN"}
@@ -70,7 +70,7 @@ def ctl(ctx: click.Context, socket_path: str | None, url: str | None, token: str
     else:
         state.client = ControlClient(socket_path=resolve_socket(socket_path, config), token=token)
     if ctx.invoked_subcommand is None:
-        from arbiter.control.shell import Shell
+        from arbiter.ctl.shell import Shell
 
         def names() -> list[str]:
             return [namespec(p) for p in state.api().call("GET", "/v1/status", timeout=5).get("programs", [])]

@@ -16,9 +16,9 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from arbiter import __version__
-from arbiter.http.connection import Connection, ListenerInfo
-from arbiter.http.errors import RequestError, bad_request
-from arbiter.http.parser import Request
+from arbiter.web.http.connection import Connection, ListenerInfo
+from arbiter.web.http.errors import RequestError, bad_request
+from arbiter.web.http.parser import Request
 
 SERVER_SOFTWARE = f"arbiter/{__version__}"
 # Gunicorn's secure_scheme_headers: header -> the value that means https.

@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from arbiter import logs
-from arbiter.http.accesslog import AccessLog
-from arbiter.http.body import Body
-from arbiter.http.connection import Connection, ListenerInfo
-from arbiter.http.environ import Trust, base_environ, build_environ
-from arbiter.http.errors import ClientDisconnected, InvalidResponse, RequestError
-from arbiter.http.parser import Request
-from arbiter.http.response import Response, error_response
+from arbiter.web.http.accesslog import AccessLog
+from arbiter.web.http.body import Body
+from arbiter.web.http.connection import Connection, ListenerInfo
+from arbiter.web.http.environ import Trust, base_environ, build_environ
+from arbiter.web.http.errors import ClientDisconnected, InvalidResponse, RequestError
+from arbiter.web.http.parser import Request
+from arbiter.web.http.response import Response, error_response
 
 
 class FileWrapper:

@@ -21,14 +21,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from arbiter import __version__, host, logs, reloader, sockets, systemd, upgrade, workers
-from arbiter import app as app_loader
-from arbiter import signals as sigs
+from arbiter import __version__, logs
 from arbiter.errors import ArbiterError, ConfigError
-from arbiter.pool import WorkerPool
+from arbiter.master import host, reloader, systemd, upgrade
+from arbiter.master import signals as sigs
+from arbiter.master.pool import WorkerPool
 from arbiter.programs.manager import ProgramManager
-from arbiter.scoreboard import Scoreboard
-from arbiter.sockets import Listener
+from arbiter.web import app as app_loader
+from arbiter.web import sockets, workers
+from arbiter.web.scoreboard import Scoreboard
+from arbiter.web.sockets import Listener
 
 MAX_WAIT = 1.0  # longest select; also how often timeouts are checked
 QUICK_STOP = 2.0  # SIGINT/SIGQUIT: how long workers get before SIGKILL

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from arbiter.http.accesslog import AccessLog
+from arbiter.web.http.accesslog import AccessLog
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -16,10 +16,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from arbiter import app as app_loader
-from arbiter import workers
+from arbiter.web import app as app_loader
+from arbiter.web import workers
 from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadError, WorkerBootError
-from arbiter.scoreboard import Slot
+from arbiter.web.scoreboard import Slot
 
 log = logging.getLogger("arbiter.error")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arbiter.errors import ConfigError
-from arbiter.settings import BY_NAME, HOOKS, SETTINGS, Setting, lookup
+from arbiter.config.settings import BY_NAME, HOOKS, SETTINGS, Setting, lookup
 
 if sys.version_info >= (3, 11):
     import tomllib

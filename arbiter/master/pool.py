@@ -20,11 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from arbiter import signals as sigs
-from arbiter import worker_boot
+from arbiter.master import signals as sigs
+from arbiter.web import boot as worker_boot
 from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
-from arbiter.scoreboard import Scoreboard, Slot, SlotState
-from arbiter.sockets import Listener
+from arbiter.web.scoreboard import Scoreboard, Slot, SlotState
+from arbiter.web.sockets import Listener
 
 ABORT_GRACE = 1.0  # seconds between SIGABRT and SIGKILL for a hung worker
 MAX_SPAWN_BACKOFF = 30.0
@@ -237,7 +237,7 @@ class WorkerPool:
             self.served_ok = self.served_ok or item.ready
 
     def handover_workers(self) -> list[Any]:
-        from arbiter.upgrade import AdoptedWorker
+        from arbiter.master.upgrade import AdoptedWorker
 
         return [AdoptedWorker(pid=w.pid, age=w.age, generation=w.generation, slot=w.slot.index, ready=w.ready)
                 for w in self.workers.values()]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from arbiter.http.connection import Connection
-from arbiter.http.parser import Request
+from arbiter.web.http.connection import Connection
+from arbiter.web.http.parser import Request
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 

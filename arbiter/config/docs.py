@@ -1,11 +1,11 @@
-"""Render the settings table as Markdown: `python3 -m arbiter.docs > docs/settings.md`.
+"""Render the settings table as Markdown: `python3 -m arbiter.config.docs > docs/settings.md`.
 
 A test compares the file with this output, so the docs cannot drift from the table.
 """
 
 from __future__ import annotations
 
-from arbiter.settings import SETTINGS, Setting
+from arbiter.config.settings import SETTINGS, Setting
 
 
 def _default(setting: Setting) -> str:
@@ -27,7 +27,7 @@ def render() -> str:
     lines = [
         "# Settings",
         "",
-        "Generated from `arbiter/settings.py` by `python3 -m arbiter.docs`; do not edit by hand.",
+        "Generated from `arbiter/config/settings.py` by `python3 -m arbiter.config.docs`; do not edit by hand.",
         "",
         "Every setting can be given, lowest precedence first, as its default, as a key in a config",
         "file (`arbiter.toml`, or a Gunicorn-style `.py` file), as an `ARBITER_<NAME>` environment",

@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from arbiter.http.parser import Request
+from arbiter.web.http.parser import Request
 
 
 class _Atoms(dict):  # type: ignore[type-arg]

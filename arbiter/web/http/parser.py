@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from arbiter.http.errors import RequestError, bad_request
+from arbiter.web.http.errors import RequestError, bad_request
 
 # Gunicorn's ceilings where a limit of 0 would otherwise mean "no limit at all".
 MAX_FIELDS = 32768

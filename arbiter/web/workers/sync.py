@@ -29,11 +29,11 @@ import time
 from typing import Any, ClassVar
 
 from arbiter.errors import WorkerBootError
-from arbiter.http.connection import MIN_HEAD_TIMEOUT, RECV_SIZE, Connection, ListenerInfo
-from arbiter.http.parser import Limits
-from arbiter.http.response import DRAIN_LIMIT
-from arbiter.http.wsgi import WSGIHandler
-from arbiter.workers.base import Worker
+from arbiter.web.http.connection import MIN_HEAD_TIMEOUT, RECV_SIZE, Connection, ListenerInfo
+from arbiter.web.http.parser import Limits
+from arbiter.web.http.response import DRAIN_LIMIT
+from arbiter.web.http.wsgi import WSGIHandler
+from arbiter.web.workers.base import Worker
 
 HEARTBEAT_INTERVAL = 0.25
 SWEEP_INTERVAL = 0.25

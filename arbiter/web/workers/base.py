@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 from arbiter import logs
-from arbiter.scoreboard import Slot, SlotState
+from arbiter.web.scoreboard import Slot, SlotState
 
 PR_SET_PDEATHSIG = 1
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from arbiter.http.errors import ClientDisconnected
-from arbiter.http.parser import Limits, RequestParser
+from arbiter.web.http.errors import ClientDisconnected
+from arbiter.web.http.parser import Limits, RequestParser
 
 RECV_SIZE = 65536
 # TLS writes go out in pieces this large, so that each piece gets its own io_timeout.
