@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import httptools
 import pytest
+from http_corpus import LLHTTP_REFUSES, WRAPPER_REFUSES
 
 from arbiter.web.http.environ import Trust, _client_from_forwarded_for
 from arbiter.web.http.errors import RequestError
@@ -42,43 +43,6 @@ def raw_llhttp_accepts(data: bytes) -> bool:
     except httptools.HttpParserError:
         return False
     return True
-
-
-# -- what llhttp already refuses ------------------------------------------------------------------
-
-LLHTTP_REFUSES = {
-    "CL with TE": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    "TE with CL": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
-    "duplicate CL": b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
-    "conflicting CL": b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-    "CL list": b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc",
-    "negative CL": b"POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\nabc",
-    "plus CL": b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc",
-    "NUL in header": b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
-    "bare CR in header": b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
-    "bare LF line end": b"GET / HTTP/1.1\r\nX: a\nY: b\r\n\r\n",
-    "control char": b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
-    "space before colon": b"GET / HTTP/1.1\r\nX : a\r\n\r\n",
-    "obs-fold": b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
-    "unknown method": b"FOO / HTTP/1.1\r\n\r\n",
-    "lowercase method": b"get / HTTP/1.1\r\n\r\n",
-    "HTTP/1.2": b"GET / HTTP/1.2\r\n\r\n",
-    "lowercase http": b"GET / http/1.1\r\n\r\n",
-    "TE gzip only": b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nabc",
-    "chunked twice": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    "NUL in target": b"GET /a\x00b HTTP/1.1\r\n\r\n",
-    "high byte in target": b"GET /a\xffb HTTP/1.1\r\n\r\n",
-}
-
-# What llhttp lets through and the wrapper refuses, with the status it answers.
-WRAPPER_REFUSES = {
-    "HTTP/0.9 line": (b"GET /\r\n\r\n", 400),
-    "HTTP/2.0": (b"GET / HTTP/2.0\r\n\r\n", 400),
-    "TE gzip, chunked": (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
-    "TE on two lines": (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
-    "TE in HTTP/1.0": (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    "two Host headers": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
-}
 
 
 @pytest.mark.parametrize("name", sorted(LLHTTP_REFUSES))
