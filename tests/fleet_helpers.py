@@ -166,9 +166,9 @@ def supervisord(tmp_path: Path) -> Iterator[Callable[..., Supervisord]]:
         sup.stop()
 
 
-def fleet_cli(args: list[str], input: str = "", cwd: Path | None = None,
-              timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+def fleet_cli(args: list[str], input: str = "", cwd: Path | None = None, timeout: float = 60,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]), **(env or {}))
     return subprocess.run([sys.executable, "-m", "arbiter", "fleet", *args], input=input, capture_output=True,
                           text=True, env=env, cwd=str(cwd or ROOT), timeout=timeout)
 
