@@ -279,6 +279,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("control_token_file", to_optional_str, None,
       "File holding the bearer token for the TCP control API (or set $ARBITER_TOKEN).",
       ("--control-token-file",), "FILE", section="control"),
+    S("metrics_token_file", to_optional_str, None,
+      "File holding a read-only bearer token that opens GET /metrics on the TCP control API and "
+      "nothing else (one Prometheus credential for a fleet).",
+      ("--metrics-token-file",), "FILE", section="control"),
     S("certfile", to_optional_str, None, "TLS certificate file (turns TLS on, with keyfile).",
       ("--certfile",), "FILE", section="ssl"),
     S("keyfile", to_optional_str, None, "TLS private key file.", ("--keyfile",), "FILE", section="ssl"),

@@ -100,7 +100,8 @@ const canAct = () => role === "operator" || role === "admin";
 const enc = encodeURIComponent;
 
 function processActions(node, p, full) {
-  if (!canAct() || p.kind !== "program") return el("td", { class: "actions" }, button("log", "log", () => openLog(node.name, full)));
+  if (p.kind !== "program") return el("td", { class: "actions" });
+  if (!canAct()) return el("td", { class: "actions" }, button("log", "log", () => openLog(node.name, full)));
   const path = "/api/v1/nodes/" + enc(node.name) + "/processes/" + enc(full) + "/";
   return el("td", { class: "actions" },
     ...["start", "stop", "restart"].map((a) => button(a, a, () => act(a + " " + node.name + "/" + full, "POST", path + a))),
@@ -108,7 +109,7 @@ function processActions(node, p, full) {
 }
 
 function nodeActions(node) {
-  const td = el("td", { class: "actions", colspan: 2 });
+  const td = el("td", { class: "actions" });
   if (!canAct()) return td;
   const base = "/api/v1/nodes/" + enc(node.name) + "/";
   for (const a of ["start", "stop", "restart"])
@@ -125,6 +126,15 @@ function matches(node, p, words) {
   const hay = [node.environment, node.name, node.kind, node.state, p ? p.group + ":" + p.name : "", p ? p.state : ""].join(" ").toLowerCase();
   return words.every((w) => hay.includes(w));
 }
+
+// "pid 123, uptime 0:01:02" repeats the columns: only say what they do not.
+function describe(p) {
+  if (p.spawnerr) return p.spawnerr;
+  const d = p.description || "";
+  return /^pid \d+, uptime /.test(d) ? "" : d;
+}
+
+const plural = (n, one, many) => n + " " + (n === 1 ? one : many || one + "s");
 
 function procRank(p) { return RANK[stateClass(p.state)]; }
 function nodeRank(n) { return n.state !== "up" ? -1 : Math.min(3, ...n.processes.map(procRank)); }
@@ -161,7 +171,7 @@ function render() {
       tbody.append(el("tr", { class: "node" + (node.state !== "up" ? " down" : ""), "data-node": node.name },
         el("td", { class: "name" }, node.name, el("span", { class: "kind", text: node.kind + " · " + node.address })),
         el("td", {}, el("span", { class: "state s-" + stateClass(node.state), text: stateText })),
-        el("td", { colspan: 5, class: node.error ? "err" : "muted", text: node.error ? node.error + since : node.processes.length + " processes" }),
+        el("td", { colspan: 5, class: node.error ? "err" : "muted", text: node.error ? node.error + since : plural(node.processes.length, "process", "processes") }),
         nodeActions(node)));
       shown.sort((a, b) => procRank(a) - procRank(b) || (a.group + a.name).localeCompare(b.group + b.name));
       const groups = {};
@@ -174,8 +184,8 @@ function render() {
           doneGroups.add(p.group);
           const gpath = "/api/v1/nodes/" + enc(node.name) + "/processes/" + enc(p.group + ":*") + "/";
           tbody.append(el("tr", { class: "group", "data-group": node.name + "/" + p.group },
-            el("td", { class: "name", text: "group " + p.group }), el("td", { colspan: 6, class: "muted", text: groups[p.group] + " processes" }),
-            el("td", { class: "actions", colspan: 2 }, ...["start", "stop", "restart"].map((a) =>
+            el("td", { class: "name", text: "group " + p.group }), el("td", { colspan: 6, class: "muted", text: plural(groups[p.group], "process", "processes") }),
+            el("td", { class: "actions" }, ...["start", "stop", "restart"].map((a) =>
               button(a, a + " group", () => act(a + " " + node.name + "/" + p.group + ":*", "POST", gpath + a))))));
         }
         const cls = stateClass(p.state);
@@ -186,13 +196,13 @@ function render() {
           el("td", { class: "num", text: duration(p.uptime) }),
           el("td", { class: "num", text: mem(p.rss) }),
           el("td", { class: "num", text: cpu(p.cpu) }),
-          el("td", { class: "desc", text: p.spawnerr || p.description || "" }),
+          el("td", { class: "desc", text: describe(p) }),
           processActions(node, p, full)));
       }
     }
     if (!tbody.children.length) continue;
     const attention = envNodes.some((n) => nodeRank(n) <= 0);
-    const head = el("header", {}, el("h2", { text: env }), el("span", { class: "muted", text: envNodes.length + " nodes" }), el("span", { class: "spacer" }));
+    const head = el("header", {}, el("h2", { text: env }), el("span", { class: "muted", text: plural(envNodes.length, "node") }), el("span", { class: "spacer" }));
     if (canAct()) {
       const base = "/api/v1/environments/" + enc(env) + "/";
       head.append(button("env-restart", "restart all", () => { if (confirm("Restart every program in " + env + "?")) act("restart " + env, "POST", base + "restart"); }));
@@ -209,6 +219,7 @@ function renderFeeds(activity, deploys) {
   $("#activity").replaceChildren(...activity.map((a) => el("li", { "data-id": a.id },
     el("span", { class: "when", text: clock(a.at) }), a.account + " " + a.action + " " + (a.node !== "-" ? a.node + " " : "") + (a.target !== "-" ? a.target + " " : ""),
     el("span", { class: a.result === "OK" || a.result === "started" ? "res-ok" : "res-bad", text: a.result }))));
+  if (!deploys.length) { $("#deploys").replaceChildren(el("li", { class: "muted", text: "none yet" })); return; }
   $("#deploys").replaceChildren(...deploys.slice(0, 5).map((d) => el("li", { "data-deploy": d.id },
     el("span", { class: "when", text: clock(d.created) }), d.environment + " ",
     el("span", { class: d.state === "failed" || d.state === "interrupted" ? "res-bad" : "res-ok", text: d.state }),
