@@ -119,6 +119,19 @@ def test_roles_csrf_and_origin(fleet) -> None:
     assert get_action.status_code == 405 and "POST /api/v1/nodes/web-1/processes/ticker/stop" in get_action.text
     assert nodes[0].program_pid("ticker") != pid
 
+    # Cesi's login and read routes, in Cesi's shape, without node passwords.
+    cesi = server.client()
+    login = cesi.post("/api/v2/auth/login/", json={"username": "vic", "password": "correct horse battery"})
+    assert login.json() == {"status": "success", "message": "Valid username/password"}
+    listed = cesi.get("/api/v2/nodes/").json()
+    assert listed["status"] == "success"
+    old = [n for n in listed["nodes"] if n["name"] == "old-box"][0]
+    assert old["connected"] is True and "password" not in old and "username" not in old
+    assert {p["name"]: (p["statename"], p["state"]) for p in old["processes"]} == {
+        "legacy": ("RUNNING", 20), "worker": ("RUNNING", 20)}
+    one = cesi.get("/api/v2/nodes/web-1/processes/").json()
+    assert one["status"] == "success" and any(p["name"] == "ticker" for p in one["processes"])
+
 
 def test_login_is_rate_limited(fleet) -> None:
     server, _, _ = fleet
