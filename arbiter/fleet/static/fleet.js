@@ -113,7 +113,7 @@ function nodeActions(node) {
   if (!canAct()) return td;
   const base = "/api/v1/nodes/" + enc(node.name) + "/";
   for (const a of ["start", "stop", "restart"])
-    td.append(button(a, a + " all", () => act(a + " all on " + node.name, "POST", base + a), a + " every program of " + node.name));
+    td.append(button(a, a, () => act(a + " all on " + node.name, "POST", base + a), a + " every program of " + node.name));
   if (node.kind === "arbiter") {
     td.append(button("reload", "reload", () => act("reload " + node.name, "POST", base + "reload", { wait: true }), "rolling reload of the web workers"));
     td.append(button("scale-down", "−", () => act("scale " + node.name, "POST", base + "scale", { spec: "-1" }), "one web worker less"));
@@ -186,7 +186,7 @@ function render() {
           tbody.append(el("tr", { class: "group", "data-group": node.name + "/" + p.group },
             el("td", { class: "name", text: "group " + p.group }), el("td", { colspan: 6, class: "muted", text: plural(groups[p.group], "process", "processes") }),
             el("td", { class: "actions" }, ...["start", "stop", "restart"].map((a) =>
-              button(a, a + " group", () => act(a + " " + node.name + "/" + p.group + ":*", "POST", gpath + a))))));
+              button(a, a, () => act(a + " " + node.name + "/" + p.group + ":*", "POST", gpath + a))))));
         }
         const cls = stateClass(p.state);
         tbody.append(el("tr", { class: "proc" + (grouped ? " grouped" : "") + (cls === "bad" ? " bad" : ""), "data-process": node.name + "/" + full },
