@@ -13,7 +13,7 @@ import pytest
 
 from conftest import wait_until
 from fleet_helpers import (  # noqa: F401  (fixtures)
-    FleetServer, Node, add_token, add_user, fleet_cli, start_fleet, start_node, supervisord, wait_node_state,
+    PASSWORD, FleetServer, Node, add_token, add_user, fleet_cli, start_fleet, start_node, supervisord, wait_node_state,
     write_fleet_config)
 
 pytest.importorskip("starlette")
@@ -81,6 +81,9 @@ def test_lists_every_node_and_restarts_on_the_right_one_only(fleet) -> None:
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "BAD_NAME"
         assert api.get("/api/v1/nodes/nowhere/processes").json()["error"]["code"] == "BAD_NAME"
         assert api.post("/api/v1/nodes/old-box/reload").json()["error"]["code"] == "NOT_SUPPORTED"
+    log = server.master.log()
+    assert token not in log and sup.password not in log
+    assert all(n.token_file.read_text().strip() not in log for n in nodes)
 
 
 def test_roles_csrf_and_origin(fleet) -> None:
@@ -173,3 +176,40 @@ def test_a_dead_node_never_hides_the_others(fleet, arbiter, tmp_path: Path) -> N
             if child.is_running():
                 child.kill()
 
+
+
+def test_scale_reload_logs_and_accounts(fleet) -> None:
+    server, nodes, sup = fleet
+    add_user(server.config, "root", "admin")
+    admin = server.client(add_token(server.config, "root"))
+    operator = server.client(add_token(server.config, "alice"))
+    generation = nodes[0].status()["master"]["generation"]
+    scaled = operator.post("/api/v1/nodes/web-1/scale", json={"spec": "+1"})
+    assert scaled.status_code == 200, scaled.text
+    wait_until(lambda: [w["state"] for w in nodes[0].status()["workers"]] == ["READY", "READY"], timeout=20)
+    assert operator.post("/api/v1/nodes/web-1/scale", json={"spec": "lots"}).json()["error"]["code"] == "BAD_ARGUMENTS"
+    reloaded = operator.post("/api/v1/nodes/web-1/reload", json={"wait": True})
+    assert reloaded.status_code == 200, reloaded.text
+    assert nodes[0].status()["master"]["generation"] == generation + 1
+    assert nodes[1].status()["master"]["generation"] == 1  # only that node
+
+    log = operator.get("/api/v1/nodes/old-box/logs/legacy", params={"offset": -2000}).json()
+    assert "tick" in log["data"] and log["next_offset"] > 0
+    more = wait_until(lambda: operator.get("/api/v1/nodes/old-box/logs/legacy",
+                                           params={"offset": log["next_offset"]}).json()["data"], timeout=10)
+    assert "tick" in more  # following: only what was written since
+    assert operator.get("/api/v1/nodes/web-1/logs/ticker").json()["data"] == ""  # `sleep` says nothing
+    missing = operator.get("/api/v1/nodes/web-1/logs/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "BAD_NAME"  # the node's own code
+
+    assert operator.post("/api/v1/users", json={"name": "bob", "role": "viewer", "password": "x" * 12}).status_code == 403
+    made = admin.post("/api/v1/users", json={"name": "bob", "role": "viewer", "password": "bob's passphrase"})
+    assert made.status_code == 201
+    assert [u["name"] for u in admin.get("/api/v1/users").json()["users"]] == ["alice", "bob", "root", "vic"]
+    bob, _ = server.login("bob", "bob's passphrase")
+    assert bob.get("/api/v1/nodes").status_code == 200
+    assert admin.post("/api/v1/users/bob/remove").status_code == 200
+    assert bob.get("/api/v1/nodes").status_code == 401  # its session went with it
+    actions = [(a["account"], a["action"], a["node"]) for a in admin.get("/api/v1/activity").json()["activity"]]
+    assert ("alice", "scale", "web-1") in actions and ("alice", "reload", "web-1") in actions
+    assert ("root", "add user", "-") in actions and ("root", "remove user", "-") in actions

@@ -6,6 +6,7 @@ log with who, when, the node, the process and the result. Node secrets never app
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from arbiter.fleet import metrics
 from arbiter.fleet.app import Context, guarded, json_body
-from arbiter.fleet.auth import Principal
+from arbiter.fleet.auth import Principal, hash_password
 from arbiter.fleet.errors import FleetError
 from arbiter.fleet.nodes import ACTIONS
 
@@ -128,6 +129,27 @@ async def users(ctx: Context, request: Request, who: Principal) -> Response:
     return JSONResponse({"users": ctx.store.accounts()})
 
 
+@guarded("admin")
+async def add_user(ctx: Context, request: Request, who: Principal) -> Response:
+    body = await json_body(request)
+    name, role, password = body.get("name"), body.get("role"), body.get("password")
+    if not isinstance(name, str) or not isinstance(role, str) or not isinstance(password, str):
+        raise FleetError("BAD_ARGUMENTS", 'send {"name": ..., "role": "viewer|operator|admin", "password": ...}')
+    ctx.store.add_account(name, role, await asyncio.to_thread(hash_password, password))
+    ctx.record(who.name, "add user", "-", name, "OK", role)
+    return JSONResponse({"name": name, "role": role}, status_code=201)
+
+
+@guarded("admin")
+async def remove_user(ctx: Context, request: Request, who: Principal) -> Response:
+    name = request.path_params["name"]
+    if name == who.name:
+        raise FleetError("BAD_ARGUMENTS", "you cannot remove your own account")
+    ctx.store.remove_account(name)
+    ctx.record(who.name, "remove user", "-", name, "OK")
+    return JSONResponse({"name": name, "removed": True})
+
+
 # -- acting ------------------------------------------------------------------------------------------
 
 @guarded("operator")
@@ -208,6 +230,8 @@ def routes() -> list[BaseRoute]:
         Route(f"{v1}/environments/{{env}}/{{action}}", environment_action, methods=["POST"]),
         Route(f"{v1}/deploys", deploys), Route(f"{v1}/deploys/{{id}}", deploy),
         Route(f"{v1}/activity", activity), Route(f"{v1}/users", users),
+        Route(f"{v1}/users", add_user, methods=["POST"]),
+        Route(f"{v1}/users/{{name}}/remove", remove_user, methods=["POST"]),
         Route(f"{v1}/prometheus/targets", prometheus_targets),
         Route("/metrics", prometheus_metrics),
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 from arbiter.fleet.errors import FleetError
 
 ROLES = ("viewer", "operator", "admin")
+ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\Z")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT NOT NULL,
                                      created REAL NOT NULL);
@@ -87,6 +89,8 @@ class Store:
         return bool(self._all("SELECT 1 FROM accounts LIMIT 1"))
 
     def add_account(self, name: str, role: str, password_hash: str) -> None:
+        if not ACCOUNT_NAME.match(name):
+            raise FleetError("BAD_ARGUMENTS", f"account name {name!r}: letters, digits, '_', '.', '@' and '-' only")
         if role not in ROLES:
             raise FleetError("BAD_ARGUMENTS", f"role {role!r}: expected one of {', '.join(ROLES)}")
         try:
