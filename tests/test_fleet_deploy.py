@@ -108,3 +108,22 @@ def test_a_broken_node_stops_the_deploy_there(arbiter, tmp_path: Path) -> None:
     again = start_fleet(arbiter, config)
     with again.client(token) as api:
         assert api.get(f"/api/v1/deploys/{record['id']}").json()["nodes"] == record["nodes"]
+
+
+def test_a_deploy_cut_short_by_the_fleet_servers_exit_is_marked_interrupted(arbiter, tmp_path: Path) -> None:
+    nodes = _nodes(arbiter, tmp_path, 1, workers=1)
+    config = write_fleet_config(tmp_path, nodes)
+    add_user(config, "ops", "operator")
+    server = start_fleet(arbiter, config)
+    token = add_token(config, "ops")
+    # The new code takes a while to import, so the node's reload is still going when we pull the plug.
+    (tmp_path / "app-1" / "deployed_app.py").write_text("import time\ntime.sleep(6)\n" + APP.replace("v1", "v2"))
+    with server.client(token) as api:
+        deploy_id = api.post("/api/v1/environments/production/reload").json()["id"]
+        wait_until(lambda: api.get(f"/api/v1/deploys/{deploy_id}").json()["nodes"][0]["state"] == "reloading")
+    server.master.cleanup()  # SIGKILL: no chance to write anything more
+    again = start_fleet(arbiter, config)
+    with again.client(token) as api:
+        record = api.get(f"/api/v1/deploys/{deploy_id}").json()
+        assert record["state"] == "interrupted" and "stopped during this deploy" in record["error"]
+        assert api.post("/api/v1/environments/production/reload").status_code == 202  # no longer blocked
