@@ -76,10 +76,12 @@ option_db = click.option("--db", metavar="FILE", help="The SQLite file (default:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]},
-             help="The fleet server: one page and one API over many Arbiter and supervisord hosts.")
+             help="The fleet server: one page and one API over many Arbiter and supervisord hosts.\n\n"
+             "Without a command, serve it (an Arbiter master with one uvicorn worker).")
 @option_config
 @option_db
-@click.option("-b", "--bind", default=DEFAULT_BIND, show_default=True, metavar="HOST:PORT")
+@click.option("-b", "--bind", default=DEFAULT_BIND, show_default=True, metavar="HOST:PORT",
+              help="Where the fleet server listens.")
 @click.pass_context
 def fleet(ctx: click.Context, config_path: str | None, db: str | None, bind: str) -> None:
     if ctx.invoked_subcommand is not None:
@@ -116,7 +118,7 @@ def user() -> None:
     pass
 
 
-@user.command("add")
+@user.command("add", help="Make an account (the password is prompted for, or read with --password-stdin).")
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
@@ -128,7 +130,7 @@ def user_add(name: str, role: str, password_stdin: bool, config_path: str | None
     click.echo(f"account {name} ({role}) added")
 
 
-@user.command("passwd")
+@user.command("passwd", help="Change an account's password; its sessions end.")
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True)
 @option_config
@@ -141,7 +143,7 @@ def user_passwd(name: str, password_stdin: bool, config_path: str | None, db: st
     click.echo(f"password of {name} changed; its sessions ended")
 
 
-@user.command("remove")
+@user.command("remove", help="Remove an account, its tokens and its sessions.")
 @click.argument("name")
 @option_config
 @option_db
@@ -151,7 +153,7 @@ def user_remove(name: str, config_path: str | None, db: str | None) -> None:
     click.echo(f"account {name} removed, with its tokens and sessions")
 
 
-@user.command("list")
+@user.command("list", help="List the accounts, their roles and token counts.")
 @option_config
 @option_db
 def user_list(config_path: str | None, db: str | None) -> None:
@@ -165,7 +167,7 @@ def token() -> None:
     pass
 
 
-@token.command("add")
+@token.command("add", help="Print a new API token for USER (shown once; only its hash is kept).")
 @click.argument("user_name", metavar="USER")
 @click.option("--label", default="", help="What the token is for.")
 @option_config
@@ -175,7 +177,7 @@ def token_add(user_name: str, label: str, config_path: str | None, db: str | Non
     click.echo(store.add_token(user_name, label))
 
 
-@token.command("remove")
+@token.command("remove", help="Revoke every API token of USER.")
 @click.argument("user_name", metavar="USER")
 @option_config
 @option_db
