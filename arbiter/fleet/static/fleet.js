@@ -110,7 +110,7 @@ function processActions(node, p, full) {
 
 function nodeActions(node) {
   const td = el("td", { class: "actions" });
-  if (!canAct()) return td;
+  if (!canAct() || node.state !== "up") return td;  // nothing to ask a node that does not answer
   const base = "/api/v1/nodes/" + enc(node.name) + "/";
   for (const a of ["start", "stop", "restart"])
     td.append(button(a, a, () => act(a + " all on " + node.name, "POST", base + a), a + " every program of " + node.name));
@@ -205,7 +205,9 @@ function render() {
     const head = el("header", {}, el("h2", { text: env }), el("span", { class: "muted", text: plural(envNodes.length, "node") }), el("span", { class: "spacer" }));
     if (canAct()) {
       const base = "/api/v1/environments/" + enc(env) + "/";
-      head.append(button("env-restart", "restart all", () => { if (confirm("Restart every program in " + env + "?")) act("restart " + env, "POST", base + "restart"); }));
+      head.append(button("env-start", "start all", () => act("start " + env, "POST", base + "start"), "start every program in " + env));
+      for (const a of ["stop", "restart"])
+        head.append(button("env-" + a, a + " all", () => { if (confirm(a[0].toUpperCase() + a.slice(1) + " every program in " + env + "?")) act(a + " " + env, "POST", base + a); }, a + " every program in " + env));
       if (envNodes.some((n) => n.kind === "arbiter"))
         head.append(button("deploy", "rolling deploy", () => { if (confirm("Reload every Arbiter node of " + env + ", one at a time?")) act("deploy " + env, "POST", base + "reload", { batch: 1 }); }));
     }
