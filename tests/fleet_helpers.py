@@ -12,7 +12,7 @@ import sys
 import textwrap
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,7 +173,7 @@ def fleet_cli(args: list[str], input: str = "", cwd: Path | None = None, timeout
                           text=True, env=env, cwd=str(cwd or ROOT), timeout=timeout)
 
 
-def write_fleet_config(tmp_path: Path, nodes: list[Node], supervisors: list[tuple[str, Supervisord]] = (),  # type: ignore[assignment]
+def write_fleet_config(tmp_path: Path, nodes: list[Node], supervisors: Sequence[tuple[str, Supervisord]] = (),
                        environments: dict[str, str] | None = None, extra: str = "",
                        raw_nodes: str = "") -> Path:
     environments = environments or {}

@@ -48,7 +48,7 @@ def _outcome(results: list[dict[str, Any]]) -> str:
 async def nodes(ctx: Context, request: Request, who: Principal) -> Response:
     q = request.query_params
     specs = [n for n in ctx.config.nodes
-             if (not q.get("environment") or n.environment == q["environment"]) and (not q.get("node") or n.name == q["node"])]
+             if q.get("environment") in (None, n.environment) and q.get("node") in (None, n.name)]
     entries = await ctx.fleet.status(specs)
     if q.get("state"):
         entries = [e for e in entries if e["state"] == q["state"]]

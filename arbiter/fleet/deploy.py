@@ -60,7 +60,8 @@ class Deployer:
         nodes = [{"node": s.name, "state": "pending", "error": None, "started": None, "finished": None}
                  for s in targets]
         deploy_id = self.store.start_deploy(environment, batch, account, owner_id(), nodes)
-        self.tasks[deploy_id] = asyncio.get_running_loop().create_task(self._run(deploy_id, targets, batch, nodes, account))
+        task = asyncio.get_running_loop().create_task(self._run(deploy_id, targets, batch, nodes, account))
+        self.tasks[deploy_id] = task
         self.tasks[deploy_id].add_done_callback(lambda _: self.tasks.pop(deploy_id, None))
         record = self.store.deploy(deploy_id)
         assert record is not None
