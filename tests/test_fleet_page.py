@@ -92,8 +92,24 @@ def test_log_in_restart_a_program_and_see_the_activity(arbiter, supervisord, tmp
             page.locator('tr[data-process="web-1/ticker"] td.pid').filter(
                 has_text=str(web1.program_pid("ticker"))).wait_for(timeout=10_000)
 
+            page.locator('tr[data-node="api-1"] button[data-action="scale-up"]').click()
+            page.locator("#msg").filter(has_text="scale api-1: done").wait_for(timeout=20_000)
+            page.locator('tr[data-process="api-1/web:worker_1"]').wait_for(timeout=20_000)
+            page.locator('tr[data-group="web-2/pool"] button[data-action="stop"]').click()
+            page.locator("#msg").filter(has_text="stop web-2/pool:*: done").wait_for(timeout=20_000)
+            page.locator('tr[data-process="web-2/pool:pool_0"] .state').filter(has_text="STOPPED").wait_for(timeout=20_000)
+            page.locator('tr[data-group="web-2/pool"] button[data-action="start"]').click()
+            page.locator('tr[data-process="web-2/pool:pool_0"] .state').filter(has_text="RUNNING").wait_for(timeout=20_000)
+
+            page.on("dialog", lambda dialog: dialog.accept())  # "Reload every Arbiter node of staging...?"
+            page.locator('section[data-env="staging"] button[data-action="deploy"]').click()
+            page.locator("#deploys li").filter(has_text="staging").filter(has_text="done") \
+                .filter(has_text="api-1:done").wait_for(timeout=60_000)
+
             page.fill("#filter", "pool")
             page.wait_for_function("document.querySelectorAll('tr.proc').length === 9")
+            page.fill("#filter", "web-2 fatal")
+            page.wait_for_function("document.querySelectorAll('tr.proc').length === 1")
             page.fill("#filter", "")
             page.locator('tr[data-process="batch-legacy/legacy"] button[data-action="log"]').click()
             page.locator("#log").filter(has_text="tick").wait_for(timeout=15_000)

@@ -84,10 +84,12 @@ function started(s) {
 async function act(label, method, path, body) {
   try {
     const r = await api(method, path, body);
-    const results = (r.result || []).flatMap((x) => x.result || (x.error ? [{ status: x.error.code, description: x.node + ": " + x.error.message }] : []));
-    const bad = Array.isArray(results) ? results.filter((x) => x.status && x.status !== "OK") : [];
+    // Per-process results, one list per node for an environment; reload and scale answer an object.
+    const results = (Array.isArray(r.result) ? r.result : []).flatMap((x) =>
+      x.node === undefined ? [x] : x.error ? [{ status: x.error.code, description: x.node + ": " + x.error.message }] : x.result || []);
+    const bad = results.filter((x) => x.status && x.status !== "OK");
     if (bad.length) say(label + ": " + bad.map((x) => x.description || x.status).join("; "), true);
-    else say(label + ": done" + (r.id ? " (deploy " + r.id + ")" : ""));
+    else say(label + (r.id ? ": started as deploy " + r.id + " (progress on the right)" : ": done"));
   } catch (e) { say(label + ": " + e.message, true); }
   refresh();
 }
