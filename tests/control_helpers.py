@@ -23,6 +23,7 @@ from conftest import wait_until as _wait_until
 from arbiter.control.backend import Command, ControlError
 from arbiter.control.connection import Limits
 from arbiter.control.names import namespec, select
+from arbiter.control.security import Credentials
 from arbiter.control.server import ControlServer
 
 LOG = logging.getLogger("arbiter.control.test")
@@ -256,6 +257,9 @@ class ServerLoop:
         self.backend = backend
         self.selector = selectors.DefaultSelector()
         kwargs.setdefault("log", LOG)
+        if "token" in kwargs or "username" in kwargs:  # shorthand for the credentials
+            kwargs["credentials"] = Credentials(token=kwargs.pop("token", None), username=kwargs.pop("username", None),
+                                                password=kwargs.pop("password", None))
         self.server = ControlServer(backend, self.selector, **kwargs)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="control-loop", daemon=True)

@@ -135,7 +135,8 @@ class Dashboard:
         if token and not hmac.compare_digest(given.encode(), token.encode()):
             raise ControlError("UNAUTHORIZED", "wrong or missing token")
         headers = [("Location", "/")]
-        if token:
-            headers.append(("Set-Cookie", f"{SESSION_COOKIE}={session_value(token)}; HttpOnly; "
+        secret = self._guard.credentials.session_secret
+        if secret and (token or request.context.get("bearer")):
+            headers.append(("Set-Cookie", f"{SESSION_COOKIE}={session_value(secret)}; HttpOnly; "
                                           "SameSite=Strict; Path=/"))
         conn.respond(303, b"", "text/plain", headers)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from arbiter import __version__
+from arbiter.control import location
 from arbiter.control.backend import Command, ControlError
-from arbiter.control.server import ControlServer
+from arbiter.control.security import Credentials
+from arbiter.control.server import ControlServer, missing_credential
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.programs.errors import ProgramError
 from arbiter.web.scoreboard import SlotState
@@ -36,13 +39,28 @@ def proc_usage(pid: int) -> tuple[int, float]:
     return int(fields[21]) * _PAGE, (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+@dataclass(frozen=True)
+class Started:
+    """When the master started: `wall` (unix time) to show as a date, `monotonic` (on the
+    master's clock) to measure from."""
+
+    wall: float
+    monotonic: float
+
+    def uptime(self, now: float) -> float:
+        """Seconds since the start, `now` being a reading of the same monotonic clock."""
+        return round(max(0.0, now - self.monotonic), 3)
+
+
 class MasterBackend:
     """Implements `arbiter.control.backend.Backend` for a `Master`, and is a service of its loop
     (to settle waiting commands)."""
 
     def __init__(self, master: Any) -> None:
         self.master = master
-        self.started = time.time()
+        # Uptime from the monotonic clock (a clock step must not change it); the wall time
+        # only as the start's date.
+        self.started = Started(wall=time.time(), monotonic=master.clock())
         self._waiting: list[tuple[Callable[[], Any], Command]] = []
 
     # -- Backend ---------------------------------------------------------------------------
@@ -67,8 +85,8 @@ class MasterBackend:
         programs = [self._program_row(row) for row in master.programs.status()] if master.programs else []
         return {
             "master": {
-                "pid": master.pid, "version": __version__, "started": self.started,
-                "uptime": round(time.time() - self.started, 3),
+                "pid": master.pid, "version": __version__, "started": self.started.wall,
+                "uptime": self.started.uptime(master.clock()),
                 "state": "STOPPING" if master.stopping else "RUNNING",
                 "generation": pool.generation, "workers_target": pool.target,
                 "reload": {"state": pool.last_reload, "count": pool.stats["reloads"],
@@ -292,36 +310,55 @@ def _control_error(exc: ProgramError) -> ControlError:
     return ControlError(exc.fault, exc.message)
 
 
-def attach_control(master: Any, environ: dict[str, str] | None = None) -> ControlServer | None:
-    """Plug the control API into `master` from its config: the unix socket (default:
-    arbiter.sock beside the pidfile, else in the working directory), and TCP if asked."""
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
-    cfg = master.cfg
-    unix_path = cfg.control_socket
-    if unix_path is None:
-        base = os.path.dirname(os.path.abspath(cfg.pidfile)) if cfg.pidfile else master.start_cwd
-        unix_path = os.path.join(base, "arbiter.sock")
-    elif unix_path.lower() == "none":
-        unix_path = None
-    tcp = None
-    if cfg.control_bind:
-        host, _, port = cfg.control_bind.rpartition(":")
-        try:
-            tcp = (host.strip("[]") or "127.0.0.1", int(port))
-        except ValueError:
-            raise ConfigError(f"control_bind {cfg.control_bind!r}: expected HOST:PORT") from None
-    token = environ.get("ARBITER_TOKEN")
+def control_credentials(cfg: Any, environ: Mapping[str, str]) -> Credentials:
+    """The TCP control credential from the config: the token (`control_token_file`, else
+    `$ARBITER_TOKEN`) and a supervisord.conf's `[inet_http_server]` username and password.
+
+    Raises:
+        ConfigError: the token file cannot be read, or an `[inet_http_server]` has no username
+            while no token is set (naming the two lines to add).
+    """
+    token = environ.get("ARBITER_TOKEN") or None
     if cfg.control_token_file:
         try:
             with open(cfg.control_token_file) as handle:
-                token = handle.read().strip()
+                token = handle.read().strip() or None
         except OSError as exc:
             raise ConfigError(f"control_token_file {cfg.control_token_file}: {exc.strerror}") from None
+        if token is None:
+            raise ConfigError(f"control_token_file {cfg.control_token_file}: the file is empty")
+    username, password = cfg.extras.http_auth or (None, None)
+    if cfg.extras.http_auth is not None and not username and not token:
+        raise ConfigError(
+            f"{cfg.config}: [inet_http_server] has no username, and TCP control needs a credential; "
+            "add these two lines to [inet_http_server]:\n    username = NAME\n    password = SECRET\n"
+            "(the password may be {SHA} followed by its SHA-1 hex digest, as in Supervisor)")
+    return Credentials(token=token, username=username or None, password=password if username else None)
+
+
+def attach_control(master: Any, environ: Mapping[str, str] | None = None) -> ControlServer | None:
+    """Plug the control API into `master` from its config: the unix socket where
+    `arbiter.control.location` says (the rule `arbiter ctl` uses too), and TCP if asked, which
+    needs a credential.
+
+    Raises:
+        ConfigError: a bad `control_bind`, an unreadable token file, or TCP without a credential.
+    """
+    environ = os.environ if environ is None else environ
+    cfg = master.cfg
+    unix_path = location.control_socket_path(cfg, master.start_cwd)
+    try:
+        tcp = location.control_tcp_address(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    credentials = control_credentials(cfg, environ)
+    if tcp is not None and not credentials.any:
+        raise ConfigError(missing_credential(cfg.control_bind))
     if unix_path is None and tcp is None:
         return None
     backend = MasterBackend(master)
     server = ControlServer(backend, master.selector, unix_path=unix_path, unix_mode=cfg.control_socket_mode,
-                           tcp=tcp, token=token, log=master.log, clock=master.clock)
+                           tcp=tcp, credentials=credentials, log=master.log, clock=master.clock)
     master.attach(backend)
     master.attach(server)
     return server

@@ -75,7 +75,9 @@ def process_info(p: Program, now: float) -> dict[str, Any]:
     description = p.get("description")
     if not description:
         if state == "RUNNING":
-            description = f"pid {p.get('pid')}, uptime {datetime.timedelta(seconds=int(max(now - start, 0)))}"
+            # The monotonic uptime the master measured; the wall clock only if it sent none.
+            seconds = p["uptime"] if p.get("uptime") is not None else max(now - start, 0)
+            description = f"pid {p.get('pid')}, uptime {datetime.timedelta(seconds=int(seconds))}"
         elif state in ("FATAL", "BACKOFF"):
             description = p.get("spawnerr") or f'unknown error (try "tail {p.get("name")}")'
         elif state in ("STOPPED", "EXITED"):

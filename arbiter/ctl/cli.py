@@ -54,10 +54,13 @@ pass_ctl = click.make_pass_decorator(Ctl)
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-s", "--socket", "socket_path", metavar="PATH", help="Control socket (default: $ARBITER_SOCKET, else ./arbiter.sock).")
+@click.option("-s", "--socket", "socket_path", metavar="PATH",
+              help="Control socket. Else: where -c's config puts it, else $ARBITER_SOCKET, else the master's "
+              "default ($ARBITER_CONTROL_SOCKET, beside $ARBITER_PIDFILE, or ./arbiter.sock).")
 @click.option("--url", metavar="http://HOST:PORT", help="Control server over TCP instead of the socket.")
 @click.option("--token", envvar="ARBITER_TOKEN", help="Bearer token for --url (or $ARBITER_TOKEN).")
-@click.option("-c", "--config", "config", metavar="FILE", help="Read the socket path from a supervisord.conf or arbiter.toml.")
+@click.option("-c", "--config", "config", metavar="FILE",
+              help="The master's config file (.toml, .py, supervisord.conf): find its socket as the master does.")
 @click.option("--json", "as_json", is_flag=True, help="Print the server's answers as JSON.")
 @click.pass_context
 def ctl(ctx: click.Context, socket_path: str | None, url: str | None, token: str | None,
@@ -390,6 +393,8 @@ def reload(c: Ctl, wait: bool) -> None:
             if line != shown:
                 click.echo(line)
                 shown = line
+    if isinstance(answer.get("error"), Unreachable):
+        raise answer["error"]  # no master: the same exit status and hint as every command
     if "error" in answer:
         click.echo(f"reload failed: {answer['error']}")
         c.fail(EXIT_GENERIC)
@@ -424,6 +429,17 @@ def shutdown(c: Ctl) -> None:
 def version(c: Ctl) -> None:
     """The master's version."""
     click.echo(str(c.api().call("GET", "/v1/status")["master"].get("version")))
+
+
+def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(Ctl).json = True
+
+
+# `--json` after the command too (`arbiter ctl status --json`), for every command.
+for _command in ctl.commands.values():
+    _command.params.append(click.Option(["--json"], is_flag=True, expose_value=False, is_eager=True,
+                                        callback=_set_json, help="Print the server's answers as JSON."))
 
 
 def main(argv: list[str] | None = None) -> int:
