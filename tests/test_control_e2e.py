@@ -327,3 +327,82 @@ def test_reread_and_update_restart_exactly_the_changed_programs(arbiter, tmp_pat
     assert after["change"] != before["change"]  # restarted with its new command
     assert "drop" not in after
     assert master.get("/")[0] == 200
+
+
+def _conf_with_inet(tmp_path: Path, auth: str) -> Path:
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(textwrap.dedent(f'''
+        [inet_http_server]
+        port = 127.0.0.1:0
+        {auth}
+
+        [supervisord]
+        nodaemon = true
+
+        [program:ticker]
+        command = python3 -u {ROOT}/examples/ticker.py
+        startsecs = 0
+    '''))
+    return conf
+
+
+def test_tcp_control_without_a_credential_is_refused_at_start(tmp_path):
+    result = run_arbiter(["asgi_app:app", "-b", "127.0.0.1:0", "--control-bind", "127.0.0.1:0"])
+    assert result.returncode == 2, result.stderr
+    assert "without a credential" in result.stderr
+    assert "head -c 32 /dev/urandom | base64 > token" in result.stderr and "--control-token-file token" in result.stderr
+    assert "Listening at" not in result.stderr  # refused before anything was bound
+    result = run_arbiter(["-c", str(_conf_with_inet(tmp_path, ""))])
+    assert result.returncode == 2, result.stderr
+    assert "[inet_http_server] has no username" in result.stderr
+    assert "username = NAME" in result.stderr and "password = SECRET" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("supervisorctl") is None, reason="supervisorctl not installed (pip install supervisor)")
+@pytest.mark.parametrize("stored", ["s3cret pass", "{SHA}" + __import__("hashlib").sha1(b"s3cret pass").hexdigest()])
+def test_real_supervisorctl_over_tcp_with_basic_auth(arbiter, tmp_path, stored):
+    conf = _conf_with_inet(tmp_path, f"username = admin\n        password = {stored}")
+    master = arbiter(["-c", str(conf)], bind=False)
+    port = int(master.wait_log(r"Control API at: http://127\.0\.0\.1:(\d+)")[0].group(1))
+    assert "s3cret" not in master.log() and stored not in master.log()
+
+    def supervisorctl(*auth: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["supervisorctl", "-s", f"http://127.0.0.1:{port}", *auth, "status"],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    good = wait_until(lambda: (r := supervisorctl("-u", "admin", "-p", "s3cret pass")) and "RUNNING" in r.stdout and r,
+                      timeout=20, what="ticker RUNNING over TCP")
+    assert good.returncode == 0 and good.stdout.startswith("ticker")
+    for auth in ([], ["-u", "admin", "-p", "wrong"], ["-u", "root", "-p", "s3cret pass"]):
+        refused = supervisorctl(*auth)
+        assert refused.returncode != 0 and "RUNNING" not in refused.stdout, auth
+        assert "401" in refused.stdout + refused.stderr or "Unauthorized" in refused.stdout + refused.stderr
+    # The probes stay open; everything else needs the pair.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    for path, expected in (("/healthz", 200), ("/v1/status", 401), ("/metrics", 401)):
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        assert response.status == expected, path
+    conn.close()
+
+
+def test_master_uptime_is_monotonic_as_reported(arbiter, tmp_path):
+    """The uptime the API reports grows exactly as the monotonic clock between two readings
+    (the wall-clock `started` is only a date)."""
+    sock = tmp_path / "up.sock"
+    master = arbiter(["asgi_app:app", "--control-socket", str(sock)])
+    master.wait_ready(1)
+    import time as time_module
+    first, t0 = api(str(sock), "GET", "/v1/status")[1]["master"], time_module.monotonic()
+    wait_until(lambda: time_module.monotonic() - t0 > 0.3)
+    second, t1 = api(str(sock), "GET", "/v1/status")[1]["master"], time_module.monotonic()
+    grew = second["uptime"] - first["uptime"]
+    assert 0.3 - 0.01 <= grew <= (t1 - t0) + 0.1
+    assert abs(second["started"] - (time_module.time() - second["uptime"])) < 5  # a date, consistent
+    conn = UnixHTTPConnection(str(sock))
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    uptime = float(next(l.split()[1] for l in text.splitlines() if l.startswith("arbiter_master_uptime_seconds")))
+    assert second["uptime"] <= uptime < second["uptime"] + 5
