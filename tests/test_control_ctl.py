@@ -69,7 +69,7 @@ def test_start_stop_restart_signal(served: ServerLoop, capsys: pytest.CaptureFix
     assert served.backend.signals[-1] == ("ticker", "HUP")
     assert ctl(served, capsys, "signal", "HUP", "idle") == (7, "idle: ERROR (not running)\n")
     code, out = ctl(served, capsys, "signal", "BOGUS", "ticker")
-    assert code == 1 and "BAD_SIGNAL" in out
+    assert (code, out) == (1, "ticker: ERROR (bad signal name)\n")  # as supervisorctl
     code, out = ctl(served, capsys, "--json", "stop", "all")
     assert code == 0 and {r["name"] for r in json.loads(out)} >= {"ticker", "pool_0"}
 
@@ -236,3 +236,10 @@ def test_tail_follow(served: ServerLoop) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_log_that_cannot_be_written_shows_in_the_table(served: ServerLoop, capsys: pytest.CaptureFixture[str]) -> None:
+    served.backend.programs[0]["log_dropped_bytes"] = 4096
+    code, out = ctl(served, capsys, "status", "ticker")
+    assert code == 0 and "[log not written: 4096 bytes dropped, see the master's log]" in out
+    assert "log not written" not in ctl(served, capsys, "status", "idle")[1]

@@ -406,3 +406,47 @@ def test_master_uptime_is_monotonic_as_reported(arbiter, tmp_path):
     conn.close()
     uptime = float(next(l.split()[1] for l in text.splitlines() if l.startswith("arbiter_master_uptime_seconds")))
     assert second["uptime"] <= uptime < second["uptime"] + 5
+
+
+def test_stop_all_leaves_a_fatal_program_out_as_supervisorctl(service):
+    """supervisord's stopAllProcesses stops only what runs: a FATAL program is not "stopped"."""
+    result = ctl(service.sock, "stop", "all")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ticker: stopped" in result.stdout
+    assert "crasher" not in result.stdout and "idle" not in result.stdout
+    assert ctl(service.sock, "stop", "crasher").stdout.strip() == "crasher: ERROR (not running)"
+
+
+@pytest.mark.skipif(shutil.which("supervisorctl") is None, reason="supervisorctl not installed (pip install supervisor)")
+def test_avail_shows_the_group_priority(arbiter, tmp_path):
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(textwrap.dedent(f'''
+        [unix_http_server]
+        file = {tmp_path}/avail.sock
+
+        [supervisord]
+        nodaemon = true
+
+        [supervisorctl]
+        serverurl = unix://{tmp_path}/avail.sock
+
+        [group:web]
+        programs = sleeper
+        priority = 100
+
+        [program:sleeper]
+        command = sleep 600
+        startsecs = 0
+
+        [program:manual]
+        command = sleep 600
+        autostart = false
+    '''))
+    arbiter(["-c", str(conf)], bind=False, control=False)
+    wait_until(lambda: (tmp_path / "avail.sock").exists(), what="the socket")
+    theirs = subprocess.run(["supervisorctl", "-c", str(conf), "avail"], capture_output=True, text=True, timeout=30)
+    ours = ctl(tmp_path / "avail.sock", "avail")
+    for out in (theirs.stdout, ours.stdout):
+        lines = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
+        assert lines["web:sleeper"] == ["in", "use", "auto", "100:100"], out
+        assert lines["manual"] == ["in", "use", "manual", "999:999"], out

@@ -1,5 +1,5 @@
 """The control plane: the master's HTTP/1.1 + JSON API, dashboard, metrics and Supervisor's
-XML-RPC, served inside the master's selector loop (see DESIGN.md, "Control plane").
+XML-RPC, served inside the master's selector loop (see docs/design.md, "Programs and the control plane").
 
 - `backend`: what the server needs from the master (`Backend`, `Command`, `ControlError`).
 - `server`: `ControlServer`, the one object the master creates.

@@ -82,7 +82,11 @@ class MasterBackend:
                 "heartbeat_age": round(max(0, now_ns - view.heartbeat_ns) / 1e9, 3),
                 "requests": view.requests, "connections": view.connections, "rss": w_rss, "cpu": w_cpu,
             })
-        programs = [self._program_row(row) for row in master.programs.status()] if master.programs else []
+        programs = []
+        if master.programs:
+            configs = {program.name: program for program in master.cfg.programs}
+            programs = [self._program_row(row, configs.get(row.get("program", row["name"])))
+                        for row in master.programs.status()]
         return {
             "master": {
                 "pid": master.pid, "version": __version__, "started": self.started.wall,
@@ -99,9 +103,12 @@ class MasterBackend:
         }
 
     @staticmethod
-    def _program_row(row: dict[str, Any]) -> dict[str, Any]:
+    def _program_row(row: dict[str, Any], config: Any) -> dict[str, Any]:
         out = dict(row)
         out["state"], out["statecode"] = row["statename"], row["state"]
+        # Supervisor's avail shows these (a [group:x] priority is its programs' default).
+        out["priority"] = config.priority if config is not None else 999
+        out["autostart"] = config.autostart if config is not None else True
         return out
 
     def submit(self, command: Command) -> None:

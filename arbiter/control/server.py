@@ -1,5 +1,5 @@
 """The control server: listening sockets, connections and log follows, all inside the master's
-selector loop (no thread; see DESIGN.md, "Control plane").
+selector loop (no thread; see docs/design.md, "Programs and the control plane").
 
 The master registers nothing itself: `start()` registers the listening sockets with callbacks
 `key.data(key, mask)`, the master calls `tick()` once per turn and sleeps no longer than

@@ -24,6 +24,7 @@ from arbiter.ctl.tables import status_lines, workers_table
 from arbiter.errors import ArbiterError
 
 STOPPED_STATES = {"STOPPED", "EXITED", "FATAL", "UNKNOWN"}
+RUNNING_STATES = {"RUNNING", "BACKOFF", "STARTING"}
 DEAD_CODES = {"SPAWN_ERROR", "ABNORMAL_TERMINATION", "NOT_RUNNING"}
 REASONS = {"BAD_NAME": "no such process", "NO_FILE": "no such file", "NOT_EXECUTABLE": "file is not executable",
            "ALREADY_STARTED": "already started", "SPAWN_ERROR": "spawn error", "NOT_RUNNING": "not running",
@@ -115,9 +116,13 @@ def status(c: Ctl, names: tuple[str, ...]) -> None:
 
 def _known(c: Ctl, names: tuple[str, ...], bad_group_status: int) -> list[str]:
     """The names the server knows; unknown ones are reported as supervisorctl does."""
-    if "all" in names:
-        return ["all"]
+    return _known_with_status(c, names, bad_group_status)[0]
+
+
+def _known_with_status(c: Ctl, names: tuple[str, ...], bad_group_status: int) -> tuple[list[str], list[dict[str, Any]]]:
     programs = c.api().call("GET", "/v1/status").get("programs", [])
+    if "all" in names:
+        return ["all"], programs
     known = []
     for name in names:
         if any(matches(p, name) for p in programs):
@@ -128,7 +133,24 @@ def _known(c: Ctl, names: tuple[str, ...], bad_group_status: int) -> list[str]:
         else:
             click.echo(f"{name}: ERROR (no such process)")
             c.fail(EXIT_GENERIC)
-    return known
+    return known, programs
+
+
+def _left_alone(action: str, names: list[str], programs: list[dict[str, Any]]) -> set[str]:
+    """Processes a wildcard (`all`, `group:*`) reaches but Supervisor's start/stop-all leaves
+    alone, so reports nothing of: `stop` skips what is not running (a FATAL one is not
+    "stopped"), `start` what already runs. A process also named on its own is reported."""
+    if action not in ("start", "stop"):
+        return set()
+    wildcards = [n for n in names if n == "all" or n.endswith(":*") or n.endswith(":")]
+    alone = set()
+    for p in programs:
+        if any(matches(p, n) for n in names if n not in wildcards) or not any(matches(p, n) for n in wildcards):
+            continue
+        running = p.get("state") in RUNNING_STATES
+        if running == (action == "start"):
+            alone.add(namespec(p))
+    return alone
 
 
 def _act(c: Ctl, action: str, names: tuple[str, ...], done: str, ignored: set[str], extra: dict[str, Any]) -> None:
@@ -136,15 +158,20 @@ def _act(c: Ctl, action: str, names: tuple[str, ...], done: str, ignored: set[st
         click.echo(f"Error: {action} requires a process name")
         c.fail(EXIT_INVALID_ARGS if action == "start" else EXIT_GENERIC)
         return
-    known = _known(c, names, EXIT_INVALID_ARGS if action == "start" else EXIT_GENERIC)
+    known, programs = _known_with_status(c, names, EXIT_INVALID_ARGS if action == "start" else EXIT_GENERIC)
     if not known:
         return
+    alone = _left_alone(action, known, programs)
     try:
         results = c.api().call("POST", f"/v1/{action}", {"names": known, **extra}, timeout=None)
     except ApiError as exc:
-        click.echo(f"ERROR: {exc}")
-        c.fail(EXIT_GENERIC)
-        return
+        if len(known) != 1 or exc.code not in REASONS:
+            click.echo(f"ERROR: {exc}")
+            c.fail(EXIT_GENERIC)
+            return
+        # One name refused as a whole: the line supervisorctl prints for it.
+        results = [{"name": known[0], "group": known[0].split(":")[0], "status": exc.code, "description": exc.message}]
+    results = [r for r in results if namespec(r) not in alone]
     if c.json:
         c.show(results)
     for r in results:
@@ -327,10 +354,12 @@ def avail(c: Ctl) -> None:
     added = _simple(c, "/v1/reread").get("added", [])
     if c.json:
         return c.show({"in_use": [namespec(p) for p in programs], "available": added})
-    for p in programs:
-        click.echo(f"{namespec(p):<30} in use")
+    for p in programs:  # supervisorctl's layout: name, in use, auto/manual, group:process priority
+        priority = p.get("priority", 999)
+        click.echo(f"{namespec(p):<32} {'in use':<9} {'auto' if p.get('autostart', True) else 'manual':<9} "
+                   f"{priority}:{priority}")
     for name in added:
-        click.echo(f"{name:<30} avail")
+        click.echo(f"{name:<32} avail")
 
 
 @ctl.command()

@@ -26,10 +26,15 @@ def styled_state(state: str, width: int = 10) -> str:
 
 def describe(p: dict[str, Any]) -> str:
     if p.get("description"):
-        return str(p["description"])
-    if p.get("state") == "RUNNING":
-        return f"pid {p.get('pid')}, uptime {duration(p.get('uptime'))}"
-    return str(p.get("spawnerr") or "")
+        text = str(p["description"])
+    elif p.get("state") == "RUNNING":
+        text = f"pid {p.get('pid')}, uptime {duration(p.get('uptime'))}"
+    else:
+        text = str(p.get("spawnerr") or "")
+    dropped = int(p.get("log_dropped_bytes") or 0)
+    if dropped:  # the log file cannot be written: say so where people look
+        text += click.style(f"  [log not written: {dropped} bytes dropped, see the master's log]", fg="red")
+    return text
 
 
 def status_lines(programs: list[dict[str, Any]]) -> None:
