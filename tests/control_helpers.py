@@ -245,6 +245,18 @@ class FakeBackend:
         self.available += command.args["names"]  # still configured, no longer in use
         command.reply(None)
 
+    def _do_replace_worker(self, command: Command) -> None:
+        pid = command.args["pid"]
+        old = next((w for w in self.workers if w["pid"] == pid), None)
+        if old is None:
+            raise ControlError("BAD_NAME", f"no such web worker: {pid}")
+        old["state"] = "RETIRING"
+
+        def swap() -> None:
+            self.workers = [w for w in self.workers if w is not old] + [self._worker(max(w["pid"] for w in self.workers) + 1)]
+        self.later(3, swap)
+        command.reply({"pid": pid})
+
     def _do_shutdown(self, command: Command) -> None:
         self.master["state"] = "STOPPING"
         command.reply({"state": "STOPPING"})

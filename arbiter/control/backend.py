@@ -49,6 +49,9 @@ remove      {"names": [group, ...]}                     anything
 shutdown    {}                                          anything (reply before exiting)
 ==========  ==========================================  ===================================
 
+`replace_worker` {"pid": int} replies {"pid": pid} once web worker pid's replacement is asked
+for: a new worker boots, then pid drains (the `max_requests` path).
+
 A per-process result is ``{"name", "group", "status": "OK" | <error code>, "description"}``;
 when a command replies None the server reports "OK" for every process the names matched.
 `wait` asks to reply once the processes reached their goal state (Supervisor's `wait=True`).
@@ -64,7 +67,7 @@ from arbiter.errors import ArbiterError
 
 COMMAND_NAMES = frozenset({
     "start", "stop", "restart", "signal", "reload", "scale", "shutdown",
-    "reread", "update", "add", "remove", "clear",
+    "reread", "update", "add", "remove", "clear", "replace_worker",
 })
 
 # Stable error codes: the HTTP status each is sent with, and Supervisor's XML-RPC fault number

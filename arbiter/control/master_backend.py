@@ -75,6 +75,8 @@ class MasterBackend:
             state = view.state.name if view.state != SlotState.FREE else "BOOTING"
             if worker.retiring and state in ("READY", "RETIRING"):
                 state = "DRAINING"
+            elif worker.wants_retirement and state == "READY":
+                state = "RETIRING"  # its replacement is on the way
             w_rss, w_cpu = proc_usage(worker.pid)
             workers.append({
                 "pid": worker.pid, "number": worker.age, "generation": worker.generation, "state": state,
@@ -279,6 +281,14 @@ class MasterBackend:
             raise ControlError("BAD_ARGUMENTS", f"scale {spec}: at least one worker must remain")
         self.master.scale(new)
         command.reply({"workers_target": self.master.pool.target})
+
+    def _do_replace_worker(self, command: Command) -> None:
+        pid = command.args.get("pid")
+        if not isinstance(pid, int) or pid not in self.master.pool.workers:
+            raise ControlError("BAD_NAME", f"no such web worker: {pid}")
+        if not self.master.pool.replace_worker(pid):
+            raise ControlError("ALREADY_STARTED", f"worker {pid} is already being replaced or stopped")
+        command.reply({"pid": pid})
 
     def _do_shutdown(self, command: Command) -> None:
         command.reply({"shutdown": True})

@@ -46,6 +46,7 @@ class Api:
             ("GET", "/v1/status", self.status),
             ("POST", f"/v1/processes/{_NAME}/(?P<action>start|stop|restart|signal)", self.process_action),
             ("POST", "/v1/(?P<action>start|stop|restart|signal)", self.processes_action),
+            ("POST", r"/v1/workers/(?P<pid>[0-9]{1,10})/replace", self.replace_worker),
             ("POST", "/v1/reload", self.reload),
             ("POST", "/v1/scale", self.scale),
             ("POST", "/v1/(?P<action>reread|update|add|remove|shutdown)", self.simple_command),
@@ -142,6 +143,10 @@ class Api:
 
     def reload(self, conn: HttpConnection, request: Request, params: dict[str, str]) -> None:
         self._run(conn, "reload", {"wait": bool(self._body(request).get("wait", False))})
+
+    def replace_worker(self, conn: HttpConnection, request: Request, params: dict[str, str]) -> None:
+        self._body(request)  # an empty or JSON-object body, like every POST
+        self._run(conn, "replace_worker", {"pid": int(params["pid"])})
 
     def scale(self, conn: HttpConnection, request: Request, params: dict[str, str]) -> None:
         self._run(conn, "scale", {"spec": commands.scale_spec(self._body(request).get("spec"))})
