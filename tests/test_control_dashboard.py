@@ -96,7 +96,7 @@ def test_dashboard_stop_a_program_and_follow_its_log(make_loop, browser: Any, tm
     page.click("#s-stdout")
     log.filter(has_text="written while the page watches").wait_for(timeout=10_000)
     page.locator("#msg.show").wait_for(state="detached", timeout=10_000)  # the toast fades
-    shot = Path(os.environ["ARBITER_SCREENSHOT"]) if os.environ.get("ARBITER_SCREENSHOT") else tmp_path / "dashboard.png"
+    shot = Path(os.environ["DASHBOARD_SCREENSHOT"]) if os.environ.get("DASHBOARD_SCREENSHOT") else tmp_path / "dashboard.png"
     page.screenshot(path=str(shot))
     assert not errors, errors  # no CSP violation, no script error
 

@@ -220,14 +220,16 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
-def test_dashboard_stops_and_starts_a_real_program(arbiter, tmp_path):
+def test_dashboard_drives_a_real_master(arbiter, tmp_path):
+    """Stop and start a real program, replace a real worker (a successor boots, then the old one
+    drains), follow a real log; DASHBOARD_SCREENSHOT=docs/dashboard.png keeps the picture."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
     config = tmp_path / "arbiter.toml"
     config.write_text(textwrap.dedent(f'''
         wsgi_app = "asgi_app:app"
-        workers = 1
+        workers = 3
         control_bind = "127.0.0.1:0"
         control_token_file = "{token_file}"
 
@@ -235,17 +237,30 @@ def test_dashboard_stops_and_starts_a_real_program(arbiter, tmp_path):
         command = "python3 -u {ROOT}/examples/ticker.py"
         stdout_logfile = "{tmp_path}/ticker.log"
         startsecs = 0
+
+        [programs.queue]
+        command = "sleep 600"
+        numprocs = 2
+        process_name = "%(program_name)s_%(process_num)d"
+        startsecs = 0
+
+        [programs.mailer]
+        command = "sh -c 'echo cannot reach smtp.example >&2; exit 3'"
+        startsecs = 1
+        startretries = 0
     '''))
     master = arbiter(["-c", str(config)])
-    master.wait_ready(1)
+    workers = master.wait_ready(3)
     port = int(master.wait_log(r"Control API at: http://127\.0\.0\.1:(\d+)")[0].group(1))
     base = f"http://127.0.0.1:{port}"
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"]
-    with sync_api.sync_playwright() as playwright:
+    with Load(master.port, slow=0) as load, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         try:
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1400, "height": 720})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(f"{base}/login?token=s3cret-token")
             row = page.locator('tr[data-program="ticker"]')
             row.locator("td.state").filter(has_text="RUNNING").wait_for(timeout=15_000)
@@ -254,9 +269,27 @@ def test_dashboard_stops_and_starts_a_real_program(arbiter, tmp_path):
             master.wait_log(r"stopped: ticker \(terminated by SIGTERM\)")
             row.locator('button[data-action="start"]').click()
             row.locator("td.state").filter(has_text="RUNNING").wait_for(timeout=15_000)
-            assert page.locator("#workers tbody tr").count() == 1
+            page.locator("#problems li").filter(has_text="mailer").wait_for(timeout=15_000)
+            assert page.locator("#programs tbody tr").first.get_attribute("data-program") == "mailer"
+
+            old = workers[0]
+            page.locator(f'tr[data-pid="{old}"] button[data-action="replace"]').click()
+            master.wait_log(rf"Worker \(pid:{old}\) to be replaced")
+            fresh = master.wait_workers(lambda w: len(w) == 3 and old not in w, timeout=30)
+            assert len(set(fresh) - set(workers)) == 1  # one successor, the other two untouched
+            page.locator(f'tr[data-pid="{old}"]').wait_for(state="detached", timeout=15_000)
+
+            row.locator('button[data-action="log"]').click()
+            page.locator("#log").filter(has_text="tick").wait_for(timeout=15_000)
+            page.locator("#msg.show").wait_for(state="detached", timeout=10_000)
+            if os.environ.get("DASHBOARD_SCREENSHOT"):
+                page.screenshot(path=os.environ["DASHBOARD_SCREENSHOT"])
+            assert not errors, errors
         finally:
             browser.close()
+        load.wait_for_requests(20)
+        outcome = load.stop()
+    assert outcome.failures == [], outcome.failures[:10]  # replacing a worker dropped nothing
     # Without the token the API refuses.
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     conn.request("GET", "/v1/status")
