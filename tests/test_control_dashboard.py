@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from arbiter.control.records import ReplaceWorkerArgs
+
 from control_helpers import make_loop  # noqa: F401  (fixture)
 
 CHROMIUM = "/usr/bin/chromium"
@@ -65,7 +67,7 @@ def test_dashboard_stop_a_program_and_follow_its_log(make_loop, browser: Any, tm
     row.locator('button[data-action="stop"]').click()
     row.locator("td.state").filter(has_text="STOPPED").wait_for(timeout=10_000)
     stop = [c for c in loop.backend.commands if c.name == "stop"]
-    assert stop and stop[-1].args["names"] == ["ticker"]
+    assert stop and stop[-1].args.names == ("ticker",)
     assert row.locator('button[data-action="stop"]').is_disabled()
 
     row.locator('button[data-action="start"]').click()
@@ -85,7 +87,7 @@ def test_dashboard_stop_a_program_and_follow_its_log(make_loop, browser: Any, tm
     page.locator('tr[data-pid="4100001"] button[data-action="replace"]').click()
     page.locator('tr[data-pid="4100001"]').wait_for(state="detached", timeout=10_000)
     page.locator('tr[data-pid="4100003"]').wait_for(timeout=10_000)
-    assert [c.args for c in loop.backend.commands if c.name == "replace_worker"] == [{"pid": 4100001}]
+    assert [c.args for c in loop.backend.commands if c.name == "replace_worker"] == [ReplaceWorkerArgs(4100001)]
 
     page.fill("#spec", "+1")
     page.click("#scale")

@@ -110,7 +110,8 @@ def test_ctl_status_and_exit_codes(service):
 def test_ctl_start_stop_restart_signal_pid(service):
     assert ctl(service.sock, "start", "idle").returncode == 0
     assert ctl(service.sock, "status", "idle").returncode == 0
-    assert ctl(service.sock, "start", "idle").returncode != 0  # already started
+    again = ctl(service.sock, "start", "idle")  # supervisorctl: the line, and exit 0 (ALREADY_STARTED is ignored)
+    assert (again.returncode, again.stdout) == (0, "idle: ERROR (already started)\n")
     pid = int(ctl(service.sock, "pid", "idle").stdout.strip())
     assert ctl(service.sock, "restart", "idle").returncode == 0
     assert int(ctl(service.sock, "pid", "idle").stdout.strip()) != pid

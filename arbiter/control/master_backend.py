@@ -16,6 +16,22 @@ from typing import Any
 from arbiter import __version__
 from arbiter.control import location
 from arbiter.control.backend import Command, ControlError
+from arbiter.control.records import (
+    ClearArgs,
+    GroupArgs,
+    MasterInfo,
+    ProcessArgs,
+    ProgramRow,
+    ReloadArgs,
+    ReloadInfo,
+    ReplaceWorkerArgs,
+    ScaleArgs,
+    SignalArgs,
+    Status,
+    WorkerRow,
+    WorkerState,
+    program_state,
+)
 from arbiter.control.security import Credentials
 from arbiter.control.server import ControlServer, missing_credential
 from arbiter.errors import ArbiterError, ConfigError
@@ -65,53 +81,50 @@ class MasterBackend:
 
     # -- Backend ---------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         master, pool = self.master, self.master.pool
         now_ns = time.monotonic_ns()
         rss, cpu = proc_usage(master.pid)
         workers = []
         for worker in list(pool.workers.values()):
             view = pool.scoreboard.read(worker.slot.index)
-            state = view.state.name if view.state != SlotState.FREE else "BOOTING"
+            state: WorkerState = view.state.name if view.state != SlotState.FREE else "BOOTING"
             if worker.retiring and state in ("READY", "RETIRING"):
                 state = "DRAINING"
             elif worker.wants_retirement and state == "READY":
                 state = "RETIRING"  # its replacement is on the way
             w_rss, w_cpu = proc_usage(worker.pid)
-            workers.append({
-                "pid": worker.pid, "number": worker.age, "generation": worker.generation, "state": state,
-                "age": round(master.clock() - worker.spawned_at, 3),
-                "heartbeat_age": round(max(0, now_ns - view.heartbeat_ns) / 1e9, 3),
-                "requests": view.requests, "connections": view.connections, "rss": w_rss, "cpu": w_cpu,
-            })
-        programs = []
+            workers.append(WorkerRow(
+                pid=worker.pid, number=worker.age, generation=worker.generation, state=state,
+                age=round(master.clock() - worker.spawned_at, 3),
+                heartbeat_age=round(max(0, now_ns - view.heartbeat_ns) / 1e9, 3),
+                requests=view.requests, connections=view.connections, rss=w_rss, cpu=w_cpu))
+        programs: list[ProgramRow] = []
         if master.programs:
             configs = {program.name: program for program in master.cfg.programs}
             programs = [self._program_row(row, configs.get(row.get("program", row["name"])))
                         for row in master.programs.status()]
-        return {
-            "master": {
-                "pid": master.pid, "version": __version__, "started": self.started.wall,
-                "uptime": self.started.uptime(master.clock()),
-                "state": "STOPPING" if master.stopping else "RUNNING",
-                "generation": pool.generation, "workers_target": pool.target,
-                "reload": {"state": pool.last_reload, "count": pool.stats["reloads"],
-                           "failures": pool.reload_failures},
-                "worker_restarts": pool.stats["restarts"], "worker_timeouts": pool.stats["timeouts"],
-                "rss": rss, "cpu": cpu, "listeners": [listener.url() for listener in master.listeners],
-            },
-            "workers": workers,
-            "programs": programs,
-        }
+        info = MasterInfo(
+            pid=master.pid, version=__version__, started=self.started.wall,
+            uptime=self.started.uptime(master.clock()), state="STOPPING" if master.stopping else "RUNNING",
+            generation=pool.generation, workers_target=pool.target,
+            reload=ReloadInfo(state=pool.last_reload, count=pool.stats["reloads"], failures=pool.reload_failures),
+            worker_restarts=pool.stats["restarts"], worker_timeouts=pool.stats["timeouts"],
+            rss=rss, cpu=cpu, listeners=tuple(listener.url() for listener in master.listeners))
+        return Status(info, tuple(workers), tuple(programs))
 
     @staticmethod
-    def _program_row(row: dict[str, Any], config: Any) -> dict[str, Any]:
-        out = dict(row)
-        out["state"], out["statecode"] = row["statename"], row["state"]
-        # Supervisor's avail shows these (a [group:x] priority is its programs' default).
-        out["priority"] = config.priority if config is not None else 999
-        out["autostart"] = config.autostart if config is not None else True
-        return out
+    def _program_row(row: dict[str, Any], config: Any) -> ProgramRow:
+        """The program manager's row as a record; Supervisor's avail shows priority and
+        autostart (a [group:x] priority is its programs' default)."""
+        return ProgramRow(
+            name=row["name"], group=row["group"], state=program_state(row["state"]), pid=row["pid"],
+            start=row["start"], stop=row["stop"], now=row["now"], uptime=row["uptime"],
+            exitstatus=row["exitstatus"], spawnerr=row["spawnerr"] or "", description=row["description"],
+            stdout_logfile=row["stdout_logfile"], stderr_logfile=row["stderr_logfile"],
+            priority=config.priority if config is not None else 999,
+            autostart=config.autostart if config is not None else True,
+            log_dropped_bytes=row.get("log_dropped_bytes", 0), restarts=row.get("restarts"))
 
     def submit(self, command: Command) -> None:
         self.master.call_soon(lambda: self._run(command))
@@ -124,7 +137,8 @@ class MasterBackend:
         if programs is None:
             raise ControlError("BAD_NAME", f"no such process: {name}")
         try:
-            return programs.log_path(name, stream)
+            path: str | None = programs.log_path(name, stream)
+            return path
         except ProgramError as exc:
             raise _control_error(exc) from None
 
@@ -181,7 +195,8 @@ class MasterBackend:
         return self.master.programs
 
     def _names(self, command: Command) -> list[str]:
-        names = [str(name) for name in command.args.get("names") or []]
+        assert isinstance(command.args, (ProcessArgs, SignalArgs, ClearArgs, GroupArgs))
+        names = list(command.args.names)
         if not names:
             raise ControlError("BAD_ARGUMENTS", "name at least one process, group:*, or all")
         if "all" in names:
@@ -192,7 +207,7 @@ class MasterBackend:
         """Apply `act` to every name; one failing name fails a single-name command, and is
         reported in place in a many-name one."""
         names = self._names(command)
-        single = len(names) == 1 and names == command.args.get("names")
+        single = len(names) == 1 and names == list(getattr(command.args, "names", ()))
         results: list[dict[str, Any]] = []
         for name in names:
             try:
@@ -210,7 +225,7 @@ class MasterBackend:
     def _settle(self, command: Command, names: list[str], goal: str) -> None:
         if not names:
             return
-        if not command.args.get("wait", True):
+        if isinstance(command.args, ProcessArgs) and not command.args.wait:
             command.reply(None)
             return
         programs = self._programs()
@@ -234,20 +249,26 @@ class MasterBackend:
         self._settle(command, self._each(command, self._programs().restart), "running")
 
     def _do_signal(self, command: Command) -> None:
-        sig = str(command.args.get("signal", ""))
+        assert isinstance(command.args, SignalArgs)
+        sig = command.args.signal
         if self._each(command, lambda name: self._programs().signal(name, sig)):
             command.reply(None)
 
     def _do_clear(self, command: Command) -> None:
-        streams = command.args.get("streams") or ["stdout", "stderr"]
-        names = [str(name) for name in command.args.get("names") or []]
+        assert isinstance(command.args, ClearArgs)
+        streams = list(command.args.streams) or ["stdout", "stderr"]
+        names = list(command.args.names)
         if names == ["master"]:
             path = self.log_path("master", "stdout")
             if path:
                 os.truncate(path, 0)
             command.reply(None)
             return
-        if self._each(command, lambda name: [self._programs().clear_log(name, s) for s in streams]):
+        def clear(name: str) -> None:
+            for stream in streams:
+                self._programs().clear_log(name, stream)
+
+        if self._each(command, clear):
             command.reply(None)
 
     def _do_reload(self, command: Command) -> None:
@@ -256,7 +277,8 @@ class MasterBackend:
         refused = self.master.reload()
         if refused:
             raise ControlError("RELOAD_FAILED", refused)
-        if not command.args.get("wait"):
+        assert isinstance(command.args, ReloadArgs)
+        if not command.args.wait:
             command.reply({"state": pool.last_reload, "generation": pool.generation})
             return
 
@@ -270,7 +292,8 @@ class MasterBackend:
         self._waiting.append((check, command))
 
     def _do_scale(self, command: Command) -> None:
-        spec = str(command.args.get("spec", "")).strip()
+        assert isinstance(command.args, ScaleArgs)
+        spec = command.args.spec.strip()
         target = self.master.pool.target
         try:
             number = int(spec.lstrip("+-="))
@@ -283,8 +306,9 @@ class MasterBackend:
         command.reply({"workers_target": self.master.pool.target})
 
     def _do_replace_worker(self, command: Command) -> None:
-        pid = command.args.get("pid")
-        if not isinstance(pid, int) or pid not in self.master.pool.workers:
+        assert isinstance(command.args, ReplaceWorkerArgs)
+        pid = command.args.pid
+        if pid not in self.master.pool.workers:
             raise ControlError("BAD_NAME", f"no such web worker: {pid}")
         if not self.master.pool.replace_worker(pid):
             raise ControlError("ALREADY_STARTED", f"worker {pid} is already being replaced or stopped")
@@ -308,7 +332,8 @@ class MasterBackend:
 
     def _do_update(self, command: Command) -> None:
         cfg = self._new_config()
-        names = [str(name) for name in command.args.get("names") or []] or None
+        assert isinstance(command.args, GroupArgs)
+        names = list(command.args.names) or None
         command.reply(self._programs().update(cfg.programs, cfg.groups, names).as_dict())
 
     def _do_add(self, command: Command) -> None:

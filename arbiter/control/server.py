@@ -111,7 +111,8 @@ class ControlServer:
 
     def _listen_unix(self, path: str) -> None:
         if len(os.fsencode(path)) > UNIX_PATH_MAX:
-            raise ControlStartError(f"control socket path {path} is longer than {UNIX_PATH_MAX} bytes; choose a shorter one")
+            raise ControlStartError(f"control socket path {path} is longer than {UNIX_PATH_MAX} bytes; "
+                                    "choose a shorter one")
         directory = os.path.dirname(path)
         if not os.path.isdir(directory):
             # Missing directories are made just open enough for whom the socket admits.
@@ -119,7 +120,8 @@ class ControlServer:
             try:
                 os.makedirs(directory, mode=dir_mode, exist_ok=True)
             except OSError as exc:
-                raise ControlStartError(f"cannot create the control socket directory {directory}: {exc.strerror}") from None
+                raise ControlStartError(
+                    f"cannot create the control socket directory {directory}: {exc.strerror}") from None
         try:
             remove_stale_unix_socket(path)
         except BindError as exc:
@@ -277,7 +279,7 @@ class ControlServer:
         remove the unix socket (if it is still ours)."""
         for conn in list(self._connections):
             conn.flush_and_close()
-        for sock, kind in self._listeners:
+        for sock, _ in self._listeners:
             try:
                 self.selector.unregister(sock)
             except (KeyError, ValueError):

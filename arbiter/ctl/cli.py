@@ -16,15 +16,23 @@ from typing import Any
 
 import click
 
+from arbiter.control.names import matches
+from arbiter.control.records import STOPPED_STATES, ProgramRow, Status
 from arbiter.ctl.client import (
-    EXIT_GENERIC, EXIT_INVALID_ARGS, EXIT_NOT_RUNNING, EXIT_STATUS_NOT_RUNNING, EXIT_STATUS_UNKNOWN,
-    ApiError, ControlClient, Unreachable, quote_name, resolve_socket)
-from arbiter.control.names import matches, namespec
+    EXIT_GENERIC,
+    EXIT_INVALID_ARGS,
+    EXIT_NOT_RUNNING,
+    EXIT_STATUS_NOT_RUNNING,
+    EXIT_STATUS_UNKNOWN,
+    ApiError,
+    ControlClient,
+    Unreachable,
+    quote_name,
+    resolve_socket,
+)
 from arbiter.ctl.tables import status_lines, workers_table
 from arbiter.errors import ArbiterError
 
-STOPPED_STATES = {"STOPPED", "EXITED", "FATAL", "UNKNOWN"}
-RUNNING_STATES = {"RUNNING", "BACKOFF", "STARTING"}
 DEAD_CODES = {"SPAWN_ERROR", "ABNORMAL_TERMINATION", "NOT_RUNNING"}
 REASONS = {"BAD_NAME": "no such process", "NO_FILE": "no such file", "NOT_EXECUTABLE": "file is not executable",
            "ALREADY_STARTED": "already started", "SPAWN_ERROR": "spawn error", "NOT_RUNNING": "not running",
@@ -77,7 +85,7 @@ def ctl(ctx: click.Context, socket_path: str | None, url: str | None, token: str
         from arbiter.ctl.shell import Shell
 
         def names() -> list[str]:
-            return [namespec(p) for p in state.api().call("GET", "/v1/status", timeout=5).get("programs", [])]
+            return [p.namespec for p in Status.from_json(state.api().call("GET", "/v1/status", timeout=5)).programs]
 
         Shell(lambda args: main([*state.global_args, *args]), sorted(ctl.commands), names).cmdloop()
 
@@ -88,30 +96,35 @@ def ctl(ctx: click.Context, socket_path: str | None, url: str | None, token: str
 def status(c: Ctl, names: tuple[str, ...]) -> None:
     """Status of processes: NAME, GROUP:*, or all (exit 3: one is stopped, 4: unknown name)."""
     try:
-        st = c.api().call("GET", "/v1/status")
+        raw = c.api().call("GET", "/v1/status")
     except Unreachable as exc:
         click.echo(f"error: {exc}", err=True)
         c.fail(EXIT_STATUS_UNKNOWN)
         return
-    programs = st.get("programs", [])
-    chosen = programs
+    st = Status.from_json(raw)
+    chosen = list(st.programs)
     if names and "all" not in names:
         chosen = []
         for name in names:
-            found = [p for p in programs if matches(p, name)]
+            found = [p for p in st.programs if matches(p, name)]
             if not found:
                 kind = "group" if name.endswith(":*") or name.endswith(":") else "process"
                 click.echo(f"{name}: ERROR (no such {kind})")
                 c.fail(EXIT_STATUS_UNKNOWN)
             chosen += [p for p in found if p not in chosen]
     if c.json:
-        c.show({**st, "programs": chosen} if not names else chosen)
+        rows = [p.to_json() for p in chosen]
+        c.show({**raw, "programs": rows} if not names else rows)
     else:
         if not names:
             workers_table(st)
         status_lines(chosen)
-    if any(p.get("state") in STOPPED_STATES for p in chosen):
+    if any(p.state in STOPPED_STATES for p in chosen):
         c.fail(EXIT_STATUS_NOT_RUNNING)
+
+
+def _programs(c: Ctl) -> list[ProgramRow]:
+    return list(Status.from_json(c.api().call("GET", "/v1/status")).programs)
 
 
 def _known(c: Ctl, names: tuple[str, ...], bad_group_status: int) -> list[str]:
@@ -119,8 +132,8 @@ def _known(c: Ctl, names: tuple[str, ...], bad_group_status: int) -> list[str]:
     return _known_with_status(c, names, bad_group_status)[0]
 
 
-def _known_with_status(c: Ctl, names: tuple[str, ...], bad_group_status: int) -> tuple[list[str], list[dict[str, Any]]]:
-    programs = c.api().call("GET", "/v1/status").get("programs", [])
+def _known_with_status(c: Ctl, names: tuple[str, ...], bad_group_status: int) -> tuple[list[str], list[ProgramRow]]:
+    programs = _programs(c)
     if "all" in names:
         return ["all"], programs
     known = []
@@ -136,7 +149,7 @@ def _known_with_status(c: Ctl, names: tuple[str, ...], bad_group_status: int) ->
     return known, programs
 
 
-def _left_alone(action: str, names: list[str], programs: list[dict[str, Any]]) -> set[str]:
+def _left_alone(action: str, names: list[str], programs: list[ProgramRow]) -> set[str]:
     """Processes a wildcard (`all`, `group:*`) reaches but Supervisor's start/stop-all leaves
     alone, so reports nothing of: `stop` skips what is not running (a FATAL one is not
     "stopped"), `start` what already runs. A process also named on its own is reported."""
@@ -147,10 +160,15 @@ def _left_alone(action: str, names: list[str], programs: list[dict[str, Any]]) -
     for p in programs:
         if any(matches(p, n) for n in names if n not in wildcards) or not any(matches(p, n) for n in wildcards):
             continue
-        running = p.get("state") in RUNNING_STATES
-        if running == (action == "start"):
-            alone.add(namespec(p))
+        if p.running == (action == "start"):
+            alone.add(p.namespec)
     return alone
+
+
+def _spec(result: dict[str, Any]) -> str:
+    """A per-process result's namespec (Supervisor's make_namespec)."""
+    name, group = str(result.get("name") or ""), str(result.get("group") or "")
+    return name if not group or group == name else f"{group}:{name}"
 
 
 def _act(c: Ctl, action: str, names: tuple[str, ...], done: str, ignored: set[str], extra: dict[str, Any]) -> None:
@@ -171,13 +189,14 @@ def _act(c: Ctl, action: str, names: tuple[str, ...], done: str, ignored: set[st
             return
         # One name refused as a whole: the line supervisorctl prints for it.
         results = [{"name": known[0], "group": known[0].split(":")[0], "status": exc.code, "description": exc.message}]
-    results = [r for r in results if namespec(r) not in alone]
+    results = [r for r in results if _spec(r) not in alone]
     if c.json:
         c.show(results)
     for r in results:
-        name, code = namespec(r), r.get("status")
+        name, code = _spec(r), r.get("status")
         if not c.json:
-            click.echo(f"{name}: {done}" if code == "OK" else f"{name}: ERROR ({REASONS.get(code, r.get('description'))})")
+            reason = REASONS.get(code, r.get("description"))
+            click.echo(f"{name}: {done}" if code == "OK" else f"{name}: ERROR ({reason})")
         if code != "OK" and code not in ignored:
             c.fail(EXIT_NOT_RUNNING if code in DEAD_CODES else EXIT_GENERIC)
 
@@ -287,7 +306,7 @@ def clear(c: Ctl, names: tuple[str, ...]) -> None:
             c.fail(EXIT_GENERIC)
             continue
         for r in results:
-            click.echo(f"{namespec(r)}: cleared" if r["status"] == "OK" else f"{namespec(r)}: ERROR (failed)")
+            click.echo(f"{_spec(r)}: cleared" if r["status"] == "OK" else f"{_spec(r)}: ERROR (failed)")
 
 
 @ctl.command()
@@ -295,19 +314,18 @@ def clear(c: Ctl, names: tuple[str, ...]) -> None:
 @pass_ctl
 def pid(c: Ctl, names: tuple[str, ...]) -> None:
     """The master's pid, or those of processes (NAME... or all)."""
-    st = c.api().call("GET", "/v1/status")
+    st = Status.from_json(c.api().call("GET", "/v1/status"))
     if not names:
-        click.echo(str(st["master"]["pid"]))
+        click.echo(str(st.master.pid))
         return
-    programs = st.get("programs", [])
     for name in names:
-        found = programs if name == "all" else [p for p in programs if namespec(p) == name or p.get("name") == name]
+        found = list(st.programs) if name == "all" else [p for p in st.programs if p.namespec == name or p.name == name]
         if not found:
             click.echo(f"No such process {name}")
             c.fail(EXIT_GENERIC)
         for p in found:
-            click.echo(str(p.get("pid") or 0))
-            if not p.get("pid") and name != "all":
+            click.echo(str(p.pid))
+            if not p.pid and name != "all":
                 c.fail(EXIT_NOT_RUNNING)
 
 
@@ -326,7 +344,8 @@ def reread(c: Ctl) -> None:
     result = _simple(c, "/v1/reread")
     if c.json:
         return c.show(result)
-    lines = [f"{n}: {what}" for key, what in (("added", "available"), ("changed", "changed"), ("removed", "disappeared"))
+    shown = (("added", "available"), ("changed", "changed"), ("removed", "disappeared"))
+    lines = [f"{n}: {what}" for key, what in shown
              for n in result.get(key, [])]
     click.echo("\n".join(lines) if lines else "No config updates to processes")
 
@@ -350,14 +369,12 @@ def update(c: Ctl, names: tuple[str, ...]) -> None:
 @pass_ctl
 def avail(c: Ctl) -> None:
     """Processes in use, and groups the configuration has that are not added yet."""
-    programs = c.api().call("GET", "/v1/status").get("programs", [])
+    programs = _programs(c)
     added = _simple(c, "/v1/reread").get("added", [])
     if c.json:
-        return c.show({"in_use": [namespec(p) for p in programs], "available": added})
+        return c.show({"in_use": [p.namespec for p in programs], "available": added})
     for p in programs:  # supervisorctl's layout: name, in use, auto/manual, group:process priority
-        priority = p.get("priority", 999)
-        click.echo(f"{namespec(p):<32} {'in use':<9} {'auto' if p.get('autostart', True) else 'manual':<9} "
-                   f"{priority}:{priority}")
+        click.echo(f"{p.namespec:<32} {'in use':<9} {'auto' if p.autostart else 'manual':<9} {p.priority}:{p.priority}")
     for name in added:
         click.echo(f"{name:<32} avail")
 
@@ -413,12 +430,11 @@ def reload(c: Ctl, wait: bool) -> None:
         thread.join(0.5)
         if thread.is_alive() and not c.json:
             try:
-                st = c.api().call("GET", "/v1/status", timeout=5)
+                st = Status.from_json(c.api().call("GET", "/v1/status", timeout=5))
             except (ApiError, Unreachable):
                 continue
-            ws = st.get("workers", [])
-            line = (f"reload: {st['master'].get('reload', {}).get('state')}; generation {st['master'].get('generation')}; "
-                    f"{sum(w.get('state') == 'READY' for w in ws)}/{st['master'].get('workers_target')} workers ready")
+            line = (f"reload: {st.master.reload.state}; generation {st.master.generation}; "
+                    f"{sum(w.state == 'READY' for w in st.workers)}/{st.master.workers_target} workers ready")
             if line != shown:
                 click.echo(line)
                 shown = line
@@ -457,7 +473,7 @@ def shutdown(c: Ctl) -> None:
 @pass_ctl
 def version(c: Ctl) -> None:
     """The master's version."""
-    click.echo(str(c.api().call("GET", "/v1/status")["master"].get("version")))
+    click.echo(Status.from_json(c.api().call("GET", "/v1/status")).master.version)
 
 
 def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:

@@ -93,13 +93,14 @@ class ControlClient:
         try:
             conn.request(method, path, body=data, headers=headers)
             return conn, conn.getresponse()
-        except (ConnectionError, FileNotFoundError, socket.timeout, http.client.HTTPException, OSError) as exc:
+        except (TimeoutError, ConnectionError, FileNotFoundError, http.client.HTTPException, OSError) as exc:
             conn.close()
             number = getattr(exc, "errno", None)
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise Unreachable(f"{self.where}: {reason}", number) from None
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float | None = -1.0) -> tuple[int, dict[str, str], bytes]:
+    def request(self, method: str, path: str, body: Any = None,
+                timeout: float | None = -1.0) -> tuple[int, dict[str, str], bytes]:
         conn, response = self.open(method, path, body, timeout)
         try:
             return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
@@ -119,7 +120,8 @@ class ControlClient:
             value = None
         if status >= 400:
             error = value.get("error", {}) if isinstance(value, dict) else {}
-            raise ApiError(error.get("code", f"HTTP_{status}"), error.get("message", data.decode(errors="replace")), status)
+            message = error.get("message", data.decode(errors="replace"))
+            raise ApiError(error.get("code", f"HTTP_{status}"), message, status)
         if isinstance(value, dict) and set(value) == {"result"}:
             return value["result"]
         return value
