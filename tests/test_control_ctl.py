@@ -195,6 +195,16 @@ def test_tcp_with_token(make_loop, capsys: pytest.CaptureFixture[str], monkeypat
     assert capsys.readouterr().out.endswith("ticker: stopped\n")
 
 
+def test_tcp_with_basic_auth_in_the_url(make_loop, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARBITER_TOKEN", raising=False)
+    loop = make_loop(unix_path=None, tcp=("127.0.0.1", 0), username="admin", password="p@ss word")
+    assert main(["--url", f"http://admin:p%40ss%20word@127.0.0.1:{loop.port}", "version"]) == 0
+    assert main(["--url", f"http://admin:wrong-pw@127.0.0.1:{loop.port}", "version"]) == 1
+    out = capsys.readouterr()
+    assert out.out == "0.1.0\n" and "UNAUTHORIZED" in out.err and "wrong-pw" not in out.err + out.out
+
+
 def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "arbiter.ctl.cli", *args], capture_output=True, text=True,

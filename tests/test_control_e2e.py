@@ -390,6 +390,9 @@ def test_tcp_control_without_a_credential_is_refused_at_start(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "[inet_http_server] has no username" in result.stderr
     assert "username = NAME" in result.stderr and "password = SECRET" in result.stderr
+    conf = _conf_with_inet(tmp_path, "username = admin\n        password = topsecret-pw")
+    shown = run_arbiter(["-c", str(conf), "--print-config"])
+    assert shown.returncode == 0 and "topsecret" not in shown.stdout + shown.stderr  # never printed
 
 
 @pytest.mark.skipif(shutil.which("supervisorctl") is None, reason="supervisorctl not installed (pip install supervisor)")

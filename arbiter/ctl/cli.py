@@ -66,7 +66,9 @@ pass_ctl = click.make_pass_decorator(Ctl)
 @click.option("-s", "--socket", "socket_path", metavar="PATH",
               help="Control socket. Else: where -c's config puts it, else $ARBITER_SOCKET, else the master's "
               "default ($ARBITER_CONTROL_SOCKET, beside $ARBITER_PIDFILE, or ./arbiter.sock).")
-@click.option("--url", metavar="http://HOST:PORT", help="Control server over TCP instead of the socket.")
+@click.option("--url", metavar="http://HOST:PORT",
+              help="Control server over TCP instead of the socket (http://NAME:SECRET@HOST:PORT for a "
+              "supervisord.conf's [inet_http_server] username and password).")
 @click.option("--token", envvar="ARBITER_TOKEN", help="Bearer token for --url (or $ARBITER_TOKEN).")
 @click.option("-c", "--config", "config", metavar="FILE",
               help="The master's config file (.toml, .py, supervisord.conf): find its socket as the master does.")

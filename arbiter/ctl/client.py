@@ -7,6 +7,7 @@ master's own rule), else `$ARBITER_SOCKET`, else the master's rule without a fil
 
 from __future__ import annotations
 
+import base64
 import errno
 import http.client
 import json
@@ -14,7 +15,7 @@ import os
 import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from arbiter.errors import ArbiterError, ConfigError
 
@@ -67,7 +68,8 @@ class ControlClient:
     def __init__(self, *, socket_path: str | None = None, url: str | None = None, token: str | None = None,
                  timeout: float | None = 30.0) -> None:
         self.socket_path, self.url, self.token, self.timeout = socket_path, url, token, timeout
-        self.where = url if url else f"unix://{socket_path}"
+        # Never show a password that came inside the URL.
+        self.where = _without_password(url) if url else f"unix://{socket_path}"
 
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
         if self.url:
@@ -90,6 +92,11 @@ class ControlClient:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        elif self.url and urlsplit(self.url).username is not None:
+            # http://NAME:SECRET@HOST:PORT: a supervisord.conf's [inet_http_server] pair, as Basic auth.
+            parts = urlsplit(self.url)
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         try:
             conn.request(method, path, body=data, headers=headers)
             return conn, conn.getresponse()
@@ -144,6 +151,13 @@ class ControlClient:
                 yield chunk
         finally:
             conn.close()
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}:{parts.port}").geturl()
 
 
 def quote_name(name: str) -> str:
