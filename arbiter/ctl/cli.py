@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
 from arbiter.control.names import matches
-from arbiter.control.records import STOPPED_STATES, ProgramRow, Status
+from arbiter.control.records import STOPPED_STATES, Status
+from arbiter.ctl.actions import Ctl, act, known, programs_of, result_spec
 from arbiter.ctl.client import (
     EXIT_GENERIC,
-    EXIT_INVALID_ARGS,
     EXIT_NOT_RUNNING,
     EXIT_STATUS_NOT_RUNNING,
     EXIT_STATUS_UNKNOWN,
@@ -33,30 +32,7 @@ from arbiter.ctl.client import (
 from arbiter.ctl.tables import status_lines, workers_table
 from arbiter.errors import ArbiterError
 
-DEAD_CODES = {"SPAWN_ERROR", "ABNORMAL_TERMINATION", "NOT_RUNNING"}
-REASONS = {"BAD_NAME": "no such process", "NO_FILE": "no such file", "NOT_EXECUTABLE": "file is not executable",
-           "ALREADY_STARTED": "already started", "SPAWN_ERROR": "spawn error", "NOT_RUNNING": "not running",
-           "ABNORMAL_TERMINATION": "abnormal termination", "BAD_SIGNAL": "bad signal name"}
 PASSTHROUGH = {"ignore_unknown_options": True}  # so that "-100" and "-1" reach the command
-
-
-@dataclass
-class Ctl:
-    client: ControlClient | None = None
-    json: bool = False
-    status: int = 0
-    global_args: list[str] = field(default_factory=list)
-
-    def fail(self, code: int) -> None:
-        """Remember an exit status; later failures do not hide an earlier one."""
-        self.status = self.status or code
-
-    def api(self) -> ControlClient:
-        assert self.client is not None
-        return self.client
-
-    def show(self, value: Any) -> None:
-        click.echo(json.dumps(value, indent=2, default=str))
 
 
 pass_ctl = click.make_pass_decorator(Ctl)
@@ -125,90 +101,12 @@ def status(c: Ctl, names: tuple[str, ...]) -> None:
         c.fail(EXIT_STATUS_NOT_RUNNING)
 
 
-def _programs(c: Ctl) -> list[ProgramRow]:
-    return list(Status.from_json(c.api().call("GET", "/v1/status")).programs)
-
-
-def _known(c: Ctl, names: tuple[str, ...], bad_group_status: int) -> list[str]:
-    """The names the server knows; unknown ones are reported as supervisorctl does."""
-    return _known_with_status(c, names, bad_group_status)[0]
-
-
-def _known_with_status(c: Ctl, names: tuple[str, ...], bad_group_status: int) -> tuple[list[str], list[ProgramRow]]:
-    programs = _programs(c)
-    if "all" in names:
-        return ["all"], programs
-    known = []
-    for name in names:
-        if any(matches(p, name) for p in programs):
-            known.append(name)
-        elif name.endswith(":*") or name.endswith(":"):
-            click.echo(f"{name.rstrip(':*')}: ERROR (no such group)")
-            c.fail(bad_group_status)
-        else:
-            click.echo(f"{name}: ERROR (no such process)")
-            c.fail(EXIT_GENERIC)
-    return known, programs
-
-
-def _left_alone(action: str, names: list[str], programs: list[ProgramRow]) -> set[str]:
-    """Processes a wildcard (`all`, `group:*`) reaches but Supervisor's start/stop-all leaves
-    alone, so reports nothing of: `stop` skips what is not running (a FATAL one is not
-    "stopped"), `start` what already runs. A process also named on its own is reported."""
-    if action not in ("start", "stop"):
-        return set()
-    wildcards = [n for n in names if n == "all" or n.endswith(":*") or n.endswith(":")]
-    alone = set()
-    for p in programs:
-        if any(matches(p, n) for n in names if n not in wildcards) or not any(matches(p, n) for n in wildcards):
-            continue
-        if p.running == (action == "start"):
-            alone.add(p.namespec)
-    return alone
-
-
-def _spec(result: dict[str, Any]) -> str:
-    """A per-process result's namespec (Supervisor's make_namespec)."""
-    name, group = str(result.get("name") or ""), str(result.get("group") or "")
-    return name if not group or group == name else f"{group}:{name}"
-
-
-def _act(c: Ctl, action: str, names: tuple[str, ...], done: str, ignored: set[str], extra: dict[str, Any]) -> None:
-    if not names:
-        click.echo(f"Error: {action} requires a process name")
-        c.fail(EXIT_INVALID_ARGS if action == "start" else EXIT_GENERIC)
-        return
-    known, programs = _known_with_status(c, names, EXIT_INVALID_ARGS if action == "start" else EXIT_GENERIC)
-    if not known:
-        return
-    alone = _left_alone(action, known, programs)
-    try:
-        results = c.api().call("POST", f"/v1/{action}", {"names": known, **extra}, timeout=None)
-    except ApiError as exc:
-        if len(known) != 1 or exc.code not in REASONS:
-            click.echo(f"ERROR: {exc}")
-            c.fail(EXIT_GENERIC)
-            return
-        # One name refused as a whole: the line supervisorctl prints for it.
-        results = [{"name": known[0], "group": known[0].split(":")[0], "status": exc.code, "description": exc.message}]
-    results = [r for r in results if _spec(r) not in alone]
-    if c.json:
-        c.show(results)
-    for r in results:
-        name, code = _spec(r), r.get("status")
-        if not c.json:
-            reason = REASONS.get(code, r.get("description"))
-            click.echo(f"{name}: {done}" if code == "OK" else f"{name}: ERROR ({reason})")
-        if code != "OK" and code not in ignored:
-            c.fail(EXIT_NOT_RUNNING if code in DEAD_CODES else EXIT_GENERIC)
-
-
 @ctl.command()
 @click.argument("names", nargs=-1)
 @pass_ctl
 def start(c: Ctl, names: tuple[str, ...]) -> None:
     """Start processes (NAME, GROUP:*, all) and wait until they run."""
-    _act(c, "start", names, "started", {"ALREADY_STARTED"}, {"wait": True})
+    act(c, "start", names, "started", {"ALREADY_STARTED"}, {"wait": True})
 
 
 @ctl.command()
@@ -216,7 +114,7 @@ def start(c: Ctl, names: tuple[str, ...]) -> None:
 @pass_ctl
 def stop(c: Ctl, names: tuple[str, ...]) -> None:
     """Stop processes (NAME, GROUP:*, all) and wait until they are stopped."""
-    _act(c, "stop", names, "stopped", {"NOT_RUNNING"}, {"wait": True})
+    act(c, "stop", names, "stopped", {"NOT_RUNNING"}, {"wait": True})
 
 
 @ctl.command()
@@ -224,7 +122,7 @@ def stop(c: Ctl, names: tuple[str, ...]) -> None:
 @pass_ctl
 def restart(c: Ctl, names: tuple[str, ...]) -> None:
     """Restart processes (NAME, GROUP:*, all)."""
-    _act(c, "restart", names, "restarted", {"NOT_RUNNING", "ALREADY_STARTED"}, {"wait": True})
+    act(c, "restart", names, "restarted", {"NOT_RUNNING", "ALREADY_STARTED"}, {"wait": True})
 
 
 @ctl.command()
@@ -233,7 +131,7 @@ def restart(c: Ctl, names: tuple[str, ...]) -> None:
 @pass_ctl
 def signal(c: Ctl, sig: str, names: tuple[str, ...]) -> None:
     """Send signal SIG (HUP, TERM, 15...) to processes."""
-    _act(c, "signal", names, "signalled", set(), {"signal": sig})
+    act(c, "signal", names, "signalled", set(), {"signal": sig})
 
 
 def _parse_tail(args: tuple[str, ...]) -> tuple[int, list[str]]:
@@ -300,7 +198,7 @@ def maintail(c: Ctl, follow: bool, args: tuple[str, ...]) -> None:
 @pass_ctl
 def clear(c: Ctl, names: tuple[str, ...]) -> None:
     """Clear the logs of processes (NAME, GROUP:*, all)."""
-    for name in _known(c, names, EXIT_GENERIC):
+    for name in known(c, names, EXIT_GENERIC):
         try:
             results = c.api().call("POST", f"/v1/logs/{quote_name(name)}/clear", {})
         except ApiError as exc:
@@ -308,7 +206,7 @@ def clear(c: Ctl, names: tuple[str, ...]) -> None:
             c.fail(EXIT_GENERIC)
             continue
         for r in results:
-            click.echo(f"{_spec(r)}: cleared" if r["status"] == "OK" else f"{_spec(r)}: ERROR (failed)")
+            click.echo(f"{result_spec(r)}: cleared" if r["status"] == "OK" else f"{result_spec(r)}: ERROR (failed)")
 
 
 @ctl.command()
@@ -371,7 +269,7 @@ def update(c: Ctl, names: tuple[str, ...]) -> None:
 @pass_ctl
 def avail(c: Ctl) -> None:
     """Processes in use, and groups the configuration has that are not added yet."""
-    programs = _programs(c)
+    programs = programs_of(c)
     added = _simple(c, "/v1/reread").get("added", [])
     if c.json:
         return c.show({"in_use": [p.namespec for p in programs], "available": added})
