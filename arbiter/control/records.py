@@ -9,7 +9,6 @@ documented `/v1/status` shape; `from_json()` reads it back (the client side).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -147,9 +146,10 @@ class ProgramRow:
         return self.state in RUNNING_STATES
 
     def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        # vars() rather than dataclasses.asdict: this runs for every row of every status request.
+        out = {k: v for k, v in vars(self).items() if v is not None}
         out["state"], out["statecode"] = self.state.name, int(self.state)
-        return {k: v for k, v in out.items() if v is not None}
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ProgramRow:
@@ -176,10 +176,9 @@ class Status:
     programs: tuple[ProgramRow, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        master = dataclasses.asdict(self.master)
-        master["listeners"] = list(self.master.listeners)
-        return {"master": {k: v for k, v in master.items() if v is not None},
-                "workers": [dataclasses.asdict(w) for w in self.workers],
+        master = {k: v for k, v in vars(self.master).items() if v is not None}
+        master["reload"], master["listeners"] = dict(vars(self.master.reload)), list(self.master.listeners)
+        return {"master": master, "workers": [dict(vars(w)) for w in self.workers],
                 "programs": [p.to_json() for p in self.programs]}
 
     @classmethod
