@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -414,6 +415,14 @@ def test_real_supervisorctl_over_tcp_with_basic_auth(arbiter, tmp_path, stored):
         refused = supervisorctl(*auth)
         assert refused.returncode != 0 and "RUNNING" not in refused.stdout, auth
         assert "401" in refused.stdout + refused.stderr or "Unauthorized" in refused.stdout + refused.stderr
+    # Supervisor's client library (and Cesi, built on it): Python's ServerProxy sends the pair
+    # from the URL as Basic auth.
+    import xmlrpc.client
+    proxy = xmlrpc.client.ServerProxy(f"http://admin:{quote('s3cret pass')}@127.0.0.1:{port}/RPC2")
+    assert proxy.supervisor.getState()["statename"] == "RUNNING"
+    with pytest.raises(xmlrpc.client.ProtocolError) as refused_rpc:
+        xmlrpc.client.ServerProxy(f"http://admin:nope@127.0.0.1:{port}/RPC2").supervisor.getState()
+    assert refused_rpc.value.errcode == 401
     # The probes stay open; everything else needs the pair.
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     for path, expected in (("/healthz", 200), ("/v1/status", 401), ("/metrics", 401)):
