@@ -102,6 +102,9 @@ class Extras:
     programs: tuple[Any, ...] = ()  # ProgramConfig records (the programs layer sits above this one)
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # A supervisord.conf's [inet_http_server] (username, password): the TCP control API's Basic
+    # auth credential. None when the file has no such section. A secret: never printed.
+    http_auth: tuple[str | None, str | None] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,8 @@ class Config:
         section="control")
     control_bind: str | None = setting(
         to_optional_str, None,
-        "Also serve the control API on TCP HOST:PORT (off by default; needs a token unless loopback).",
+        "Also serve the control API on TCP HOST:PORT (off by default; needs a credential, loopback too:"
+        " control_token_file).",
         ("--control-bind",), metavar="HOST:PORT", section="control")
     control_token_file: str | None = setting(
         to_optional_str, None,
