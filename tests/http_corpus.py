@@ -31,6 +31,15 @@ LLHTTP_REFUSES = {
     "high byte in target": b"GET /a\xffb HTTP/1.1\r\n\r\n",
 }
 
+# Request lines that once killed a sync or gthread worker (issue 8): llhttp accepts the target,
+# and `urlsplit` raised ValueError from inside the parser's callback. Refused with a 400.
+WORKER_KILLERS = {
+    "unclosed IPv6 host": b"GET http://[::1/x HTTP/1.1\r\n\r\n",
+    "bare [ host": b"OPTIONS http://[ HTTP/1.1\r\n\r\n",
+    "] in short scheme": b"GET s://]ufd/: HTTP/1.1\r\n\r\n",
+    "] inside host": b"GET x://a]b/ HTTP/1.1\r\n\r\n",
+}
+
 # What llhttp lets through and the wrapper refuses, with the status it answers.
 WRAPPER_REFUSES = {
     "HTTP/0.9 line": (b"GET /\r\n\r\n", 400),
@@ -39,4 +48,5 @@ WRAPPER_REFUSES = {
     "TE on two lines": (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
     "TE in HTTP/1.0": (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     "two Host headers": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    **{name: (data, 400) for name, data in WORKER_KILLERS.items()},
 }

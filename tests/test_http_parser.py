@@ -200,3 +200,27 @@ def test_forwarded_for_takes_the_nearest_untrusted_hop() -> None:
     trust = Trust(("127.0.0.1", "10.0.0.2"))
     assert _client_from_forwarded_for("1.2.3.4", trust) == "1.2.3.4"
     assert _client_from_forwarded_for("6.6.6.6, 1.2.3.4, 10.0.0.2", trust) == "1.2.3.4"
+
+
+# -- no exception escapes the parser (issue 8) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("raised", [ValueError("bad"), KeyError("x"), ZeroDivisionError(), AssertionError()])
+def test_any_exception_while_parsing_is_a_400_never_raised(monkeypatch: pytest.MonkeyPatch, raised: Exception) -> None:
+    # Fault injection: whatever a future bug in our callbacks raises, feed() answers 400.
+    def broken(cur: object) -> None:
+        raise raised
+
+    monkeypatch.setattr("arbiter.web.http.parser._split_target", broken)
+    parser = parse(b"GET /ok HTTP/1.1\r\n\r\n")
+    assert parser.error is not None and parser.error.status == 400 and parser.closed
+    assert parser.error.__cause__ is raised and not parser.ready
+
+
+def test_system_exit_from_a_signal_handler_inside_a_callback_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def leave(cur: object) -> None:
+        raise SystemExit(0)  # what the worker's SIGQUIT handler does, wherever it interrupts
+
+    monkeypatch.setattr("arbiter.web.http.parser._split_target", leave)
+    with pytest.raises(SystemExit):
+        parse(b"GET / HTTP/1.1\r\n\r\n")

@@ -15,7 +15,8 @@ this module refuses:
 
 A parser belongs to one connection. Data is fed as it arrives; requests whose head is complete
 queue up in `ready` (pipelining answers them in order) while their bodies keep arriving into
-`Request.body`. A parse error never raises out of `feed`: requests completed before it are still
+`Request.body`. Nothing raises out of `feed` (bad input, or an exception from our own code or
+httptools' while parsing it, which becomes a 400): requests completed before it are still
 answered, then the error is (`error`), or, if it happened inside a body, the app reading that body
 gets it (`Request.error`).
 """
@@ -191,10 +192,10 @@ class RequestParser:
                 self.ready[-1].keep_alive = False
             return
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if not isinstance(cause, RequestError):
-                raise
-            self._fail(cause)
+            cause = exc.__cause__ or exc.__context__
+            if cause is not None and not isinstance(cause, Exception):
+                raise cause from None  # SystemExit from a signal handler that ran in a callback
+            self._fail(cause if isinstance(cause, RequestError) else _unexpected(cause))
             return
         except httptools.HttpParserInvalidMethodError:
             self._fail(bad_request("invalid method"))
@@ -204,6 +205,12 @@ class RequestParser:
             return
         except httptools.HttpParserError as exc:
             self._fail(_map_error(str(exc)))
+            return
+        except Exception as exc:
+            # Not a parse error llhttp reported: a fault of ours or httptools' on strange input.
+            # The class of bug that killed workers (issue 8): whatever it is, the input is
+            # refused and the worker serves on.
+            self._fail(_unexpected(exc))
             return
         if self._in_head:
             self._head_bytes += len(data)
@@ -353,10 +360,20 @@ def _split_target(cur: Request) -> None:
             path = path.partition("#")[0]
         cur.path, cur.query = path, query
     elif "://" in uri:  # absolute form, as sent to proxies
-        parts = urlsplit(uri)
+        try:
+            parts = urlsplit(uri)
+        except ValueError:  # e.g. an unbalanced "[" or "]" in the authority
+            raise bad_request("invalid request target") from None
         cur.path, cur.query = parts.path or "/", parts.query
     else:  # "*" (OPTIONS) or authority form (CONNECT)
         cur.path, cur.query = uri, ""
+
+
+def _unexpected(exc: BaseException | None) -> RequestError:
+    """A 400 for an exception no check of ours meant to raise; the cause is kept for the log."""
+    err = bad_request("malformed request")
+    err.__cause__ = exc
+    return err
 
 
 _ERROR_MESSAGES = (
