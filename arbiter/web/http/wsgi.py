@@ -93,6 +93,8 @@ class WSGIHandler:
             if not keep:
                 return False
             if not req.complete:
+                if parser.closed:
+                    return False  # the body broke off (a bad chunk, a refused trailer): no more
                 # The app left part of the body unread: drop the rest as it arrives.
                 req.discard = True
                 parser.discarded = 0
@@ -122,6 +124,10 @@ class WSGIHandler:
         started = time.monotonic() if self.access_log is not None else 0.0
         resp = Response(conn, req, self.keepalive and req.keep_alive, self.worker)
         try:
+            if req.error is not None:
+                # Its body already turned out malformed (it arrived with the head): refused
+                # before the app runs, whether or not the app would have read it.
+                raise req.error
             environ = build_environ(self.base_for(conn.listener), conn, req, self.trust)
         except Exception as exc:
             # A RequestError says what is wrong; anything else came from interpreting what the
