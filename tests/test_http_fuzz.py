@@ -134,7 +134,7 @@ def _serve(conn: Connection, req: Request) -> tuple[object, ...]:
 
 def cut(data: bytes, points: list[int]) -> list[bytes]:
     edges = sorted({p % (len(data) + 1) for p in points} | {0, len(data)})
-    return [data[a:b] for a, b in zip(edges, edges[1:]) if b > a] or [data]
+    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a] or [data]
 
 
 # -- mutations --------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import select
 import socket
 
 import pytest
-
 from http_corpus import WORKER_KILLERS
 
 NEIGHBOUR_REQUESTS_PER_LINE = 3

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from arbiter.web.scoreboard import SlotState
 from http_corpus import LLHTTP_REFUSES, LLHTTP_STATUS, WRAPPER_REFUSES
 from http_helpers import Client, app, get, request, serve, wait_until
+
+from arbiter.web.scoreboard import SlotState
 
 WORKERS = ["sync", "gthread"]
 
@@ -244,7 +245,8 @@ def test_app_exception_gives_500_and_the_worker_goes_on(worker) -> None:
 # -- malformed requests -------------------------------------------------------------------------------
 
 MALFORMED = {
-    "CL and TE": (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "CL and TE": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     "duplicate CL": (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd", 400),
     "conflicting CL": (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", 400),
     "unknown coding": (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501),

@@ -35,7 +35,13 @@ import httptools
 
 from arbiter.web.http.errors import RequestError, bad_request
 from arbiter.web.http.rules import (
-    METHOD_PEEK, check_trailer, check_transfer_encoding, map_error, method_refusal, split_target, unexpected,
+    METHOD_PEEK,
+    check_trailer,
+    check_transfer_encoding,
+    map_error,
+    method_refusal,
+    split_target,
+    unexpected,
 )
 
 # Gunicorn's ceilings (gunicorn/http/message.py): a request line limit above 8190 is 8190; a
