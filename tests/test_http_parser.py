@@ -276,6 +276,12 @@ def test_unknown_method_after_pipelined_requests_is_refused_after_they_are_answe
     split.feed(b"GET /1 HTTP/1.1\r\n\r\n")
     split.feed(b"FOO /2 HTTP/1.1\r\n\r\n")
     assert split.error is not None and split.error.status == 501
+    # A method begun right after a request in one read, and refused in the next read, is not
+    # read from the first request's bytes.
+    late = RequestParser(Limits())
+    late.feed(b"GET /1 HTTP/1.1\r\n\r\nPU")
+    late.feed(b"( /2 HTTP/1.1\r\n\r\n")
+    assert late.error is not None and late.error.status == 400
 
 
 def test_upgrade_request_is_served_then_parsing_stops() -> None:

@@ -189,7 +189,7 @@ class RequestParser:
     __slots__ = (
         "_parser", "_limits", "_line_limit", "_field_limit", "_max_fields", "_head_limit",
         "_trailer_limit", "ready", "current", "error", "closed", "partial", "discarded",
-        "_in_head", "_head_bytes", "_since_body", "_fields", "_last_keep_alive", "_start", "_completed",
+        "_in_head", "_head_bytes", "_since_body", "_fields", "_last_keep_alive", "_start",
     )
 
     def __init__(self, limits: Limits) -> None:
@@ -211,10 +211,10 @@ class RequestParser:
         self._since_body = 0
         self._fields = 0
         self._last_keep_alive = True
-        # The first bytes of the message being parsed, while known: only to tell a method
-        # llhttp does not know (501) from a request line that is not one (400).
-        self._start = b""
-        self._completed = 0  # messages completed within the current feed() call
+        # The first bytes of the message being parsed, None when unknown (it began right after
+        # another one inside a read): only to tell a method llhttp does not know (501) from a
+        # request line that is not one (400).
+        self._start: bytes | None = b""
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -224,9 +224,8 @@ class RequestParser:
             return
         if self.current is None:
             self._start = bytes(data[:METHOD_PEEK])  # a new message begins here (after any CRLF)
-        elif len(self._start) < METHOD_PEEK:
+        elif self._start is not None and len(self._start) < METHOD_PEEK:
             self._start += bytes(data[:METHOD_PEEK - len(self._start)])
-        self._completed = 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -243,9 +242,9 @@ class RequestParser:
             self._fail(cause if isinstance(cause, RequestError) else unexpected(cause))
             return
         except httptools.HttpParserInvalidMethodError:
-            # Where the failing message began is known unless others completed before it in
-            # this same read (pipelining); then it is taken for malformed.
-            self._fail(method_refusal(self._start if not self._completed else b""))
+            # Where the failing message began is known unless it followed another one within
+            # a read (pipelining); then it is taken for malformed.
+            self._fail(method_refusal(self._start or b""))
             return
         except httptools.HttpParserInvalidURLError:
             self._fail(bad_request("invalid request target"))
@@ -385,7 +384,7 @@ class RequestParser:
     def on_message_complete(self) -> None:
         cur = self.current
         assert cur is not None
-        self._completed += 1
+        self._start = None  # the next message begins somewhere in this read
         cur.complete = True
         self._last_keep_alive = cur.keep_alive
         self.current = None
