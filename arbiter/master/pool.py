@@ -273,8 +273,10 @@ class WorkerPool:
                 continue
             # A booting worker has `timeout` to become ready; a ready one, between heartbeats.
             # A master that was itself stopped (SIGSTOP, a paused VM) cannot tell how long its
-            # workers were silent, so silence counts only from when it was last awake.
-            last = max(view.heartbeat_ns / 1e9 if worker.ready else worker.spawned_at, awake_since)
+            # workers were silent, so silence counts only from when it was last awake; and no
+            # worker has been silent since before it was forked.
+            heard = view.heartbeat_ns / 1e9 if worker.ready else 0.0
+            last = max(heard, worker.spawned_at, awake_since)
             if timeout and now - last > timeout:
                 self.stats["timeouts"] += 1
                 self.log.critical("WORKER TIMEOUT (pid:%s)%s", worker.pid, "" if worker.ready else " while booting")
