@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, Protocol
 
 ERROR_LOGGER = "arbiter.error"
 ACCESS_LOGGER = "arbiter.access"
@@ -42,32 +42,57 @@ def _handler(target: str, default_stream: str) -> logging.Handler:
     return logging.FileHandler(target, encoding="utf-8")
 
 
-def setup(cfg: Any) -> logging.Logger:
+class LogSettings(Protocol):
+    """What `setup` reads from a config."""
+
+    @property
+    def errorlog(self) -> str: ...
+    @property
+    def loglevel(self) -> str: ...
+    @property
+    def accesslog(self) -> str | None: ...
+
+
+def setup(cfg: LogSettings) -> logging.Logger:
     """Configure both loggers from `cfg.errorlog`, `cfg.loglevel` and `cfg.accesslog`.
+
+    All or nothing: the new handlers are opened before the old ones are closed, so a log file
+    that cannot be opened leaves the logging as it was (a HUP must not silence the master).
 
     Raises:
         OSError: a log file cannot be opened (the caller names the setting).
     """
-    error = logging.getLogger(ERROR_LOGGER)
-    error.handlers.clear()
     handler = _handler(cfg.errorlog, "stderr")
+    try:
+        access_handler = _handler(cfg.accesslog, "stdout") if cfg.accesslog else None
+    except OSError:
+        handler.close()
+        raise
     handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
-    error.addHandler(handler)
+    error = logging.getLogger(ERROR_LOGGER)
+    _replace_handlers(error, handler)
     error.setLevel(cfg.loglevel.upper())
     error.propagate = False
 
     access = logging.getLogger(ACCESS_LOGGER)
-    access.handlers.clear()
     access.propagate = False
-    if cfg.accesslog:
-        access_handler = _handler(cfg.accesslog, "stdout")
+    _replace_handlers(access, access_handler)
+    if access_handler is not None:
         access_handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(access_handler)
         access.setLevel(logging.INFO)
         access.disabled = False
     else:
         access.disabled = True
     return error
+
+
+def _replace_handlers(logger: logging.Logger, handler: logging.Handler | None) -> None:
+    old = list(logger.handlers)
+    logger.handlers.clear()
+    if handler is not None:
+        logger.addHandler(handler)
+    for previous in old:
+        previous.close()  # a file handler's descriptor, else one leaks per HUP
 
 
 def access_enabled() -> bool:

@@ -190,3 +190,23 @@ def test_systemd_socket_activation_adopts_the_passed_socket(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_hup_reapplies_the_log_level_and_an_unwritable_errorlog_is_not_fatal(arbiter, tmp_path):
+    conf = tmp_path / "arbiter_conf.py"
+    conf.write_text('workers = 1\nloglevel = "info"\n')
+    master = arbiter(["-c", str(conf), "wsgi_app:app"])
+    master.wait_ready(1)
+    assert "[DEBUG]" not in master.log()
+    conf.write_text('workers = 1\nloglevel = "debug"\n')
+    master.signal(signal.SIGHUP)
+    master.wait_log(r"Reload done: generation 2")
+    master.wait_log(r"\[DEBUG\] Worker \(pid:\d+\) ready")  # the new level, in master and workers
+    # A log that cannot be opened: said in the old log, the reload goes on, the master lives.
+    missing = tmp_path / "no-such-dir" / "error.log"
+    conf.write_text(f'workers = 1\nloglevel = "debug"\nerrorlog = {str(missing)!r}\n')
+    master.signal(signal.SIGHUP)
+    master.wait_log(rf"\[ERROR\] Reload: cannot open log file {re.escape(str(missing))}: No such file or directory")
+    master.wait_log(r"Reload done: generation 3")
+    assert master.get("/")[0] == 200
+    assert master.proc.poll() is None

@@ -392,12 +392,21 @@ class Master:
             self.cfg = self.pool.cfg = cfg
         if self.pool.target == 0:  # after WINCH, HUP brings the workers back, as in Gunicorn
             self.scale(self.cfg.workers)
-            logs.setup(cfg)
+        self._reopen_logs()
         hook = self.cfg.hook("on_reload")
         if hook:
             hook(self)
         self.pool.begin_reload()
         return None
+
+    def _reopen_logs(self) -> None:
+        """Apply loglevel, errorlog and accesslog again (a HUP's promise, changed or not). A log
+        that cannot be opened keeps the old ones and is reported there: never fatal on reload."""
+        try:
+            logs.setup(self.cfg)
+        except OSError as exc:
+            self.log.error("Reload: cannot open log file %s: %s; logging continues as before",
+                           exc.filename, exc.strerror)
 
     def upgrade(self) -> None:
         """Check that the new code loads (in a child), then re-execute the master in place."""
