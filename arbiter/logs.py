@@ -26,7 +26,7 @@ class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__()
         self._which = which
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return getattr(sys, self._which)
 

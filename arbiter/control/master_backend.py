@@ -71,7 +71,7 @@ class MasterBackend:
                 "uptime": round(time.time() - self.started, 3),
                 "state": "STOPPING" if master.stopping else "RUNNING",
                 "generation": pool.generation, "workers_target": pool.target,
-                "reload": {"state": pool.last_reload, "count": pool.stats["reloads"],
+                "reload": {"state": str(pool.last_reload), "count": pool.stats["reloads"],
                            "failures": pool.reload_failures},
                 "worker_restarts": pool.stats["restarts"], "worker_timeouts": pool.stats["timeouts"],
                 "rss": rss, "cpu": cpu, "listeners": [listener.url() for listener in master.listeners],
@@ -230,15 +230,15 @@ class MasterBackend:
         if refused:
             raise ControlError("RELOAD_FAILED", refused)
         if not command.args.get("wait"):
-            command.reply({"state": pool.last_reload, "generation": pool.generation})
+            command.reply({"state": str(pool.last_reload), "generation": pool.generation})
             return
 
         def check() -> Any:
-            if pool.stats["reloads"] == before or pool.last_reload == "in progress":
+            if pool.stats["reloads"] == before or pool.last_reload.in_progress:
                 return None
-            if pool.last_reload.startswith("failed"):
-                raise ControlError("RELOAD_FAILED", pool.last_reload)
-            return {"state": pool.last_reload, "generation": pool.generation}
+            if pool.last_reload.has_failed:
+                raise ControlError("RELOAD_FAILED", str(pool.last_reload))
+            return {"state": str(pool.last_reload), "generation": pool.generation}
 
         self._waiting.append((check, command))
 
