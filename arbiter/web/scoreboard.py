@@ -93,12 +93,13 @@ class Slot:
         self._w = index * SLOT_SIZE // 4
         self._q = index * SLOT_SIZE // 8
 
-    def heartbeat(self) -> None:
-        self._v.i64[self._q + _Q_HEARTBEAT] = time.monotonic_ns()
+    def heartbeat(self, at_ns: int | None = None) -> None:
+        """Stamp the slot with now (`at_ns`: a given time, for tests with a fake clock)."""
+        self._v.i64[self._q + _Q_HEARTBEAT] = time.monotonic_ns() if at_ns is None else at_ns
 
-    def set_state(self, state: SlotState) -> None:
+    def set_state(self, state: SlotState, at_ns: int | None = None) -> None:
         # The heartbeat first: a master that sees the new state also sees a fresh stamp.
-        self.heartbeat()
+        self.heartbeat(at_ns)
         self._v.b[self._b + _B_STATE] = int(state)
 
     def add_request(self) -> None:
