@@ -117,3 +117,36 @@ def flush() -> None:
     for name in (ERROR_LOGGER, ACCESS_LOGGER):
         for handler in logging.getLogger(name).handlers:
             handler.flush()
+
+
+REPEAT_EVERY = 10.0  # seconds between the summaries of an error that persists
+
+
+class RepeatedError:
+    """One error that can persist and recur many times a second (accept() failing with EMFILE):
+    logged when it starts, then once every `every` seconds with how often it recurred meanwhile,
+    and once when it clears. Times come from the caller, so a fake clock can drive it."""
+
+    def __init__(self, log: logging.Logger, what: str, every: float = REPEAT_EVERY) -> None:
+        self.log = log
+        self.what = what
+        self.every = every
+        self.since: float | None = None  # None: not happening
+        self._count = 0
+        self._next = 0.0
+
+    def occurred(self, now: float, detail: object) -> None:
+        if self.since is None:
+            self.since, self._count, self._next = now, 0, now + self.every
+            self.log.error("%s: %s", self.what, detail)
+            return
+        self._count += 1
+        if now >= self._next:
+            self.log.error("%s: %s (%d more times in the last %.0f s)", self.what, detail, self._count,
+                           now - (self._next - self.every))
+            self._count, self._next = 0, now + self.every
+
+    def cleared(self, now: float) -> None:
+        if self.since is not None:
+            self.log.warning("%s: recovered after %.1f s", self.what, now - self.since)
+            self.since = None

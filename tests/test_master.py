@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import signal
 import socket
 import time
@@ -255,6 +256,9 @@ def test_ttin_and_ttou_change_the_count(arbiter):
     master.signal(signal.SIGTTOU)
     master.wait_log(r"Workers: staying at 1 \(the minimum\)")
     assert master.get("/")[0] == 200
+    log = master.log()
+    assert re.findall(r"Handling signal: (ttin|ttou)", log) == ["ttin", "ttou", "ttou", "ttou"]
+    assert re.findall(r"Workers: (\d+ -> \d+)", log) == ["2 -> 3", "3 -> 2", "2 -> 1"]
 
 
 def test_asgi_access_log_in_gunicorn_format(arbiter):

@@ -9,7 +9,7 @@ import time
 
 from load import Load
 
-CHURN_SECONDS = float(os.environ.get("TEST_CHURN_SECONDS", "12"))  # longer to measure a rate
+CHURN_SECONDS = float(os.environ.get("TEST_CHURN_SECONDS", "10"))  # longer to measure a rate
 
 
 def test_max_requests_1_churn_has_no_spurious_worker_timeout(arbiter):

@@ -342,9 +342,11 @@ class Master:
         self.upgrade()
 
     def handle_ttin(self) -> None:
-        self.scale(self.pool.target + 1)
+        self.log.info("Handling signal: ttin")
+        self.scale(self.pool.target + 1)  # logs "Workers: N -> N+1"
 
     def handle_ttou(self) -> None:
+        self.log.info("Handling signal: ttou")
         self.scale(self.pool.target - 1)
 
     def handle_usr1(self) -> None:
