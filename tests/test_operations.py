@@ -210,3 +210,41 @@ def test_hup_reapplies_the_log_level_and_an_unwritable_errorlog_is_not_fatal(arb
     master.wait_log(r"Reload done: generation 3")
     assert master.get("/")[0] == 200
     assert master.proc.poll() is None
+
+
+def _unix_get(path: str, target: str) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(f"GET {target} HTTP/1.0\r\n\r\n".encode())
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("caller, flag, files, sock_mode", [
+    ("umask 022", [], 0o644, 0o755),  # the caller's umask is kept
+    ("umask 000", [], 0o666, 0o775),  # unset: the socket still is not world-writable
+    ("umask 022", ["--umask", "077"], 0o600, 0o700),  # Gunicorn's --umask wins, sockets too
+])
+def test_umask_is_the_callers_unless_set_and_nothing_of_ours_is_world_writable(
+        arbiter, tmp_path, caller, flag, files, sock_mode):
+    pidfile, errorlog, written, sock = (tmp_path / "a.pid", tmp_path / "error.log", tmp_path / "app.txt",
+                                        tmp_path / "web.sock")
+    master = arbiter(["write_app:app", "-b", f"unix:{sock}", "--pid", str(pidfile), "--error-logfile",
+                      str(errorlog), *flag], shell_prefix=caller)
+    wait_until(lambda: sock.exists() and pidfile.exists(), what="the socket and the pidfile")
+    assert _unix_get(str(sock), f"/?path={written}").split(b"\r\n")[0].endswith(b" 200 OK")
+
+    def mode(path):
+        return os.stat(path).st_mode & 0o777
+
+    assert mode(written) == files
+    assert mode(errorlog) == files
+    assert mode(pidfile) == 0o644 & files
+    assert mode(sock) == sock_mode
+    for path in (pidfile, sock):
+        assert not mode(path) & 0o002
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit() == 0

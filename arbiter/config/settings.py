@@ -202,9 +202,11 @@ class Config:
     group: str | None = setting(
         to_optional_str, None, "Run workers as this group (name or gid).", ("-g", "--group"), metavar="GROUP",
         section="server")
-    umask: int = setting(
-        to_umask, 0, "The umask of the master and workers (octal).", ("-m", "--umask"), metavar="INT",
-        section="server")
+    umask: int | None = setting(
+        to_umask, None,
+        "The umask of the master and workers (octal), also applied while binding unix sockets. Unset: "
+        "the umask Arbiter was started with, and unix sockets are never world-writable.",
+        ("-m", "--umask"), metavar="INT", section="server")
     daemon: bool = setting(
         to_bool, False, "Detach from the terminal.", ("-D", "--daemon"), is_flag=True, section="server")
     accesslog: str | None = setting(

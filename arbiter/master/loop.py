@@ -120,7 +120,8 @@ class Master:
         host.raise_limits(self.cfg.minfds, self.cfg.minprocs, self.log)
         if self.cfg.reload:
             self._reloader = reloader.Watcher(self)
-        self.listeners = self._bind() if self.cfg.wsgi_app else []
+        with host.socket_umask(self.cfg.umask):
+            self.listeners = self._bind() if self.cfg.wsgi_app else []
         started: list[Service] = []
         try:
             if self.cfg.preload_app and self.cfg.wsgi_app:
@@ -394,7 +395,8 @@ class Master:
                 return f"the config has an error: {exc}"
             if cfg.bind != self.cfg.bind:
                 try:
-                    self.listeners = sockets.rebind(self.listeners, cfg.bind, cfg.backlog)
+                    with host.socket_umask(cfg.umask):
+                        self.listeners = sockets.rebind(self.listeners, cfg.bind, cfg.backlog)
                 except ArbiterError as exc:
                     self.log.error("Reload refused (still serving the old config): %s", exc)
                     return str(exc)
