@@ -51,6 +51,8 @@ class LogSettings(Protocol):
     def loglevel(self) -> str: ...
     @property
     def accesslog(self) -> str | None: ...
+    @property
+    def errorlog_to_stdout(self) -> bool: ...
 
 
 def setup(cfg: LogSettings) -> logging.Logger:
@@ -68,9 +70,13 @@ def setup(cfg: LogSettings) -> logging.Logger:
     except OSError:
         handler.close()
         raise
-    handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
+    handlers = [handler]
+    if cfg.errorlog_to_stdout and cfg.errorlog != "-":
+        handlers.append(_StreamHandler("stdout"))  # supervisord's nodaemon=true: the terminal too
     error = logging.getLogger(ERROR_LOGGER)
-    _replace_handlers(error, handler)
+    _replace_handlers(error, *handlers)
+    for each in handlers:
+        each.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
     error.setLevel(cfg.loglevel.upper())
     error.propagate = False
 
@@ -86,11 +92,12 @@ def setup(cfg: LogSettings) -> logging.Logger:
     return error
 
 
-def _replace_handlers(logger: logging.Logger, handler: logging.Handler | None) -> None:
+def _replace_handlers(logger: logging.Logger, *handlers: logging.Handler | None) -> None:
     old = list(logger.handlers)
     logger.handlers.clear()
-    if handler is not None:
-        logger.addHandler(handler)
+    for handler in handlers:
+        if handler is not None:
+            logger.addHandler(handler)
     for previous in old:
         previous.close()  # a file handler's descriptor, else one leaks per HUP
 

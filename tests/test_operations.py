@@ -248,3 +248,30 @@ def test_umask_is_the_callers_unless_set_and_nothing_of_ours_is_world_writable(
         assert not mode(path) & 0o002
     master.signal(signal.SIGTERM)
     assert master.wait_exit() == 0
+
+
+@pytest.mark.parametrize("silent", [False, True])
+def test_supervisord_conf_with_nodaemon_logs_to_the_terminal_too_unless_silent(arbiter, tmp_path, silent):
+    logfile = tmp_path / "supervisord.log"
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(textwrap.dedent(f"""\
+        [supervisord]
+        nodaemon=true
+        logfile={logfile}
+        {"silent=true" if silent else ""}
+
+        [program:sleeper]
+        command=sleep 600
+        startsecs=0
+    """))
+    master = arbiter(["-c", str(conf)], bind=False)
+    wait_until(lambda: logfile.exists() and "sleeper entered RUNNING state" in logfile.read_text(),
+               what="the program running, in the log file")
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(20) == 0
+    terminal = master.log()  # the master's stdout and stderr
+    if silent:
+        assert "Starting arbiter" not in terminal
+    else:
+        for line in ("Starting arbiter", "success: sleeper entered RUNNING state", "Shutting down: Master"):
+            assert line in terminal and line in logfile.read_text()

@@ -222,6 +222,10 @@ class Config:
     loglevel: str = setting(
         to_log_level, "info", "Error log level: debug, info, warning, error, critical.", ("--log-level",),
         metavar="LEVEL", section="logging")
+    errorlog_to_stdout: bool = setting(
+        to_bool, False,
+        "Also write the error log to stdout when it goes to a file. A supervisord.conf with nodaemon=true "
+        "sets it (unless silent=true), as supervisord logs to its terminal then.", section="logging")
     childlogdir: str | None = setting(
         to_optional_str, None,
         "Directory for program logs set to AUTO (default: the system's temporary directory).",
