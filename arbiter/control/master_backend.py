@@ -7,10 +7,12 @@ with wait) park a condition that is checked every turn until it settles.
 
 from __future__ import annotations
 
+import logging
 import os
+import selectors
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from arbiter import __version__
 from arbiter.control.backend import Command, ControlError
@@ -18,6 +20,45 @@ from arbiter.control.server import ControlServer
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.programs.errors import ProgramError
 from arbiter.web.scoreboard import SlotState
+
+if TYPE_CHECKING:
+    from arbiter.config.settings import Config
+    from arbiter.master.loop import Service
+    from arbiter.master.pool import WorkerPool
+    from arbiter.programs.manager import ProgramManager
+    from arbiter.web.sockets import Listener
+
+class ControlledMaster(Protocol):
+    """What the control API uses of the master (arbiter.master.loop.Master)."""
+
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def log(self) -> logging.Logger: ...
+    @property
+    def start_cwd(self) -> str: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def pool(self) -> WorkerPool: ...
+    @property
+    def programs(self) -> ProgramManager | None: ...
+    @property
+    def listeners(self) -> Sequence[Listener]: ...
+    @property
+    def selector(self) -> selectors.BaseSelector: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def reload_config(self) -> Callable[[], Config] | None: ...
+    def call_soon(self, fn: Callable[[], None]) -> None: ...
+    def attach(self, service: Service) -> None: ...
+    def reload(self) -> str | None: ...
+    def scale(self, count: int, minimum: int = 1) -> None: ...
+    def stop(self, graceful: bool = True, exit_code: int = 0) -> None: ...
+
 
 SETTLED = object()  # a waiting command's check: done, reply with nothing more to say
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -40,7 +81,7 @@ class MasterBackend:
     """Implements `arbiter.control.backend.Backend` for a `Master`, and is a service of its loop
     (to settle waiting commands)."""
 
-    def __init__(self, master: Any) -> None:
+    def __init__(self, master: ControlledMaster) -> None:
         self.master = master
         self.started = time.time()
         self._waiting: list[tuple[Callable[[], Any], Command]] = []
@@ -292,7 +333,7 @@ def _control_error(exc: ProgramError) -> ControlError:
     return ControlError(exc.fault, exc.message)
 
 
-def attach_control(master: Any, environ: dict[str, str] | None = None) -> ControlServer | None:
+def attach_control(master: ControlledMaster, environ: dict[str, str] | None = None) -> ControlServer | None:
     """Plug the control API into `master` from its config: the unix socket (default:
     arbiter.sock beside the pidfile, else in the working directory), and TCP if asked."""
     environ = os.environ if environ is None else environ  # type: ignore[assignment]
