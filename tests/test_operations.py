@@ -275,3 +275,21 @@ def test_supervisord_conf_with_nodaemon_logs_to_the_terminal_too_unless_silent(a
     else:
         for line in ("Starting arbiter", "success: sleeper entered RUNNING state", "Shutting down: Master"):
             assert line in terminal and line in logfile.read_text()
+
+
+def test_a_worker_out_of_file_descriptors_logs_it_once_not_twice_a_second(arbiter):
+    master = arbiter(["wsgi_app:app", "-k", "sync", "-w", "1"], shell_prefix="ulimit -n 48")
+    master.wait_ready(1)
+    clients = []
+    try:
+        for _ in range(60):  # more than the worker has descriptors for: accept() fails with EMFILE
+            clients.append(socket.create_connection(("127.0.0.1", master.port), timeout=5))
+        master.wait_log(r"Cannot accept connections: \[Errno 24\]")
+        # Before, the same line came every 0.5 s (each retry); wait through a few retries.
+        time.sleep(1.6)
+    finally:
+        for client in clients:
+            client.close()
+    master.wait_log(r"Cannot accept connections: recovered after")
+    assert len(re.findall(r"Cannot accept connections: \[Errno 24\]", master.log())) == 1
+    assert master.get("/")[0] == 200
