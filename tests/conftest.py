@@ -105,8 +105,9 @@ class Arbiter:
             return []
         for child in children:
             try:
-                if child.status() != psutil.STATUS_ZOMBIE and child.cmdline()[:1] != [] and \
-                        child.cmdline()[0].startswith("arbiter: worker"):
+                # One read of the command line: a child exiting between two reads gives [].
+                title = child.cmdline()[:1]
+                if child.status() != psutil.STATUS_ZOMBIE and title and title[0].startswith("arbiter: worker"):
                     pids.append(child.pid)
             except psutil.NoSuchProcess:
                 pass
