@@ -94,3 +94,30 @@ def test_a_slow_turn_short_of_the_gap_is_not_a_suspension(loop, caplog):
         master.turn()
     assert "suspended" not in caplog.text
     assert sorted(sig for _, sig in killed) == [signal.SIGABRT, signal.SIGABRT]
+
+
+@pytest.fixture
+def restored_loggers():
+    """Master.reload() configures the process's loggers (logs.setup): put them back after."""
+    saved = []
+    for name in ("arbiter.error", "arbiter.access"):
+        logger = logging.getLogger(name)
+        saved.append((logger, list(logger.handlers), logger.level, logger.propagate, logger.disabled))
+    yield
+    for logger, handlers, level, propagate, disabled in saved:
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers[:] = handlers
+        logger.level, logger.propagate, logger.disabled = level, propagate, disabled
+
+
+def test_hup_after_winch_without_a_config_to_reread_brings_the_workers_back(loop, restored_loggers):
+    # Before: `logs.setup(cfg)` sat under `if target == 0` and named `cfg`, bound only when a
+    # config was reread: UnboundLocalError here.
+    master, clock, killed = loop
+    assert master.reload_config is None
+    master.scale(0, minimum=0)
+    assert master.reload() is None
+    assert master.pool.target == 2 and master.pool.generation == 2
+    assert logging.getLogger("arbiter.error").level == logging.INFO  # the log settings applied again
