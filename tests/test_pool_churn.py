@@ -30,3 +30,66 @@ def test_max_requests_1_churn_has_no_spurious_worker_timeout(arbiter):
     assert "WORKER TIMEOUT" not in log, [line for line in log.splitlines() if "WORKER TIMEOUT" in line][:5]
     assert master.proc.poll() is None
     assert result.ok > 200
+
+
+def test_pool_churn_with_real_processes_writing_their_slots_flat_out():
+    # The master's own logic (WorkerPool.check/manage/exited, the real scoreboard, the real clock)
+    # against real child processes that write their slots as fast as they can and exit after a
+    # moment, so slots are claimed and released all the time. Before the fix a reader saw a
+    # heartbeat of 0 in a few percent of reads (a WORKER TIMEOUT) and a FREE state on a live slot
+    # (the slot handed out twice); this fails within the first second then.
+    import logging
+    import random
+    import signal as signals
+
+    from arbiter.config.settings import Config
+    from arbiter.master.pool import WorkerPool, WorkerProcess
+    from arbiter.web.scoreboard import Scoreboard, SlotState
+
+    board = Scoreboard(slots=64)
+
+    def spawner(worker: WorkerProcess) -> int:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                slot = worker.slot
+                end = time.monotonic() + random.uniform(0.05, 0.2)
+                while time.monotonic() < end:
+                    for _ in range(100):
+                        slot.set_state(SlotState.READY)
+                        slot.heartbeat()
+                slot.set_state(SlotState.DRAINING)
+            finally:
+                os._exit(0)
+        return pid
+
+    pool = WorkerPool(cfg=Config(workers=6, timeout=5.0), server=None, listeners=[], scoreboard=board,
+                      close_in_child=lambda: None, preloaded=None, log=logging.getLogger("test.churn"),
+                      spawner=spawner)
+    replaced = 0
+    try:
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            now = time.monotonic()
+            pool.check(now, 0.0)
+            pool.manage(now)
+            indexes = [w.slot.index for w in pool.workers.values()]
+            assert len(indexes) == len(set(indexes)), f"one slot, two workers: {sorted(indexes)}"
+            for index in indexes:  # what the master reads of a live worker's slot: never torn
+                view = board.read(index)
+                assert view.state != SlotState.FREE and view.heartbeat_ns != 0, view
+            for pid in list(pool.workers):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    pool.exited(pid, 0)
+                    replaced += 1
+    finally:
+        for pid in list(pool.workers):
+            try:
+                os.kill(pid, signals.SIGKILL)
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        pool.close()
+        board.close()
+    assert replaced > 20
+    assert pool.stats["timeouts"] == 0
