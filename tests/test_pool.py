@@ -292,3 +292,16 @@ def test_ttou_retires_the_newest_and_ttin_adds(h):
     h.pool.target = 3
     h.turn()
     assert len(h.pool.current()) == 3
+
+
+def test_replacing_one_worker_boots_its_successor_first(h):
+    first, second = started(h, 2)
+    assert h.pool.replace_worker(first) is True
+    assert h.pool.replace_worker(first) is False  # already on its way
+    assert h.pool.replace_worker(999) is False
+    h.turn()
+    successor = max(h.pool.workers)
+    assert h.signals == [] and h.serving() == 2
+    h.say(successor, SlotState.READY)
+    h.turn()
+    assert h.signals == [(first, signal.SIGTERM)]

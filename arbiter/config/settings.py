@@ -102,6 +102,9 @@ class Extras:
     programs: tuple[Any, ...] = ()  # ProgramConfig records (the programs layer sits above this one)
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # A supervisord.conf's [inet_http_server] (username, password): the TCP control API's Basic
+    # auth credential. None when the file has no such section. A secret: never printed.
+    http_auth: tuple[str | None, str | None] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -247,12 +250,18 @@ class Config:
         section="control")
     control_bind: str | None = setting(
         to_optional_str, None,
-        "Also serve the control API on TCP HOST:PORT (off by default; needs a token unless loopback).",
+        "Also serve the control API on TCP HOST:PORT (off by default; needs a credential, loopback too:"
+        " control_token_file).",
         ("--control-bind",), metavar="HOST:PORT", section="control")
     control_token_file: str | None = setting(
         to_optional_str, None,
         "File holding the bearer token for the TCP control API (or set $ARBITER_TOKEN).",
         ("--control-token-file",), metavar="FILE", section="control")
+    metrics_token_file: str | None = setting(
+        to_optional_str, None,
+        "File holding a read-only bearer token that opens GET /metrics on the TCP control API and "
+        "nothing else (one Prometheus credential for a fleet).",
+        ("--metrics-token-file",), metavar="FILE", section="control")
     certfile: str | None = setting(
         to_optional_str, None, "TLS certificate file (turns TLS on, with keyfile).", ("--certfile",),
         metavar="FILE", section="ssl")
