@@ -159,6 +159,11 @@ class Config:
     timeout: float = setting(
         to_seconds, 30.0, "A worker silent for this many seconds is killed and replaced (0: off).",
         ("-t", "--timeout"), metavar="SECONDS", section="worker")
+    request_timeout: float = setting(
+        to_seconds, 0.0,
+        "A request running longer than this many seconds is stopped by its worker: its stack is logged and "
+        "the client gets a 504 if nothing was sent yet (0: off). See docs/guards.md.",
+        ("--request-timeout",), metavar="SECONDS", section="worker")
     graceful_timeout: float = setting(
         to_seconds, 30.0, "How long a stopping worker may finish in-flight requests.",
         ("--graceful-timeout",), metavar="SECONDS", section="worker")

@@ -158,6 +158,7 @@ class MasterBackend:
             generation=pool.generation, workers_target=pool.target,
             reload=ReloadInfo(state=str(pool.last_reload), count=pool.stats["reloads"], failures=pool.reload_failures),
             worker_restarts=pool.stats["restarts"], worker_timeouts=pool.stats["timeouts"],
+            request_timeouts=pool.stats["request_timeouts"],
             rss=rss, cpu=cpu, listeners=tuple(listener.url() for listener in master.listeners))
         return Status(info, tuple(workers), tuple(programs))
 

@@ -87,6 +87,9 @@ def render(status: Status) -> str:
                [({}, master.worker_restarts)])
     out.family("arbiter_worker_timeouts_total", "counter", "Workers killed for a missed heartbeat.",
                [({}, master.worker_timeouts)])
+    out.family("arbiter_request_timeouts_total", "counter",
+               "Requests stopped by their worker at --request-timeout (stack logged, 504 if nothing was sent).",
+               [({}, master.request_timeouts)])
     out.family("arbiter_reloads_total", "counter", "Rolling reloads started.", [({}, reload.count)])
     out.family("arbiter_reload_failures_total", "counter", "Rolling reloads that failed.", [({}, reload.failures)])
     out.family("arbiter_reload_last_success", "gauge", "0 when the last reload failed, else 1.",

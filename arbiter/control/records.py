@@ -70,6 +70,7 @@ class MasterInfo:
     reload: ReloadInfo = field(default_factory=ReloadInfo)
     worker_restarts: int | None = None
     worker_timeouts: int | None = None
+    request_timeouts: int | None = None  # requests stopped at --request-timeout
     rss: int | None = None
     cpu: float | None = None
     listeners: tuple[str, ...] = ()
@@ -84,6 +85,7 @@ class MasterInfo:
                    reload=ReloadInfo(str(reload.get("state", "none")), _int(reload.get("count")),
                                      _int(reload.get("failures"))),
                    worker_restarts=data.get("worker_restarts"), worker_timeouts=data.get("worker_timeouts"),
+                   request_timeouts=data.get("request_timeouts"),
                    rss=data.get("rss"), cpu=data.get("cpu"), listeners=tuple(data.get("listeners") or ()))
 
 

@@ -46,6 +46,7 @@ class WorkerProcess:
     pid: int = 0
     ready: bool = False
     wants_retirement: bool = False  # reached max_requests; replace it, then drain it
+    request_timeouts: int = 0  # requests it stopped at --request-timeout, as last read from its slot
     retiring_since: float | None = None  # SIGTERM sent
     aborted_at: float | None = None
     killed: bool = False
@@ -98,6 +99,8 @@ class WorkerPool:
         self.reload_failures = 0
         self.last_reload = NO_RELOAD
         self.stats: collections.Counter[str] = collections.Counter()  # reloads, restarts, timeouts
+        # Workers replaced, by why: the `reason` label of arbiter_worker_restarts_total.
+        self.restart_reasons: collections.Counter[str] = collections.Counter()
         # One byte per generation: the first worker that fails to load the app prints why.
         self._token_r, self._token_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         os.write(self._token_w, b"t")
@@ -185,10 +188,11 @@ class WorkerPool:
             return None
         # The slot outlives the process: a worker that served and died before this turn saw it
         # READY still says so there, and must not be taken for a boot failure.
-        if self.scoreboard.read(worker.slot.index).state in (SlotState.READY, SlotState.RETIRING,
-                                                              SlotState.DRAINING):
+        view = self.scoreboard.read(worker.slot.index)
+        if view.state in (SlotState.READY, SlotState.RETIRING, SlotState.DRAINING):
             worker.ready = True
             self.served_ok = True
+        self._note_request_timeouts(worker, view.request_timeouts)
         self.scoreboard.release(worker.slot.index)
         code = os.waitstatus_to_exitcode(status)
         hook = self.cfg.hook("child_exit")
@@ -198,6 +202,12 @@ class WorkerPool:
             self._spawn_backoff = 0.0
             if worker.retiring or worker.killed:
                 self.log.debug("Worker (pid:%s) stopped: %s", pid, sigs.exit_description(status))
+            elif worker.request_timeouts and not worker.wants_retirement:
+                # A sync worker stopped its stuck request and left; its slot says so.
+                self.stats["restarts"] += 1
+                self.restart_reasons["request_timeout"] += 1
+                self.log.warning("Worker (pid:%s) stopped a request at --request-timeout and exited; replacing it",
+                                 pid)
             else:
                 self.stats["restarts"] += 1
                 if code != 0:
@@ -287,8 +297,13 @@ class WorkerPool:
                 worker.ready = True
                 self.served_ok = True
                 self.log.debug("Worker (pid:%s) ready", worker.pid)
+            self._note_request_timeouts(worker, view.request_timeouts)
             if view.state == SlotState.RETIRING and not worker.wants_retirement:
                 worker.wants_retirement = True
+                if worker.request_timeouts:
+                    self.restart_reasons["request_timeout"] += 1
+                    self.log.warning("Worker (pid:%s) has a request it could not stop (--request-timeout); "
+                                     "replacing it, then draining it", worker.pid)
             if worker.aborted_at is not None:
                 if not worker.killed and now - worker.aborted_at > ABORT_GRACE:
                     self._kill(worker, signal.SIGKILL)
@@ -309,6 +324,12 @@ class WorkerPool:
                 self.log.critical("WORKER TIMEOUT (pid:%s)%s", worker.pid, "" if worker.ready else " while booting")
                 worker.aborted_at = now
                 self._signal(worker, signal.SIGABRT)
+
+    def _note_request_timeouts(self, worker: WorkerProcess, seen: int) -> None:
+        """Count requests a worker stopped at --request-timeout since its slot was last read."""
+        if seen > worker.request_timeouts:
+            self.stats["request_timeouts"] += seen - worker.request_timeouts
+            worker.request_timeouts = seen
 
     def manage(self, now: float) -> None:
         """Spawn and retire workers until the pool matches its target and generation."""

@@ -24,8 +24,9 @@ SLOT_SIZE = 64
 DEFAULT_SLOTS = 1024
 
 # Layout of a slot: pid i32 @0, generation u32 @4, state u8 @8, heartbeat i64 @16, requests u64
-# @24, connections u32 @32, booted i64 @40. Every field is aligned to its size.
-_SLOT = struct.Struct("=iIB7xqQI4xq16x")
+# @24, connections u32 @32, booted i64 @40, request_timeouts u64 @56. Every field is aligned to
+# its size.
+_SLOT = struct.Struct("=iIB7xqQI4xq8xQ")
 assert _SLOT.size == SLOT_SIZE
 
 # A field a live worker writes while the master reads it is stored through a memoryview cast to
@@ -33,7 +34,7 @@ assert _SLOT.size == SLOT_SIZE
 # Never `struct.pack_into` for those: it zeroes the field first and then writes it, so a reader
 # in between sees 0 (a heartbeat of 0 reads as "silent since the machine booted", a state of 0 as
 # FREE), once in every few thousand writes under load.
-_Q_HEARTBEAT, _Q_REQUESTS, _Q_BOOTED = 2, 3, 5  # in 8-byte words from the slot's start
+_Q_HEARTBEAT, _Q_REQUESTS, _Q_BOOTED, _Q_REQUEST_TIMEOUTS = 2, 3, 5, 7  # in 8-byte words from the slot's start
 _W_PID, _W_CONNECTIONS = 0, 8  # in 4-byte words
 _B_STATE = 8  # in bytes
 
@@ -79,6 +80,7 @@ class SlotView:
     requests: int
     connections: int
     booted_ns: int
+    request_timeouts: int = 0  # requests this worker stopped at --request-timeout
 
 
 class Slot:
@@ -104,6 +106,10 @@ class Slot:
 
     def add_request(self) -> None:
         self._v.u64[self._q + _Q_REQUESTS] += 1
+
+    def add_request_timeout(self) -> None:
+        """Count a request stopped at `--request-timeout` (the master counts and logs the rise)."""
+        self._v.u64[self._q + _Q_REQUEST_TIMEOUTS] += 1
 
     def set_connections(self, count: int) -> None:
         self._v.u32[self._w + _W_CONNECTIONS] = count
@@ -145,7 +151,7 @@ class Scoreboard:
             if index not in self._taken:
                 self._taken.add(index)
                 _SLOT.pack_into(self._buf, index * SLOT_SIZE, 0, generation, SlotState.BOOTING,
-                                time.monotonic_ns(), 0, 0, 0)  # no worker uses it: a whole write is safe
+                                time.monotonic_ns(), 0, 0, 0, 0)  # no worker uses it: a whole write is safe
                 return Slot(self._views, index)
         raise RuntimeError(f"scoreboard full: all {self.size} worker slots are in use")
 
@@ -156,14 +162,15 @@ class Scoreboard:
 
     def release(self, index: int) -> None:
         """Free a slot whose worker has been reaped (nothing writes it any more)."""
-        _SLOT.pack_into(self._buf, index * SLOT_SIZE, 0, 0, SlotState.FREE, 0, 0, 0, 0)
+        _SLOT.pack_into(self._buf, index * SLOT_SIZE, 0, 0, SlotState.FREE, 0, 0, 0, 0, 0)
         self._taken.discard(index)
 
     def read(self, index: int) -> SlotView:
-        pid, generation, state, heartbeat, requests, connections, booted = _SLOT.unpack_from(
+        pid, generation, state, heartbeat, requests, connections, booted, timeouts = _SLOT.unpack_from(
             self._buf, index * SLOT_SIZE
         )
-        return SlotView(index, pid, generation, SlotState(state), heartbeat, requests, connections, booted)
+        return SlotView(index, pid, generation, SlotState(state), heartbeat, requests, connections, booted,
+                        timeouts)
 
     def slot(self, index: int) -> Slot:
         """The slot of a worker adopted from the previous master image: taken from now on."""

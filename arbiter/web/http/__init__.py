@@ -9,6 +9,7 @@ Modules, one job each:
 - `response`: `start_response` / `write()`, header validation, framing, bytes on the wire;
 - `wsgi`: one request end to end (app call, close(), hooks, errors), and `wsgi.file_wrapper`;
 - `accesslog`: Gunicorn's access log format;
+- `deadlines`: `--request-timeout` for these workers: overdue requests, the 504, the stacks;
 - `errors`: the exceptions the layer raises.
 
 The worker classes that drive it live in `arbiter.web.workers.sync` and `arbiter.web.workers.gthread`.

@@ -20,6 +20,7 @@ from arbiter import logs
 from arbiter.web.http.accesslog import AccessLog
 from arbiter.web.http.body import Body
 from arbiter.web.http.connection import Connection, ListenerInfo
+from arbiter.web.http.deadlines import Deadlines, InFlight
 from arbiter.web.http.environ import Trust, base_environ, build_environ
 from arbiter.web.http.errors import ClientDisconnected, InvalidResponse, RequestError, bad_request
 from arbiter.web.http.parser import Request
@@ -71,6 +72,8 @@ class WSGIHandler:
         # Decided once: formatting costs nothing per request when the access log is off.
         self.access_log = AccessLog(cfg.access_log_format) if logs.access_enabled() else None
         self._bases: dict[int, dict[str, Any]] = {}
+        # --request-timeout: the worker sets this to its Deadlines and watches them.
+        self.deadlines: Deadlines | None = None
 
     def base_for(self, listener: ListenerInfo) -> dict[str, Any]:
         base = self._bases.get(id(listener))
@@ -140,6 +143,9 @@ class WSGIHandler:
             return False
         environ["wsgi.input"] = Body(req, conn)
         result = None
+        deadline = None
+        if self.deadlines is not None:
+            deadline = resp.deadline = self.deadlines.begin(conn, req)
         try:
             if self.pre_request is not None:
                 self.pre_request(self.worker, req)
@@ -168,6 +174,8 @@ class WSGIHandler:
                     result.close()
                 except Exception:
                     self.log.exception("Error closing the response of %s %s", req.method, req.uri)
+            if deadline is not None:
+                self._deadline_over(deadline, resp)
         if self.post_request is not None:
             try:
                 self.post_request(self.worker, req, environ, resp)
@@ -190,6 +198,11 @@ class WSGIHandler:
             status, reason, detail = 500, "Internal Server Error", ""
         if resp.headers_sent:
             return  # the client gets a cut-off response; closing the connection tells it so
+        if resp.deadline is not None:
+            try:
+                resp.deadline.claim()
+            except ClientDisconnected:
+                return  # past its deadline: the client has had its 504
         resp.status = f"{status} {reason}"
         resp.status_code = status
         resp.headers = []
@@ -197,6 +210,15 @@ class WSGIHandler:
             conn.send(error_response(status, reason, detail))
         except ClientDisconnected:
             pass
+
+    def _deadline_over(self, deadline: InFlight, resp: Response) -> None:
+        """The request is done; if it ran past its deadline, what it leaves to the connection."""
+        assert self.deadlines is not None
+        self.deadlines.end(deadline)
+        if deadline.expired:
+            resp.keep_alive = False  # the connection was answered (or cut) from outside
+            if not deadline.head_started:
+                resp.status, resp.status_code, resp.headers = "504 Gateway Timeout", 504, []
 
     def _log_access(self, req: Request, resp: Any, environ: dict[str, Any], started: float) -> None:
         if self.access_log is None:

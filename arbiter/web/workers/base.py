@@ -173,10 +173,22 @@ class Worker:
         """
         self.slot.add_request()
         if self.slot.requests >= self.max_requests and not self._retirement_asked:
-            self._retirement_asked = True
-            self.log.info("Max requests reached (%d); asking for a replacement.", self.max_requests)
-            self.slot.set_state(SlotState.RETIRING)
+            self.ask_replacement(f"Max requests reached ({self.max_requests})")
         return self.alive
+
+    def ask_replacement(self, why: str) -> None:
+        """Ask the master for a successor (RETIRING), keep serving until it drains us (SIGTERM)."""
+        if self._retirement_asked:
+            return
+        self._retirement_asked = True
+        self.log.info("%s; asking for a replacement.", why)
+        self.slot.set_state(SlotState.RETIRING)
+
+    def report_request_timeout(self, message: str) -> None:
+        """A request ran past `--request-timeout`: log where it was stuck, count it in the slot
+        (how the master learns of it, for its log and `/metrics`)."""
+        self.log.error("%s", message)
+        self.slot.add_request_timeout()
 
     def drain_wakeup(self) -> None:
         try:

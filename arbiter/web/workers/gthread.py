@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 from arbiter.web.http.connection import Connection
+from arbiter.web.http.deadlines import InFlight, describe, stacks
 from arbiter.web.workers.sync import SyncWorker
 
 
@@ -47,6 +48,9 @@ class ThreadWorker(SyncWorker):
         self.selector.register(self.done_r, selectors.EVENT_READ, self.done_marker)
         self.in_flight = 0
         self._count_lock = threading.Lock()
+        # Connections whose request ran past --request-timeout: answered (504) or cut from here,
+        # no longer counted, still held by their thread until its app call returns.
+        self.abandoned: set[Connection] = set()
 
     def teardown(self) -> None:
         for conn in list(self.conns.values()):
@@ -102,6 +106,10 @@ class ThreadWorker(SyncWorker):
         while finished:
             conn, keep = finished.popleft()
             conn.busy = False
+            if conn in self.abandoned:
+                self.abandoned.discard(conn)
+                conn.close()
+                continue
             self.in_flight -= 1
             if conn.fd not in self.conns:
                 conn.close()  # dropped while in flight (forced stop)
@@ -109,6 +117,32 @@ class ThreadWorker(SyncWorker):
             if keep and not conn.closed:
                 self.selector.register(conn.fd, selectors.EVENT_READ, conn)
             self.after_serve(conn, keep, now)
+
+    # -- request deadlines ------------------------------------------------------------------
+
+    def sweep(self, now: float) -> None:
+        super().sweep(now)
+        if self.deadlines is not None:
+            for entry in self.deadlines.overdue(now):
+                self.expire_request(entry, now)
+
+    def expire_request(self, entry: InFlight, now: float) -> None:
+        """A thread's request is past its deadline. A thread cannot be killed: its client is
+        answered (504) or cut from here, its connection stops counting (a drain does not wait for
+        it), and the worker asks for a successor; it drains once that one is ready, finishing
+        its other requests, and its exit ends the stuck thread."""
+        assert self.deadlines is not None
+        text = stacks(entry.thread)
+        outcome = self.deadlines.expire(entry)
+        self.report_request_timeout(
+            f"{describe(entry, self.pid, self.deadlines.timeout, outcome, now)}; the worker will be replaced "
+            f"once its other requests finish (a thread cannot be stopped)\n{text}")
+        conn = entry.conn
+        if self.conns.pop(conn.fd, None) is not None:
+            self.in_flight -= 1
+            self.abandoned.add(conn)
+            self.slot.set_connections(len(self.conns))
+        self.ask_replacement("A request ran past --request-timeout")
 
     # -- graceful stop ---------------------------------------------------------------------
 

@@ -22,15 +22,20 @@ requests to a thread pool.
 from __future__ import annotations
 
 import errno
+import logging
+import os
 import selectors
 import socket
 import ssl
+import sys
+import threading
 import time
 from typing import Any, ClassVar
 
 from arbiter import logs
 from arbiter.errors import WorkerBootError
 from arbiter.web.http.connection import MIN_HEAD_TIMEOUT, RECV_SIZE, Connection, ListenerInfo
+from arbiter.web.http.deadlines import Deadlines, InFlight, describe, stacks
 from arbiter.web.http.parser import Limits
 from arbiter.web.http.response import DRAIN_LIMIT
 from arbiter.web.http.wsgi import WSGIHandler
@@ -45,6 +50,9 @@ ACCEPT_BATCH = 64
 ACCEPT_BACKOFF = 0.5
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# How often a request deadline is checked (at most; a short --request-timeout checks oftener).
+DEADLINE_CHECK = 0.25
+EXIT_REQUEST_TIMEOUT = 1  # a sync worker that stopped a request exits with this (the slot says why)
 
 
 class SyncWorker(Worker):
@@ -73,6 +81,11 @@ class SyncWorker(Worker):
         self.graceful_timeout = float(cfg.graceful_timeout)
         self.ssl_context = self._ssl_context() if cfg.certfile else None
         self.handler = WSGIHandler(self, multithread=self.multithread)
+        self.deadlines: Deadlines | None = None
+        if cfg.request_timeout > 0:
+            self.deadlines = self.handler.deadlines = Deadlines(float(cfg.request_timeout))
+            if not self.multithread:
+                self.start_watchdog()
         self.trust = self.handler.trust
         self.selector = selectors.DefaultSelector()
         self.conns: dict[int, Connection] = {}
@@ -101,6 +114,47 @@ class SyncWorker(Worker):
             if not conn.busy:
                 self.close_conn(conn)
         self.selector.close()
+
+    # -- request deadlines (sync) ----------------------------------------------------------
+
+    def start_watchdog(self) -> None:
+        """Watch the request deadline from a thread of this worker.
+
+        Why a thread rather than SIGALRM: a signal handler runs only in the main thread between
+        two bytecodes, so app code blocked in a C call that retries after EINTR (many database
+        drivers) would delay it indefinitely; a thread reads the main thread's stack from outside
+        (`sys._current_frames`) whatever it is doing, and costs no system call per request (a
+        timer would need two `setitimer` calls). Nor does it take SIGALRM from apps that use it.
+        The thread is this worker's only one and dies with the process.
+        """
+        thread = threading.Thread(target=self._watch, name="arbiter-deadline", daemon=True)
+        thread.start()
+
+    def _watch(self) -> None:
+        deadlines = self.deadlines
+        assert deadlines is not None
+        interval = min(DEADLINE_CHECK, deadlines.timeout / 4)
+        while True:
+            time.sleep(interval)
+            overdue = deadlines.overdue(time.monotonic())
+            if overdue:
+                self.expire_and_exit(overdue[0])
+
+    def expire_and_exit(self, entry: InFlight) -> None:
+        """A sync worker's only request is stuck: it can serve nothing else, so after the stack
+        and the 504 it exits at once, and the master forks its replacement as it reaps it. No
+        unwinding: an exception thrown into the app could be caught there, or a `finally` block
+        could block again; `os._exit` cannot be stopped."""
+        assert self.deadlines is not None
+        text = stacks(entry.thread)
+        outcome = self.deadlines.expire(entry)
+        self.report_request_timeout(
+            f"{describe(entry, self.pid, self.deadlines.timeout, outcome, time.monotonic())}; "
+            f"the worker exits and is replaced\n{text}")
+        for handler in logging.getLogger("arbiter.error").handlers:
+            handler.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_REQUEST_TIMEOUT)
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

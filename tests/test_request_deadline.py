@@ -1,0 +1,128 @@
+"""--request-timeout end to end: real masters, real workers, real HTTP, requests stuck for 30 s.
+
+Each worker class stops its own overdue request; these tests check what the client gets, what
+the error log says (the stack naming the app's function, the request line, the worker's pid),
+what becomes of the worker, and what /metrics counts (read with prometheus_client's parser).
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from conftest import wait_until
+from control_helpers import call
+from prometheus_client.parser import text_string_to_metric_families
+
+STUCK_LINE = (r"Request timeout \(pid:{pid}\): GET /stuck HTTP/1\.1 from 127\.0\.0\.1 ran [0-9.]+ s, "
+              r"over --request-timeout 2")
+
+
+def timed_get(port: int, path: str, timeout: float = 40.0) -> tuple[int, bytes, float]:
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read(), time.monotonic() - started
+    finally:
+        conn.close()
+
+
+def metrics(master: Any) -> dict[str, float]:
+    sock = next(a for i, a in enumerate(master.args) if i and master.args[i - 1] == "--control-socket")
+    status, _, data = call(sock, "GET", "/metrics")
+    assert status == 200
+    return {sample.name + repr(sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(data.decode()) for sample in family.samples}
+
+
+def pid_of(body: bytes) -> int:
+    match = re.match(rb"pid=(\d+)", body)
+    assert match, body
+    return int(match.group(1))
+
+
+def test_sync_answers_504_logs_the_stack_and_is_replaced_at_once(arbiter) -> None:
+    master = arbiter(["deadline_app:app", "-k", "sync", "-w", "1", "--request-timeout", "2"])
+    [old] = master.wait_ready(1)
+    status, body, took = timed_get(master.port, "/stuck")
+    assert status == 504 and b"Gateway Timeout" in body
+    assert took < 4.0, took
+    log = master.wait_log(STUCK_LINE.format(pid=old) + r"; answered 504; the worker exits and is replaced")
+    assert log
+    text = master.log()
+    assert re.search(r'in stuck_in_slow_query\n\s+time\.sleep\(seconds\)', text), text
+    assert "(this request)" in text
+    [new] = master.wait_workers(lambda pids: len(pids) == 1 and pids[0] != old, timeout=10)
+    master.wait_log(rf"Worker \(pid:{old}\) stopped a request at --request-timeout and exited; replacing it")
+    status, body, _ = timed_get(master.port, "/")
+    assert status == 200 and pid_of(body) == new
+    counted = metrics(master)
+    assert counted["arbiter_request_timeouts_total[]"] == 1.0
+    assert not re.search(rf"Worker \(pid:{old}\) (exited|was killed)", master.log())  # not reported as a crash
+
+
+def test_gthread_answers_504_finishes_its_other_requests_then_is_replaced(arbiter) -> None:
+    master = arbiter(["deadline_app:app", "-k", "gthread", "--threads", "4", "-w", "1",
+                      "--request-timeout", "2", "--graceful-timeout", "20"])
+    [old] = master.wait_ready(1)
+    with ThreadPoolExecutor(4) as pool:
+        stuck = pool.submit(timed_get, master.port, "/stuck")
+        # Two more on the same worker, in flight when the stuck one reaches its deadline (2 s)
+        # and done before their own (1.2 + 2 s).
+        time.sleep(1.2)
+        others = [pool.submit(timed_get, master.port, "/sleep?s=1.6") for _ in range(2)]
+        status, body, took = stuck.result()
+        stuck_done = time.monotonic()
+        assert status == 504 and took < 4.0, (status, took)
+        assert old in master.workers()
+        for future in others:
+            status, body, _ = future.result()
+            assert status == 200 and pid_of(body) == old
+            assert time.monotonic() > stuck_done
+    master.wait_log(STUCK_LINE.format(pid=old) + r"; answered 504; the worker will be replaced once its other")
+    text = master.log()
+    assert re.search(r'in stuck_in_slow_query\n\s+time\.sleep\(seconds\)', text), text
+    assert re.search(r"Thread arbiter-wsgi\S* \[\d+\] \(this request\):", text), text
+    assert len(re.findall(r"Thread arbiter-wsgi\S* \[\d+\]", text)) >= 3, text  # every thread's stack
+    [new] = master.wait_workers(lambda pids: pids != [old] and len(pids) == 1, timeout=20)
+    assert new != old
+    status, body, _ = timed_get(master.port, "/")
+    assert status == 200 and pid_of(body) == new
+    assert metrics(master)["arbiter_request_timeouts_total[]"] == 1.0
+
+
+def test_gthread_cuts_a_response_that_had_begun(arbiter) -> None:
+    master = arbiter(["deadline_app:app", "-k", "gthread", "--threads", "2", "-w", "1", "--request-timeout", "2"])
+    master.wait_ready(1)
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", master.port, timeout=20)
+    try:
+        conn.request("GET", "/streamed")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.read1(100) == b"begun\n"
+        try:
+            rest = response.read()
+        except http.client.IncompleteRead as exc:
+            rest = exc.partial
+        assert rest == b""
+    finally:
+        conn.close()
+    assert time.monotonic() - started < 4.0
+    master.wait_log(r"GET /streamed HTTP/1\.1 .*; connection cut \(the response had begun\)")
+
+
+def test_requests_within_the_deadline_are_untouched(arbiter) -> None:
+    master = arbiter(["deadline_app:app", "-k", "sync", "-w", "1", "--request-timeout", "2"])
+    [pid] = master.wait_ready(1)
+    for _ in range(3):
+        status, body, _ = timed_get(master.port, "/sleep?s=1")
+        assert status == 200 and pid_of(body) == pid
+    assert master.workers() == [pid]
+    assert "Request timeout" not in master.log()
+    assert wait_until(lambda: metrics(master)["arbiter_request_timeouts_total[]"] == 0.0)
