@@ -305,3 +305,38 @@ def test_replacing_one_worker_boots_its_successor_first(h):
     h.say(successor, SlotState.READY)
     h.turn()
     assert h.signals == [(first, signal.SIGTERM)]
+
+
+# -- request deadlines (the workers enforce them; the pool counts and replaces) -------------------
+
+
+def test_a_thread_worker_with_a_stuck_request_is_replaced_first_then_drained(h, caplog):
+    first, second = started(h, 2)
+    h.pool.workers[first].slot.add_request_timeout()  # what gthread does after its 504
+    h.say(first, SlotState.RETIRING)
+    with caplog.at_level(logging.WARNING, logger="test.pool"):
+        h.turn()
+    assert h.pool.stats["request_timeouts"] == 1
+    assert h.pool.restart_reasons["request_timeout"] == 1
+    assert f"Worker (pid:{first}) has a request it could not stop" in caplog.text
+    [new] = [pid for pid in h.pool.workers if pid not in (first, second)]
+    assert h.signals == []  # the old one serves on until its successor is ready
+    h.say(new, SlotState.READY)
+    h.turn()
+    assert h.signals == [(first, signal.SIGTERM)]
+    h.exit(first)
+    h.turn()
+    assert h.pool.stats["request_timeouts"] == 1 and h.pool.restart_reasons["request_timeout"] == 1
+
+
+def test_a_sync_worker_that_stopped_a_request_and_exited_is_counted_not_reported_as_a_crash(h, caplog):
+    first, second = started(h, 2)
+    h.pool.workers[first].slot.add_request_timeout()  # then it exits at once (before the pool looks)
+    with caplog.at_level(logging.INFO, logger="test.pool"):
+        h.exit(first, code=1)
+    h.turn()
+    assert len(h.pool.workers) == 2 and first not in h.pool.workers  # replaced in the same turn
+    assert h.pool.stats["request_timeouts"] == 1 and h.pool.restart_reasons["request_timeout"] == 1
+    assert h.pool.stats["restarts"] == 1
+    assert "stopped a request at --request-timeout" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
