@@ -1,0 +1,263 @@
+"""uvicorn's httptools protocol with the `sync` worker's request rules, and a gentler drain.
+
+uvicorn hands llhttp's callbacks straight to the ASGI scope: no request limits, a second
+`Host`, `HTTP/2.0`, `Transfer-Encoding` under HTTP/1.0 and `gzip, chunked` are served, and chunked
+trailers are appended to the headers the app already holds. This subclass keeps uvicorn's ASGI
+side (scope, flow control, pipelining, WebSocket upgrade) and puts our rules in the callbacks,
+taking the numbers and the checks from `arbiter.web.http.parser`, which the WSGI workers use:
+
+- request line, header count, field size (414 / 431), and a byte budget for a head that is
+  still incomplete (431), so one endless header cannot grow the worker;
+- HTTP versions other than 1.0 and 1.1 (400); Transfer-Encoding other than a sole `chunked`
+  (501) or under HTTP/1.0 (400); a repeated Host (400);
+- trailers count against the limits and are dropped; a `Host` among them is refused (400).
+
+A refusal is answered like the sync worker's (same status, body and log line), after the
+responses to requests pipelined before it, and the connection is half-closed and drained for a
+moment, so the client reads the answer instead of a reset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from arbiter.web.http.errors import RequestError, bad_request
+from arbiter.web.http.parser import (
+    _PROTOCOLS,
+    UNLIMITED_HEAD,
+    Limits,
+    Request,
+    _check_transfer_encoding,
+    _map_error,
+)
+from arbiter.web.http.response import error_response
+
+# After a refusal: how long, and how many bytes, we read and drop before closing, so that unread
+# input does not make the kernel reset the connection under our answer (the sync worker lingers
+# the same way).
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1 << 20
+
+
+def _refusal(exc: httptools.HttpParserError) -> RequestError:
+    """The answer for a parse error, as `RequestParser.feed` maps it."""
+    cause = exc.__context__
+    if isinstance(exc, httptools.HttpParserCallbackError) and isinstance(cause, RequestError):
+        return cause
+    if isinstance(exc, httptools.HttpParserInvalidMethodError):
+        return bad_request("invalid method")
+    if isinstance(exc, httptools.HttpParserInvalidURLError):
+        return bad_request("invalid request target")
+    return _map_error(str(exc))
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """One connection. `limits` is set on the subclass `protocol_class` makes for a worker."""
+
+    limits = Limits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limits = self.limits
+        self._line_limit = limits.request_line
+        self._field_limit = limits.field_size
+        self._max_fields = limits.max_fields
+        self._head_limit = limits.head_bytes
+        self._trailer_limit = self._head_limit or UNLIMITED_HEAD
+        self._in_head = True  # between messages or inside a head: bytes count against the budget
+        self._head_bytes = 0
+        self._since_body = 0  # chunked: bytes since the last body data (sizes, extensions, trailers)
+        self._fields = 0
+        self._head_done = False  # the current message's head is complete: headers now are trailers
+        self._host_seen = False
+        self._codings: list[bytes] = []
+        self._chunked = False
+        self._pending: RequestError | None = None  # to answer once earlier responses are done
+        self._refused = False
+        self._lingered = 0
+        self.draining = False
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            self._linger(len(data))
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._upgrade()
+            return
+        except httptools.HttpParserError as exc:
+            self._refuse(_refusal(exc))
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_limit and self._head_bytes > self._head_limit:
+                self._refuse(RequestError(431, "Request Header Fields Too Large", "request head too large"))
+        elif self._chunked:
+            self._since_body += len(data)
+            if self._since_body > self._trailer_limit:
+                self._refuse(RequestError(431, "Request Header Fields Too Large", "chunk trailers too large"))
+
+    def _upgrade(self) -> None:
+        # What uvicorn does on llhttp's upgrade pause (its helpers' names vary between versions).
+        if self._should_upgrade():
+            self.handle_websocket_upgrade()
+        else:
+            warn = getattr(self, "_unsupported_upgrade_warning", None)
+            if warn is not None:
+                warn()
+
+    # -- llhttp callbacks --------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._fields = 0
+        self._head_done = False
+        self._host_seen = False
+        self._codings = []
+        self._chunked = False
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        limit = self._line_limit
+        # METHOD SP target SP HTTP/x.y, as the sync parser counts it.
+        if limit and len(self.url) + 24 > limit and len(self.url) + len(self.parser.get_method()) + 10 > limit:
+            raise RequestError(414, "URI Too Long", f"request line longer than {limit} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields += 1
+        if self._fields > self._max_fields:
+            raise RequestError(431, "Request Header Fields Too Large", f"more than {self._max_fields} header fields")
+        if self._field_limit and len(name) + len(value) + 2 > self._field_limit:
+            raise RequestError(
+                431, "Request Header Fields Too Large", f"header field longer than {self._field_limit} bytes"
+            )
+        lowered = name.lower()
+        if self._head_done:
+            # A chunked trailer: the app already holds the headers, and nothing may add to them.
+            if lowered == b"host":
+                raise bad_request("Host header in chunked trailers")
+            return
+        if lowered == b"host":
+            if self._host_seen:
+                raise bad_request("more than one Host header")
+            self._host_seen = True
+        elif lowered == b"transfer-encoding":
+            self._codings.append(value)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        protocol = _PROTOCOLS.get(parser.get_http_version())
+        if protocol is None:
+            raise bad_request(f"unsupported HTTP version {parser.get_http_version()}")
+        if self._codings:
+            request = Request()
+            request.version = protocol[0]
+            request.transfer_encodings = [value.decode("latin-1") for value in self._codings]
+            _check_transfer_encoding(request)
+            self._chunked = request.chunked
+        self._head_done = True
+        self._in_head = False
+        self._head_bytes = 0
+        self._since_body = 0
+        super().on_headers_complete()
+        if self.draining and self.cycle is not None:
+            self.cycle.keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        self._since_body = 0
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_done = False
+        super().on_message_complete()
+
+    # -- refusing ----------------------------------------------------------------------------
+
+    def _refuse(self, err: RequestError) -> None:
+        """Answer `err` once the responses before it are out, then close."""
+        self._refused = True
+        cycle = self.cycle
+        if self._head_done and cycle is not None:
+            # The body of a request the app already has (or will have) turned out malformed.
+            if any(queued is cycle for queued, _ in self.pipeline):
+                # Still queued behind earlier requests: it never runs, and counts as done.
+                self.pipeline = type(self.pipeline)(item for item in self.pipeline if item[0] is not cycle)
+                cycle.response_complete = True
+            elif not cycle.response_complete:
+                if cycle.response_started:
+                    self.transport.close()  # half a response is out; only a cut can say so
+                    return
+                cycle.disconnected = True  # the app's reads end, its answer goes nowhere
+                cycle.message_event.set()
+                self._answer(err)
+                return
+        if self._busy():
+            self._pending = err  # answered in order, from on_response_complete
+            return
+        self._answer(err)
+
+    def _busy(self) -> bool:
+        """A response is still to come: `cycle` is the last request read, so the latest to run."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._pending is not None and not self._busy() and not self.transport.is_closing():
+            err, self._pending = self._pending, None
+            self._answer(err)
+
+    def _answer(self, err: RequestError) -> None:
+        client = "%s:%d" % self.client if self.client else "unix socket"
+        self.logger.debug("Invalid request from %s: %s %s", client, err.status, err.detail)
+        self._unset_keepalive_if_required()
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(error_response(err.status, err.reason, err.detail))
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.flow.resume_reading()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
+
+    def _linger(self, size: int) -> None:
+        self._lingered += size
+        if self._lingered > LINGER_BYTES and self._pending is None:
+            self.transport.close()
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Called when the worker starts to drain.
+
+        uvicorn closes an idle keep-alive connection at once; a client that had just sent a
+        request on it sees the connection drop with no answer, which is where most failed requests
+        during a reload come from. Here an idle connection stays open until its keep-alive timer
+        ends it, and a request that arrives meanwhile is answered with `Connection: close`, so the
+        client moves to a live worker without losing anything.
+        """
+        self.draining = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # in flight: answer, then close
+        elif self.timeout_keep_alive_task is None and not self._refused:
+            # Accepted but silent so far: give the request that is surely coming the same
+            # keep-alive grace as an idle connection.
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+
+def protocol_class(limits: Limits) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class for a worker whose limits are `limits` (uvicorn's `http=` option)."""
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
