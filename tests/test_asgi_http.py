@@ -106,6 +106,13 @@ def test_a_refusal_closes_the_connection_after_earlier_pipelined_requests_are_an
     assert exchange(default_master, good + good + bad + good, count=4) == [200, 200, 400, None]
 
 
+def test_a_bad_body_behind_a_pipelined_request_is_refused_in_order(default_master: Arbiter) -> None:
+    good = b"GET /sleep?s=0.2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    bad_trailer = (b"POST /headers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"1\r\na\r\n0\r\nHost: evil.example.com\r\n\r\n")
+    assert exchange(default_master, good + bad_trailer + good, count=3) == [200, 400, None]
+
+
 # -- Gunicorn's limits ------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Generator
 from typing import Any
 
@@ -36,6 +37,15 @@ def _loop_name() -> str:
 def _websocket_protocol() -> str:
     """`websockets` (a dependency) on its Sans-I/O core where this uvicorn has that binding."""
     return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"
+
+
+def _without_websocket_traces(record: logging.LogRecord) -> bool:
+    """`websockets` logs every handshake header and frame at DEBUG through uvicorn's logger:
+    cookies, tokens and message contents do not belong in the error log, even at debug."""
+    return record.levelno > logging.DEBUG or _WEBSOCKETS_DIR not in record.pathname
+
+
+_WEBSOCKETS_DIR = f"{os.sep}websockets{os.sep}"
 
 
 class _Server(uvicorn.Server):
@@ -107,6 +117,7 @@ class UvicornWorker(Worker):
         theirs.handlers[:] = ours.handlers
         theirs.setLevel(ours.level)
         theirs.propagate = False
+        theirs.addFilter(_without_websocket_traces)
         config = self.make_config()
         self.server = _Server(config, self)
         if not self.alive:

@@ -19,6 +19,9 @@ moment, so the client reads the answer instead of a reset.
 
 from __future__ import annotations
 
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httptools
@@ -40,6 +43,21 @@ from arbiter.web.http.response import error_response
 # the same way).
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1 << 20
+_OWS = b" \t"
+_WATCHED = frozenset((b"host", b"transfer-encoding", b"expect"))
+
+
+def _refusing_app(err: RequestError) -> Callable[..., Awaitable[None]]:
+    """An ASGI app that answers `err` as the sync worker would (status, reason, detail)."""
+    body = (f"{err.status} {err.reason}\n{err.detail}\n" if err.detail else f"{err.status} {err.reason}\n").encode(
+        "latin-1", "replace")
+
+    async def refuse(scope: Any, receive: Any, send: Callable[[Any], Awaitable[None]]) -> None:
+        await send({"type": "http.response.start", "status": err.status, "headers": [
+            (b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    return refuse
 
 
 def _refusal(exc: httptools.HttpParserError) -> RequestError:
@@ -70,10 +88,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True  # between messages or inside a head: bytes count against the budget
         self._head_bytes = 0
         self._since_body = 0  # chunked: bytes since the last body data (sizes, extensions, trailers)
-        self._fields = 0
+        self._trailers = 0
+        # The most a field's name and value may add up to (the sync parser counts ": " too).
+        self._field_room = self._field_limit - 2 if self._field_limit else sys.maxsize
+        self._check_fields = True
+        self._careful = True  # _check_fields or _head_done: on_header's one test
         self._head_done = False  # the current message's head is complete: headers now are trailers
+        # Per message; reset when its head is complete, so on_message_begin costs nothing extra.
         self._host_seen = False
-        self._codings: list[bytes] = []
+        self._codings: list[bytes] | None = None
         self._chunked = False
         self._pending: RequestError | None = None  # to answer once earlier responses are done
         self._refused = False
@@ -87,6 +110,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._linger(len(data))
             return
         self._unset_keepalive_if_required()
+        # A field is no longer than the head (or the trailers) it is in: while that is shorter
+        # than the field limit (nearly always), on_header need not measure each field.
+        self._check_fields = self._head_bytes + self._since_body + len(data) > self._field_room
+        self._careful = self._check_fields or self._head_done
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -115,59 +142,72 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- llhttp callbacks --------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._fields = 0
-        self._head_done = False
-        self._host_seen = False
-        self._codings = []
-        self._chunked = False
-
     def on_url(self, url: bytes) -> None:
-        super().on_url(url)
+        self.url += url
         limit = self._line_limit
         # METHOD SP target SP HTTP/x.y, as the sync parser counts it.
         if limit and len(self.url) + 24 > limit and len(self.url) + len(self.parser.get_method()) + 10 > limit:
             raise RequestError(414, "URI Too Long", f"request line longer than {limit} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields += 1
-        if self._fields > self._max_fields:
-            raise RequestError(431, "Request Header Fields Too Large", f"more than {self._max_fields} header fields")
-        if self._field_limit and len(name) + len(value) + 2 > self._field_limit:
+        # Called for every header of every request, so the common path is as short as uvicorn's
+        # own: one flag says whether a field must be measured or is a trailer. The header count
+        # is checked once the head is complete (the byte budget bounds the memory until then).
+        if self._careful and self._checked_is_trailer(name, value):
+            return
+        name = name.lower()
+        if value and value[-1] in _OWS:  # llhttp keeps trailing whitespace; RFC 9110 5.5 does not
+            value = value.rstrip(b" \t")
+        if name in _WATCHED:  # inline: every request has a Host
+            if name == b"host":
+                if self._host_seen:
+                    raise bad_request("more than one Host header")
+                self._host_seen = True
+            elif name == b"transfer-encoding":
+                if self._codings is None:
+                    self._codings = []
+                self._codings.append(value)
+            elif value.lower() == b"100-continue":  # Expect
+                self.expect_100_continue = True
+        self.headers.append((name, value))
+
+    def _checked_is_trailer(self, name: bytes, value: bytes) -> bool:
+        if self._check_fields and len(name) + len(value) > self._field_room:
             raise RequestError(
                 431, "Request Header Fields Too Large", f"header field longer than {self._field_limit} bytes"
             )
-        lowered = name.lower()
-        if self._head_done:
-            # A chunked trailer: the app already holds the headers, and nothing may add to them.
-            if lowered == b"host":
-                raise bad_request("Host header in chunked trailers")
-            return
-        if lowered == b"host":
-            if self._host_seen:
-                raise bad_request("more than one Host header")
-            self._host_seen = True
-        elif lowered == b"transfer-encoding":
-            self._codings.append(value)
-        super().on_header(name, value)
+        if not self._head_done:
+            return False
+        # A chunked trailer: counted and checked, never added to the headers the app holds.
+        self._trailers += 1
+        if len(self.headers) + self._trailers > self._max_fields:
+            raise RequestError(431, "Request Header Fields Too Large", f"more than {self._max_fields} header fields")
+        if name.lower() == b"host":
+            raise bad_request("Host header in chunked trailers")
+        return True
 
     def on_headers_complete(self) -> None:
+        if len(self.headers) > self._max_fields:
+            raise RequestError(431, "Request Header Fields Too Large", f"more than {self._max_fields} header fields")
         parser = self.parser
         protocol = _PROTOCOLS.get(parser.get_http_version())
         if protocol is None:
             raise bad_request(f"unsupported HTTP version {parser.get_http_version()}")
-        if self._codings:
+        self._chunked = False
+        if self._codings is not None:
             request = Request()
             request.version = protocol[0]
             request.transfer_encodings = [value.decode("latin-1") for value in self._codings]
+            self._codings = None
             _check_transfer_encoding(request)
             self._chunked = request.chunked
-        self._head_done = True
+        self._host_seen = False
+        self._trailers = 0
+        self._head_done = self._careful = True
         self._in_head = False
         self._head_bytes = 0
         self._since_body = 0
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
         if self.draining and self.cycle is not None:
             self.cycle.keep_alive = False
 
@@ -179,7 +219,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._head_done = False
-        super().on_message_complete()
+        self._careful = self._check_fields
+        HttpToolsProtocol.on_message_complete(self)
 
     # -- refusing ----------------------------------------------------------------------------
 
@@ -190,10 +231,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_done and cycle is not None:
             # The body of a request the app already has (or will have) turned out malformed.
             if any(queued is cycle for queued, _ in self.pipeline):
-                # Still queued behind earlier requests: it never runs, and counts as done.
-                self.pipeline = type(self.pipeline)(item for item in self.pipeline if item[0] is not cycle)
-                cycle.response_complete = True
-            elif not cycle.response_complete:
+                # Still queued behind earlier requests: when its turn comes, the refusal is its
+                # response instead of the app's, and the connection closes after it.
+                self.pipeline = deque((queued, _refusing_app(err) if queued is cycle else app)
+                                      for queued, app in self.pipeline)
+                cycle.keep_alive = False
+                return
+            if not cycle.response_complete:
                 if cycle.response_started:
                     self.transport.close()  # half a response is out; only a cut can say so
                     return
@@ -201,20 +245,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 cycle.message_event.set()
                 self._answer(err)
                 return
-        if self._busy():
-            self._pending = err  # answered in order, from on_response_complete
+        if self.pipeline or (cycle is not None and not cycle.response_complete):
+            # Responses to earlier requests are still to come, the last from `cycle` (the last
+            # request read): answer once it is complete, so the answers stay in order.
+            assert cycle is not None
+            self._pending = err
+            done = cycle.on_response
+
+            def then_refuse() -> None:
+                done()
+                if self._pending is not None and not self.transport.is_closing():
+                    self._answer(self._pending)
+
+            cycle.on_response = then_refuse
             return
         self._answer(err)
-
-    def _busy(self) -> bool:
-        """A response is still to come: `cycle` is the last request read, so the latest to run."""
-        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._pending is not None and not self._busy() and not self.transport.is_closing():
-            err, self._pending = self._pending, None
-            self._answer(err)
 
     def _answer(self, err: RequestError) -> None:
         client = "%s:%d" % self.client if self.client else "unix socket"
