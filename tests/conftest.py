@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,8 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Hypothesis writes a patch for each failing example it finds; keep those out of the repository.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "arbiter-hypothesis"))
 APPS = Path(__file__).resolve().parent / "apps"
 
 

@@ -256,6 +256,10 @@ class SyncWorker(Worker):
         keep = False
         try:
             keep = self.handler.serve(conn)
+        except Exception:
+            # The handler answers app and client errors itself; anything reaching here is a
+            # fault of ours, and costs this connection, never the worker and its other clients.
+            self.log.exception("Error serving connection from %s", conn.remote_addr)
         finally:
             self.after_serve(conn, keep, time.monotonic())
 
