@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results: dict[str, list[float]] = {name: [] for name in contenders}
     try:
-        for name, cls in contenders.items():  # warm-up, not counted
+        for cls in contenders.values():  # warm-up, not counted
             run(cls, loop, min(args.requests, 2000))
         for round_ in range(1, args.rounds + 1):
             for name, cls in contenders.items():

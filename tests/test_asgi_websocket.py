@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
-
-from conftest import ROOT, wait_until
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -4,13 +4,16 @@ uvicorn hands llhttp's callbacks straight to the ASGI scope: no request limits, 
 `Host`, `HTTP/2.0`, `Transfer-Encoding` under HTTP/1.0 and `gzip, chunked` are served, and chunked
 trailers are appended to the headers the app already holds. This subclass keeps uvicorn's ASGI
 side (scope, flow control, pipelining, WebSocket upgrade) and puts our rules in the callbacks,
-taking the numbers and the checks from `arbiter.web.http.parser`, which the WSGI workers use:
+taking the numbers from `arbiter.web.http.parser.Limits` and the checks from
+`arbiter.web.http.rules`, which the WSGI workers use:
 
-- request line, header count, field size (414 / 431), and a byte budget for a head that is
-  still incomplete (431), so one endless header cannot grow the worker;
+- request line, header count, field size with Gunicorn's arithmetic (414 / 431), and a byte
+  budget for a head that is still incomplete (431), so one endless header cannot grow the worker;
 - HTTP versions other than 1.0 and 1.1 (400); Transfer-Encoding other than a sole `chunked`
-  (501) or under HTTP/1.0 (400); a repeated Host (400);
-- trailers count against the limits and are dropped; a `Host` among them is refused (400).
+  (501) or under HTTP/1.0 (400); a repeated Host or Content-Type (400); a target in a form its
+  method may not use (400); a method llhttp does not know (501 for a token, else 400);
+- trailers count against the limits and are dropped; one that only means something in a head
+  (Host, Content-Length, Authorization...) is refused (400).
 
 A refusal is answered like the sync worker's (same status, body and log line), after the
 responses to requests pipelined before it, and the connection is half-closed and drained for a
@@ -28,15 +31,17 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from arbiter.web.http.errors import RequestError, bad_request
-from arbiter.web.http.parser import (
-    _PROTOCOLS,
-    UNLIMITED_HEAD,
-    Limits,
-    Request,
-    _check_transfer_encoding,
-    _map_error,
-)
+from arbiter.web.http.parser import _PROTOCOLS, Limits, Request
 from arbiter.web.http.response import error_response
+from arbiter.web.http.rules import (
+    METHOD_PEEK,
+    check_trailer,
+    check_transfer_encoding,
+    map_error,
+    method_refusal,
+    split_target,
+    unexpected,
+)
 
 # After a refusal: how long, and how many bytes, we read and drop before closing, so that unread
 # input does not make the kernel reset the connection under our answer (the sync worker lingers
@@ -44,7 +49,7 @@ from arbiter.web.http.response import error_response
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1 << 20
 _OWS = b" \t"
-_WATCHED = frozenset((b"host", b"transfer-encoding", b"expect"))
+_WATCHED = frozenset((b"host", b"content-type", b"transfer-encoding", b"expect"))
 
 
 def _refusing_app(err: RequestError) -> Callable[..., Awaitable[None]]:
@@ -60,16 +65,23 @@ def _refusing_app(err: RequestError) -> Callable[..., Awaitable[None]]:
     return refuse
 
 
-def _refusal(exc: httptools.HttpParserError) -> RequestError:
-    """The answer for a parse error, as `RequestParser.feed` maps it."""
-    cause = exc.__context__
-    if isinstance(exc, httptools.HttpParserCallbackError) and isinstance(cause, RequestError):
-        return cause
+def _refusal(exc: Exception, start: bytes | None) -> RequestError:
+    """The answer for an error out of `feed_data`, as `RequestParser.feed` maps it.
+
+    `start`: the first bytes of the failing message, None when unknown.
+    """
+    if isinstance(exc, httptools.HttpParserCallbackError):
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and not isinstance(cause, Exception):
+            raise cause from None  # SystemExit from a signal handler that ran in a callback
+        return cause if isinstance(cause, RequestError) else unexpected(cause)
     if isinstance(exc, httptools.HttpParserInvalidMethodError):
-        return bad_request("invalid method")
+        return method_refusal(start or b"")
     if isinstance(exc, httptools.HttpParserInvalidURLError):
         return bad_request("invalid request target")
-    return _map_error(str(exc))
+    if isinstance(exc, httptools.HttpParserError):
+        return map_error(str(exc))
+    return unexpected(exc)  # not a parse error: a fault of ours or httptools' on strange input
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -80,23 +92,27 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         limits = self.limits
-        self._line_limit = limits.request_line
-        self._field_limit = limits.field_size
+        self._line_limit = limits.line_limit
+        self._field_limit = limits.field_limit
         self._max_fields = limits.max_fields
         self._head_limit = limits.head_bytes
-        self._trailer_limit = self._head_limit or UNLIMITED_HEAD
+        self._trailer_limit = self._head_limit
         self._in_head = True  # between messages or inside a head: bytes count against the budget
         self._head_bytes = 0
         self._since_body = 0  # chunked: bytes since the last body data (sizes, extensions, trailers)
         self._trailers = 0
-        # The most a field's name and value may add up to (the sync parser counts ": " too).
-        self._field_room = self._field_limit - 2 if self._field_limit else sys.maxsize
+        # The most a field's name and value may add up to: the limit counts `: ` and CRLF too.
+        self._field_room = self._field_limit - 4 if self._field_limit else sys.maxsize
         self._check_fields = True
         self._careful = True  # _check_fields or _head_done: on_header's one test
         self._head_done = False  # the current message's head is complete: headers now are trailers
         # Per message; reset when its head is complete, so on_message_begin costs nothing extra.
         self._host_seen = False
+        self._type_seen = False
         self._codings: list[bytes] | None = None
+        # The first bytes of the message being read (None: unknown, it began inside a read
+        # after another one), only to tell an unknown method (501) from garbage (400).
+        self._start: bytes | None = b""
         self._chunked = False
         self._pending: RequestError | None = None  # to answer once earlier responses are done
         self._refused = False
@@ -114,13 +130,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # than the field limit (nearly always), on_header need not measure each field.
         self._check_fields = self._head_bytes + self._since_body + len(data) > self._field_room
         self._careful = self._check_fields or self._head_done
+        if self._in_head:
+            if not self._head_bytes:
+                self._start = data[:METHOD_PEEK]  # a message begins here
+            elif self._start is not None and len(self._start) < METHOD_PEEK:
+                self._start += data[:METHOD_PEEK - len(self._start)]
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._upgrade()
             return
-        except httptools.HttpParserError as exc:
-            self._refuse(_refusal(exc))
+        except Exception as exc:
+            self._refuse(_refusal(exc, self._start))
             return
         if self._in_head:
             self._head_bytes += len(data)
@@ -163,6 +184,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 if self._host_seen:
                     raise bad_request("more than one Host header")
                 self._host_seen = True
+            elif name == b"content-type":
+                if self._type_seen:
+                    raise bad_request("more than one Content-Type header")
+                self._type_seen = True
             elif name == b"transfer-encoding":
                 if self._codings is None:
                     self._codings = []
@@ -182,8 +207,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._trailers += 1
         if len(self.headers) + self._trailers > self._max_fields:
             raise RequestError(431, "Request Header Fields Too Large", f"more than {self._max_fields} header fields")
-        if name.lower() == b"host":
-            raise bad_request("Host header in chunked trailers")
+        check_trailer(name.decode("latin-1").upper())
         return True
 
     def on_headers_complete(self) -> None:
@@ -199,9 +223,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             request.version = protocol[0]
             request.transfer_encodings = [value.decode("latin-1") for value in self._codings]
             self._codings = None
-            _check_transfer_encoding(request)
+            check_transfer_encoding(request)
             self._chunked = request.chunked
-        self._host_seen = False
+        if self.url[:1] != b"/":  # origin form is always fine; the other three depend on the method
+            request = Request()
+            request.method = parser.get_method().decode("ascii")
+            request.url = self.url
+            split_target(request)
+        self._host_seen = self._type_seen = False
         self._trailers = 0
         self._head_done = self._careful = True
         self._in_head = False
@@ -220,6 +249,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_done = False
         self._careful = self._check_fields
+        self._start = None  # the next message begins inside this read
         HttpToolsProtocol.on_message_complete(self)
 
     # -- refusing ----------------------------------------------------------------------------
@@ -262,7 +292,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._answer(err)
 
     def _answer(self, err: RequestError) -> None:
-        client = "%s:%d" % self.client if self.client else "unix socket"
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unix socket"
         self.logger.debug("Invalid request from %s: %s %s", client, err.status, err.detail)
         self._unset_keepalive_if_required()
         transport = self.transport
