@@ -238,6 +238,20 @@ def test_chunked_trailers_never_reach_the_apps_headers(default_master: Arbiter) 
     assert names.count("host") == 1
 
 
+def test_bodies_and_100_continue_still_work(default_master: Arbiter) -> None:
+    with socket.create_connection(("127.0.0.1", default_master.port), timeout=10) as sock:
+        client = Client(sock)
+        sock.sendall(b"POST /headers HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert client.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 100 ")
+        sock.sendall(b"hello")
+        first = client.read_response()
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in [b"a" * 70000, b"b" * 3]) + b"0\r\n\r\n"
+        sock.sendall(b"POST /headers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
+        second = client.read_response()
+    assert (first.status, json.loads(first.body)["body"]) == (200, 5)
+    assert (second.status, json.loads(second.body)["body"]) == (200, 70003)
+
+
 def test_a_host_header_in_trailers_is_refused(default_master: Arbiter) -> None:
     assert exchange(default_master, _chunked(b"Host: evil.example.com\r\n")) == [400]
 
