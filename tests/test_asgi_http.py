@@ -136,6 +136,12 @@ def test_the_issue_cases_are_refused_with_the_sync_statuses(limited_master: Arbi
     assert exchange(limited_master, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == [200]
 
 
+def test_a_websocket_handshake_gets_the_same_limits(limited_master: Arbiter) -> None:
+    handshake = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+    assert exchange(limited_master, handshake + b"X-One-Too-Many: 1\r\n\r\n") == [431]
+
+
 def _boundary_cases() -> dict[str, bytes]:
     cases = {}
     for length in range(96, 104):  # the request line, CRLF not counted
