@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from arbiter.programs.intent import (
-    NOTHING, Intent, Step, Want, after_swap, drop_start, next_step, queue_start, was_started, will_start,
+    NOTHING,
+    Intent,
+    Step,
+    Want,
+    after_swap,
+    drop_start,
+    next_step,
+    queue_start,
+    was_started,
+    will_start,
 )
 from arbiter.programs.names import Named, select
 from arbiter.programs.states import ProcessRecord

@@ -19,7 +19,16 @@ from arbiter.programs import states as st
 from arbiter.programs.capture import read_pacer
 from arbiter.programs.child import Process
 from arbiter.programs.config import ProcessSpec, ProgramConfig, check_programs
-from arbiter.programs.intent import NOTHING, Step, Want, after_swap, drop_start, next_step, queue_start, will_start
+from arbiter.programs.intent import (
+    NOTHING,
+    Step,
+    Want,
+    after_swap,
+    drop_start,
+    next_step,
+    queue_start,
+    will_start,
+)
 from arbiter.programs.output import CHANNELS, MasterStreams, ProcessOutput
 from arbiter.programs.processes import ProcessSet
 from arbiter.programs.update import Diff

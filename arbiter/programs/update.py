@@ -29,7 +29,12 @@ from arbiter.errors import ConfigError
 from arbiter.programs import errors
 from arbiter.programs import states as st
 from arbiter.programs.child import Process
-from arbiter.programs.config import ProcessSpec, ProgramConfig, check_cycles, check_programs
+from arbiter.programs.config import (
+    ProcessSpec,
+    ProgramConfig,
+    check_cycles,
+    check_programs,
+)
 from arbiter.programs.intent import Intent, Want, queue_start, was_started
 from arbiter.programs.processes import ProcessSet
 
