@@ -404,11 +404,11 @@ def _exited(
     expected = code in rules.exitcodes
 
     if state is S.STOPPING:
-        # STOPPING -> STOPPED: the exit we asked for.
-        level = logging.INFO if expected else logging.WARNING
+        # STOPPING -> STOPPED: the exit we asked for, so INFO whatever its status (as
+        # Supervisor logs it): a requested stop is no warning.
         stopped = replace(record, state=S.STOPPED, pid=0, exitstatus=code, laststop=now,
                           delay=0.0, restart_pending=False)
-        actions: list[Action] = [Log(level, f"stopped: {name} ({text})")]
+        actions: list[Action] = [Log(logging.INFO, f"stopped: {name} ({text})")]
         if record.restart_pending and not shutting_down:
             # STOPPED -> STARTING: the second half of a restart.
             new, more = _begin_start(stopped, now, reset_backoff=True)
