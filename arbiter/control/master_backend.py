@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from arbiter import __version__
+from arbiter import __version__, procfs
 from arbiter.control.backend import Command, ControlError
 from arbiter.control.server import ControlServer
 from arbiter.errors import ArbiterError, ConfigError
@@ -20,20 +20,12 @@ from arbiter.programs.errors import ProgramError
 from arbiter.web.scoreboard import SlotState
 
 SETTLED = object()  # a waiting command's check: done, reply with nothing more to say
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-_TICKS = os.sysconf("SC_CLK_TCK")
 WAIT_POLL = 0.05
 
 
 def proc_usage(pid: int) -> tuple[int, float]:
     """(RSS bytes, CPU seconds) of a process from /proc; zeros if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return 0, 0.0
-    # After the command name: state is field 3, utime 14, stime 15, rss 24 (1-based, man 5 proc).
-    return int(fields[21]) * _PAGE, (int(fields[11]) + int(fields[12])) / _TICKS
+    return procfs.usage(pid) or (0, 0.0)
 
 
 class MasterBackend:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from arbiter.control.backend import ControlError
+from arbiter.programs import names as naming
 
 Program = dict[str, Any]
 
@@ -16,16 +17,16 @@ def namespec(program: Program) -> str:
     return name if not group or group == name else f"{group}:{name}"
 
 
-def matches(program: Program, name: str) -> bool:
-    """Whether `name` designates `program`: a bare name matches a process or a whole group."""
-    if name == "all":
-        return True
-    group = str(program.get("group") or program.get("name"))
-    if name.endswith(":*") or name.endswith(":"):
-        return group == name.rsplit(":", 1)[0]
-    if ":" in name:
-        return f"{group}:{program.get('name')}" == name
-    return program.get("name") == name or group == name
+def matching(programs: list[Program], name: str) -> list[Program]:
+    """The status rows `name` designates, by the one rule the program manager uses too
+    (`arbiter.programs.names.select`): a bare name is a process, else a program's pool, else
+    a group; `group:*` a group; `all` everything."""
+    return naming.select(programs, name, _named)[0]
+
+
+def _named(program: Program) -> naming.Named:
+    name = str(program.get("name", ""))
+    return naming.Named(str(program.get("group") or name), name, str(program.get("program") or name))
 
 
 def select(programs: list[Program], names: list[str]) -> list[Program]:
@@ -36,7 +37,7 @@ def select(programs: list[Program], names: list[str]) -> list[Program]:
     """
     chosen: list[Program] = []
     for name in names:
-        found = [p for p in programs if matches(p, name)]
+        found = matching(programs, name)
         if not found and name != "all":
             raise ControlError("BAD_NAME", f"no such process or group: {name}")
         chosen.extend(p for p in found if not any(p is q for q in chosen))
@@ -49,12 +50,9 @@ def find_one(programs: list[Program], name: str) -> Program:
     Raises:
         ControlError: BAD_NAME when nothing, or more than one process, matches.
     """
-    found = [p for p in programs if matches(p, name)] if name != "all" else []
-    if len(found) != 1:
-        exact = [p for p in found if namespec(p) == name or p.get("name") == name]
-        if len(exact) != 1:
-            raise ControlError("BAD_NAME", f"no such process: {name}")
-        found = exact
+    found, single = naming.select(programs, name, _named) if name != "all" else ([], False)
+    if not single and len(found) != 1:
+        raise ControlError("BAD_NAME", f"no such process: {name}")
     return found[0]
 
 

@@ -19,7 +19,7 @@ import click
 from arbiter.ctl.client import (
     EXIT_GENERIC, EXIT_INVALID_ARGS, EXIT_NOT_RUNNING, EXIT_STATUS_NOT_RUNNING, EXIT_STATUS_UNKNOWN,
     ApiError, ControlClient, Unreachable, quote_name, resolve_socket)
-from arbiter.control.names import matches, namespec
+from arbiter.control.names import matching, namespec
 from arbiter.ctl.tables import status_lines, workers_table
 from arbiter.errors import ArbiterError
 
@@ -94,7 +94,7 @@ def status(c: Ctl, names: tuple[str, ...]) -> None:
     if names and "all" not in names:
         chosen = []
         for name in names:
-            found = [p for p in programs if matches(p, name)]
+            found = matching(programs, name)
             if not found:
                 kind = "group" if name.endswith(":*") or name.endswith(":") else "process"
                 click.echo(f"{name}: ERROR (no such {kind})")
@@ -117,7 +117,7 @@ def _known(c: Ctl, names: tuple[str, ...], bad_group_status: int) -> list[str]:
     programs = c.api().call("GET", "/v1/status").get("programs", [])
     known = []
     for name in names:
-        if any(matches(p, name) for p in programs):
+        if matching(programs, name):
             known.append(name)
         elif name.endswith(":*") or name.endswith(":"):
             click.echo(f"{name.rstrip(':*')}: ERROR (no such group)")
