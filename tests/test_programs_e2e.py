@@ -4,6 +4,7 @@ beside the web app, and what happens to them when the master stops or upgrades."
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -138,3 +139,88 @@ def test_upgrade_restarts_programs_and_keeps_the_master_pid(arbiter, tmp_path):
     assert master.proc.poll() is None
     master.wait_log(r"Reload done: generation 2")
     assert master.get("/")[0] == 200
+
+
+def _copies(marker: str) -> list[psutil.Process]:
+    """Live processes whose command line holds `marker` (this test's own temporary path)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and marker in " ".join(proc.info["cmdline"] or ()):
+            found.append(proc)
+    return found
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_sigkilled_masters_programs_are_stopped_by_the_next_master(arbiter, tmp_path):
+    # A program that ignores SIGTERM, so that the orphan must be stopped with SIGKILL too.
+    marker = str(tmp_path / "orphan-marker")
+    path = _toml(tmp_path, f'''
+        [programs.lone]
+        command = ["python3", "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(600)", "{marker}"]
+        startsecs = 0
+        stopwaitsecs = 1
+        stdout_logfile = "{tmp_path}/lone.log"
+    ''')
+    args = ["-c", str(path), "--pid", str(tmp_path / "arbiter.pid"),
+            "--control-socket", str(tmp_path / "ctl.sock")]
+    first = arbiter(args, bind=False)
+    pid = int(first.wait_log(r"spawned: 'lone' with pid (\d+)")[0].group(1))
+    orphan = psutil.Process(pid)  # psutil refuses to signal it should the pid be reused
+    record = tmp_path / "arbiter.pid.programs"
+    wait_until(lambda: record.exists() and str(pid) in record.read_text(), what="the record of programs")
+    assert record.stat().st_mode & 0o777 == 0o600
+    wait_until(lambda: "up" in (tmp_path / "lone.log").read_text(), what="the program running")
+    try:
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(10)
+        assert orphan.is_running() and [p.pid for p in _copies(marker)] == [pid]  # it outlived the master
+
+        second = arbiter(args, bind=False)
+        second.wait_log(rf"lone \(pid {pid}\) was left running by a previous master")
+        second.wait_log(rf"killing lone \(pid {pid}\), left by a previous master, with SIGKILL")
+        new = int(second.wait_log(r"spawned: 'lone' with pid (\d+)")[0].group(1))
+        assert new != pid and _gone(orphan)
+        log = second.log()
+        assert log.index("left by a previous master") < log.index("spawned: 'lone'")  # never two copies
+        assert [p.pid for p in _copies(marker)] == [new]
+        wait_until(lambda: str(new) in record.read_text() and str(pid) not in record.read_text(),
+                   what="the record naming the new copy")
+        second.signal(signal.SIGTERM)
+        assert second.wait_exit(20) == 0
+        assert not record.exists()  # every program stopped: nothing to find
+    finally:
+        try:
+            orphan.kill()
+            os.waitpid(pid, os.WNOHANG)  # reparented to us if the tests run under a subreaper
+        except (psutil.NoSuchProcess, ChildProcessError):
+            pass
+
+
+def test_a_reused_pid_in_the_record_is_never_touched(arbiter, tmp_path):
+    # A record naming a live process of ours, but with another start time: as if its pid had
+    # been given to another process since. The next master must leave that process alone.
+    bystander = psutil.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        record = tmp_path / "arbiter.pid.programs"
+        record.write_text(json.dumps({"version": 1, "master": {"pid": 1 << 22, "starttime": 1}, "programs": [{
+            "name": "lone", "group": "lone", "pid": bystander.pid, "starttime": 1, "pgid": bystander.pid,
+            "started": 0, "state": "RUNNING", "stopsignal": 15, "stopwaitsecs": 1, "stopasgroup": False,
+            "killasgroup": False}]}))
+        path = _toml(tmp_path, '''
+            [programs.lone]
+            command = "sleep 600"
+            startsecs = 0
+        ''')
+        master = arbiter(["-c", str(path), "--pid", str(tmp_path / "arbiter.pid")], bind=False)
+        master.wait_log(r"spawned: 'lone' with pid")
+        assert "left running by a previous master" not in master.log()
+        assert bystander.is_running() and bystander.status() != psutil.STATUS_ZOMBIE
+    finally:
+        bystander.kill()
+        bystander.wait(5)

@@ -137,7 +137,8 @@ class Master:
         self._log_start()
         # Always present, even empty: `arbiter ctl update` may add programs later.
         self.programs = ProgramManager(self.cfg.programs, self.cfg.groups, self.selector, self.log,
-                                       clock=self.clock, childlogdir=self.cfg.childlogdir)
+                                       clock=self.clock, childlogdir=self.cfg.childlogdir,
+                                       record_path=self._programs_record(), master_pid=self.pid)
         self.programs.start_autostart()
         if self.handover is not None:
             self.pool.adopt(self.handover, self.cfg.workers)
@@ -156,6 +157,16 @@ class Master:
         finally:
             self._shutdown()
         return self.exit_code
+
+    def _programs_record(self) -> str | None:
+        """Where the record of running programs is kept (`programs.registry`): beside the
+        pidfile, else beside the control socket (at its default place when unset)."""
+        if self.cfg.pidfile:
+            return os.path.abspath(str(self.cfg.pidfile)) + ".programs"
+        sock: str | None = self.cfg.control_socket
+        if sock is not None and sock.lower() == "none":
+            return None
+        return os.path.abspath(sock or os.path.join(self.start_cwd, "arbiter.sock")) + ".programs"
 
     def _bind(self) -> list[Listener]:
         if self.handover is not None:

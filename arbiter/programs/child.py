@@ -49,6 +49,7 @@ class Process:
         self.started_wall = 0.0
         self.stopped_wall = 0.0
         self.spawns = 0
+        self.starttime = 0  # of its child, from /proc (see registry): names it for good
         self.warned_blocked = False  # "not starting x yet" is said once per wait
         self._clock = clock
         self._log = log

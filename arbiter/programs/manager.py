@@ -9,12 +9,14 @@ handlers it registers), and on every turn (`tick`), with `next_deadline` boundin
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from arbiter.programs import errors, update, values
+from arbiter import procfs
+from arbiter.programs import errors, registry, update, values
 from arbiter.programs import states as st
 from arbiter.programs.capture import read_pacer
 from arbiter.programs.child import Process
@@ -49,6 +51,10 @@ class ProgramManager:
         clock: monotonic seconds; tests pass a fake.
         childlogdir: where AUTO log files are made (default: the temporary directory).
         stdout_fd, stderr_fd: the master's own streams, for `*_logfile=-`.
+        record_path: where the record of running children is kept (`registry`); a previous
+            master's children found there still running are stopped before anything starts.
+            None: no record.
+        master_pid: the pid the record is kept for (the master's; default: this process).
 
     Raises:
         ConfigError: names that do not fit together (see `config.check_programs`).
@@ -58,7 +64,8 @@ class ProgramManager:
         self, programs: Sequence[ProgramConfig], groups: Mapping[str, Sequence[str]],
         selector: selectors.BaseSelector, log: logging.Logger,
         clock: Callable[[], float] = time.monotonic, childlogdir: str | None = None,
-        *, stdout_fd: int = 1, stderr_fd: int = 2,
+        *, stdout_fd: int = 1, stderr_fd: int = 2, record_path: str | None = None,
+        master_pid: int | None = None,
     ) -> None:
         self._log = log
         self._clock = clock
@@ -71,6 +78,12 @@ class ProgramManager:
             self._procs.add(spec)
         self._procs.reindex()
         self._shutting_down = False
+        self._record_path = record_path
+        self._master_pid = os.getpid() if master_pid is None else master_pid
+        self._record_changed = False
+        self._record_failed = False
+        self._orphans = registry.Orphans.left_by_predecessor(record_path, self._master_pid, log)
+        self._orphans.begin(clock())
 
     # ---- what the master loop calls ---------------------------------------------------
 
@@ -94,16 +107,21 @@ class ProgramManager:
         if proc is None:
             return
         proc.exited(status, shutting_down=self._shutting_down)
+        self._record_changed = True
         self._pump()
 
     def next_deadline(self) -> float | None:
         """The earliest monotonic time a timer is due, or None when none is pending."""
         due = [at for proc in self._procs if (at := proc.next_deadline()) is not None]
+        orphans = self._orphans.next_deadline(self._clock())
+        if orphans is not None:
+            due.append(orphans)
         return min(due) if due else None
 
     def tick(self) -> None:
         """Run the timers that are due."""
         now = self._clock()
+        self._orphans.poll(now)
         for proc in self._procs:
             proc.run_timers(now, shutting_down=self._shutting_down)
         self._pump()
@@ -201,7 +219,7 @@ class ProgramManager:
         self._pump()
 
     def all_stopped(self) -> bool:
-        return self._procs.all_stopped()
+        return self._procs.all_stopped() and not self._orphans.pending
 
     def status(self) -> list[dict[str, Any]]:
         """Per process, Supervisor's getProcessInfo fields (times in epoch seconds, 0 if never)
@@ -218,6 +236,7 @@ class ProgramManager:
         """Read what pipes still hold, then close pipes and log files (the master is exiting)."""
         for proc in self._procs:
             proc.output.close()
+        self._write_record(closing=True)
         self._master_streams.close()
         if self._pacer is not None:
             self._pacer.close()
@@ -329,10 +348,14 @@ class ProgramManager:
             return
         for proc in self._procs:
             self._carry_out(proc, starts=True)
+        if self._record_changed:
+            self._write_record()
 
     def _carry_out(self, proc: Process, *, starts: bool) -> None:
         while True:
-            step = next_step(proc.intent, proc.record, deps_running=self._procs.deps_running(proc),
+            # A copy a previous master left running is stopped before this one starts.
+            may_start = self._procs.deps_running(proc) and not self._orphans.holds(proc.fullname)
+            step = next_step(proc.intent, proc.record, deps_running=may_start,
                              shutting_down=self._shutting_down)
             if step is Step.STOP:
                 self._feed(proc, st.StopRequested())
@@ -361,7 +384,33 @@ class ProgramManager:
 
     def _make_process(self, spec: ProcessSpec, order: int) -> Process:
         return Process(spec, order, self._make_output(spec), self._clock, self._log,
-                       on_spawn=self._procs.spawned)
+                       on_spawn=self._spawned)
+
+    def _spawned(self, proc: Process, pid: int) -> None:
+        self._procs.spawned(proc, pid)
+        found = procfs.stat(pid)
+        proc.starttime = found.starttime if found is not None else 0
+        self._record_changed = True
+
+    # ---- the record of running children (see registry) ---------------------------------
+
+    def _write_record(self, *, closing: bool = False) -> None:
+        self._record_changed = False
+        if self._record_path is None:
+            return
+        entries = [_entry(proc) for proc in self._procs if proc.popen is not None]
+        try:
+            if closing and not entries:
+                registry.remove(self._record_path)
+            else:
+                registry.write(self._record_path, self._master_pid, entries)
+            self._record_failed = False
+        except OSError as exc:
+            if not self._record_failed:  # once per failure, not once per spawn
+                self._log.error("cannot write the record of running programs %s: %s; a master "
+                                "that replaces this one after a crash cannot find them",
+                                self._record_path, exc.strerror)
+            self._record_failed = True
 
     def _make_output(self, spec: ProcessSpec) -> ProcessOutput:
         return ProcessOutput(spec, self._selector, self._log, self._clock, self._childlogdir,
@@ -384,6 +433,18 @@ class ProgramManager:
                   and p.state in (S.BACKOFF, S.FATAL) and p.record.spawnerr]
         if failed:
             raise errors.SpawnError("; ".join(f"{p.fullname}: {p.record.spawnerr}" for p in failed))
+
+
+def _entry(proc: Process) -> registry.Entry:
+    rules, paths = proc.rules, proc.output.logpaths
+    pid = proc.popen.pid if proc.popen is not None else proc.record.pid
+    return registry.Entry(
+        name=proc.fullname, group=proc.spec.group, pid=pid, starttime=proc.starttime, pgid=pid,
+        started=proc.started_wall, state=proc.state.name, stopsignal=rules.stopsignal,
+        stopwaitsecs=rules.stopwaitsecs, stopasgroup=rules.stopasgroup,
+        killasgroup=rules.killasgroup, stdout_logfile=paths.get("stdout", ""),
+        stderr_logfile=paths.get("stderr", ""),
+    )
 
 
 class Progress(NamedTuple):
