@@ -289,6 +289,23 @@ def test_user_umask_directory_and_environment(master, tmp_path: Path, monkeypatc
     assert env == f"{nobody.pw_dir} nobody yes none mine"
 
 
+def test_a_program_inherits_the_masters_umask_unless_it_sets_its_own(master, tmp_path: Path) -> None:
+    touch = "import os, sys; open(sys.argv[1], 'w').close()"
+    inherit = program(tmp_path, "inherit", (PY, "-c", touch, str(tmp_path / "inherited")), startsecs=0,
+                      autorestart=Autorestart.NEVER)
+    own = program(tmp_path, "own", (PY, "-c", touch, str(tmp_path / "own")), startsecs=0,
+                  autorestart=Autorestart.NEVER, umask=0o077)
+    m = master(inherit, own)
+    old = os.umask(0o027)  # the umask the user started the master with
+    try:
+        m.manager.start_autostart()
+    finally:
+        os.umask(old)
+    m.run_until(lambda: m.state("inherit") == m.state("own") == "EXITED")
+    assert (tmp_path / "inherited").stat().st_mode & 0o777 == 0o640  # 0666 & ~027: never forced to 0
+    assert (tmp_path / "own").stat().st_mode & 0o777 == 0o600
+
+
 # ---- output -------------------------------------------------------------------------------
 
 

@@ -224,3 +224,32 @@ def test_a_reused_pid_in_the_record_is_never_touched(arbiter, tmp_path):
     finally:
         bystander.kill()
         bystander.wait(5)
+
+
+@pytest.mark.parametrize(("line", "user_umask", "mode"), [
+    ("", 0o077, 0o644),  # no umask in [supervisord]: Supervisor's 022, whatever the user's
+    ("umask=027", 0o000, 0o640),
+])
+def test_a_supervisord_conf_programs_files_get_supervisors_umask(arbiter, tmp_path, line, user_umask, mode):
+    made = tmp_path / "made-by-program"
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(textwrap.dedent(f"""\
+        [supervisord]
+        logfile={tmp_path}/supervisord.log
+        {line}
+
+        [program:touch]
+        command=python3 -c "open('{made}', 'w').close()"
+        startsecs=0
+        autorestart=false
+    """))
+    old = os.umask(user_umask)  # the master inherits it, as from a user's shell
+    try:
+        master = arbiter(["-c", str(conf)], bind=False)
+    finally:
+        os.umask(old)
+    log = tmp_path / "supervisord.log"
+    wait_until(lambda: log.exists() and "exited: touch" in log.read_text(), what="the program ran")
+    assert made.stat().st_mode & 0o777 == mode
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(20) == 0
