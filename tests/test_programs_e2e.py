@@ -8,13 +8,15 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import wait_until
+from conftest import ROOT, run_arbiter, wait_until
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "supervisor"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
@@ -253,3 +255,39 @@ def test_a_supervisord_conf_programs_files_get_supervisors_umask(arbiter, tmp_pa
     assert made.stat().st_mode & 0o777 == mode
     master.signal(signal.SIGTERM)
     assert master.wait_exit(20) == 0
+
+
+def test_readme_example_tail_and_tail_f_show_a_program_logging_to_the_master(arbiter, tmp_path):
+    # examples/arbiter.toml as the README runs it; its ticker logs to "-" (the master's stdout),
+    # so tail reads the last 64 KiB the master keeps of it in memory.
+    master = arbiter(["-c", str(ROOT / "examples" / "arbiter.toml")])
+    sock = tmp_path / "control-0.sock"
+    master.wait_log(r"ticker \| tick 1\n")
+    result = run_arbiter(["ctl", "-s", str(sock), "tail", "ticker"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("ticker started, pid ") and "tick 1\n" in result.stdout
+    assert "ticker | " not in result.stdout  # the program's own bytes, not the master's framing
+    assert run_arbiter(["ctl", "-s", str(sock), "tail", "-8", "ticker"]).stdout.endswith("\n")
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    follow = subprocess.Popen([sys.executable, "-m", "arbiter", "ctl", "-s", str(sock), "tail", "-f", "ticker"],
+                              stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
+    try:
+        seen = int(re.findall(r"tick (\d+)", result.stdout)[-1])
+        got = bytearray()
+        os.set_blocking(follow.stdout.fileno(), False)
+
+        def new_tick() -> bool:
+            try:
+                got.extend(os.read(follow.stdout.fileno(), 65536) or b"")
+            except BlockingIOError:
+                pass
+            return any(int(n) > seen + 1 for n in re.findall(r"tick (\d+)", got.decode()))
+
+        wait_until(new_tick, timeout=15, what="tail -f printing a new tick")
+    finally:
+        follow.kill()
+        follow.wait(5)
+        follow.stdout.close()
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(30) == 0

@@ -63,6 +63,7 @@ from typing import Any, Protocol
 # Stable error codes and their numbers: one table for program and control errors alike.
 from arbiter.errors import ERROR_CODES as ERROR_CODES
 from arbiter.errors import ArbiterError, fault_number
+from arbiter.programs.memlog import MemoryLog
 
 COMMAND_NAMES = frozenset({
     "start", "stop", "restart", "signal", "reload", "scale", "shutdown",
@@ -118,4 +119,9 @@ class Backend(Protocol):
     def log_path(self, name: str, stream: str) -> str | None:
         """The file holding `stream` ("stdout"/"stderr") of program `name` (a namespec), or the
         master's own log when `name` is "master"; None when that output is not captured."""
+        ...
+
+    def log_memory(self, name: str, stream: str) -> MemoryLog | None:
+        """The last output of `stream` of program `name` when it has no log file but goes
+        through the master's own stream (kept in memory for tail); None otherwise."""
         ...

@@ -17,6 +17,7 @@ from arbiter.control.backend import Command, ControlError
 from arbiter.control.server import ControlServer
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.programs.errors import ProgramError
+from arbiter.programs.memlog import MemoryLog
 from arbiter.web.scoreboard import SlotState
 
 SETTLED = object()  # a waiting command's check: done, reply with nothing more to say
@@ -92,6 +93,16 @@ class MasterBackend:
             return programs.log_path(name, stream)
         except ProgramError as exc:
             raise _control_error(exc) from None
+
+    def log_memory(self, name: str, stream: str) -> MemoryLog | None:
+        programs = self.master.programs
+        if name == "master" or programs is None:
+            return None
+        try:
+            memory: MemoryLog | None = programs.log_memory(name, stream)
+        except ProgramError as exc:
+            raise _control_error(exc) from None
+        return memory
 
     # -- service of the master loop ------------------------------------------------------------
 

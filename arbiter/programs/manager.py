@@ -31,6 +31,7 @@ from arbiter.programs.intent import (
     queue_start,
     will_start,
 )
+from arbiter.programs.memlog import MemoryLog
 from arbiter.programs.output import CHANNELS, MasterStreams, ProcessOutput
 from arbiter.programs.processes import ProcessSet
 from arbiter.programs.update import Diff
@@ -281,6 +282,15 @@ class ProgramManager:
             BadName: no process, or several, by that name. ValueError: another stream.
         """
         return self._procs.one(name).output.path(_channel(stream))
+
+    def log_memory(self, name: str, stream: str) -> MemoryLog | None:
+        """The last output of `stream` of the one process `name` when it goes to no file of its
+        own but through the master's stream (`-`): kept in memory for tail; else None.
+
+        Raises:
+            BadName: no process, or several, by that name. ValueError: another stream.
+        """
+        return self._procs.one(name).output.memory.get(_channel(stream))
 
     def clear_log(self, name: str, stream: str | None = None) -> None:
         """Empty the current log file of `stream` (or of both) of every process `name` names,
