@@ -291,3 +291,59 @@ def test_readme_example_tail_and_tail_f_show_a_program_logging_to_the_master(arb
         follow.stdout.close()
     master.signal(signal.SIGTERM)
     assert master.wait_exit(30) == 0
+
+
+@pytest.mark.skipif(shutil.which("supervisorctl") is None, reason="supervisorctl not installed (pip install supervisor)")
+def test_real_supervisorctl_start_all_answers_per_process_with_one_fatal(arbiter, tmp_path):
+    sock = tmp_path / "supervisor.sock"
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(textwrap.dedent(f"""\
+        [supervisord]
+        logfile={tmp_path}/supervisord.log
+
+        [unix_http_server]
+        file={sock}
+
+        [supervisorctl]
+        serverurl=unix://{sock}
+
+        [rpcinterface:supervisor]
+        supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+        [program:steady]
+        command=sleep 600
+        startsecs=0
+
+        [program:later]
+        command=sleep 600
+        startsecs=0
+        autostart=false
+
+        [program:flaky]
+        command=sh -c "exit 1"
+        startsecs=1
+        startretries=0
+    """))
+    master = arbiter(["-c", str(conf)], bind=False, control=False)  # the conf names the socket
+
+    def supervisorctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["supervisorctl", "-c", str(conf), *args], capture_output=True, text=True, timeout=60)
+
+    wait_until(lambda: sock.exists() and "FATAL" in supervisorctl("status", "flaky").stdout, timeout=20,
+               what="flaky FATAL")
+    started = supervisorctl("start", "all")
+    # One line per process it started (steady already ran), as under supervisord.
+    assert sorted(started.stdout.splitlines()) == ["flaky: ERROR (spawn error)", "later: started"], started
+    assert started.returncode != 0
+    restarted = supervisorctl("restart", "all")
+    lines = restarted.stdout.splitlines()
+    assert {"steady: stopped", "later: stopped", "steady: started", "later: started",
+            "flaky: ERROR (spawn error)"} <= set(lines), restarted
+    assert "RUNNING" in supervisorctl("status", "later").stdout
+
+    ctl = run_arbiter(["ctl", "-s", str(sock), "stop", "later"])
+    assert ctl.returncode == 0, ctl.stdout + ctl.stderr
+    ctl = run_arbiter(["ctl", "-s", str(sock), "start", "all"])
+    assert sorted(ctl.stdout.splitlines()) == ["flaky: ERROR (spawn error)", "later: started"], ctl
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(30) == 0

@@ -17,6 +17,7 @@ from arbiter.control.backend import Command, ControlError
 from arbiter.control.server import ControlServer
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.programs.errors import ProgramError
+from arbiter.programs.manager import Progress
 from arbiter.programs.memlog import MemoryLog
 from arbiter.web.scoreboard import SlotState
 
@@ -164,50 +165,66 @@ class MasterBackend:
             return sorted({f"{row['group']}:*" for row in self._programs().status()})
         return names
 
-    def _each(self, command: Command, act: Callable[[str], None]) -> list[str]:
+    def _each(self, command: Command, act: Callable[[str], Any]) -> list[str]:
         """Apply `act` to every name; one failing name fails a single-name command, and is
         reported in place in a many-name one."""
-        names = self._names(command)
-        single = len(names) == 1 and names == command.args.get("names")
-        results: list[dict[str, Any]] = []
-        for name in names:
-            try:
-                act(name)
-            except ProgramError as exc:
-                if single:
-                    raise
-                results.append({"name": name, "group": name.split(":")[0], "status": exc.fault,
-                                "description": exc.message})
-        if results:
-            command.reply(results)
+        names, failures = self._try_each(command, act)
+        if failures:
+            command.reply(failures)
             return []
         return names
 
-    def _settle(self, command: Command, names: list[str], goal: str) -> None:
-        if not names:
-            return
-        if not command.args.get("wait", True):
-            command.reply(None)
-            return
+    def _try_each(self, command: Command, act: Callable[[str], Any]) -> tuple[list[str], list[dict[str, Any]]]:
+        """(the names `act` took, a result for each it refused); a single name raises instead."""
+        names = self._names(command)
+        single = len(names) == 1 and names == command.args.get("names")
+        done: list[str] = []
+        failures: list[dict[str, Any]] = []
+        for name in names:
+            try:
+                act(name)
+                done.append(name)
+            except ProgramError as exc:
+                if single:
+                    raise
+                failures.append({"name": name, "group": name.split(":")[0], "status": exc.fault,
+                                 "description": exc.message})
+        return done, failures
+
+    def _per_process(self, command: Command, act: Callable[[str], Any], goal: str) -> None:
+        """start/stop/restart: act on each name, then (with wait) answer once every process
+        acted on reached `goal` or will not: one result per process, as Supervisor's
+        startAllProcesses does (a single process named alone fails the command instead)."""
         programs = self._programs()
+        skip = {"running": {"STARTING", "RUNNING", "BACKOFF"}, "stopped": {"STOPPED", "EXITED", "FATAL", "UNKNOWN"}}
+        # Processes already where a start (or stop) of several takes them are not acted on.
+        before = {(row["group"], row["name"]) for row in programs.status()
+                  if command.name != "restart" and row["statename"] in skip[goal]}
+        names, failures = self._try_each(command, act)
+        if not command.args.get("wait", True) or not names:
+            command.reply(failures or None)
+            return
+        single = len(command.args.get("names") or []) == 1 and not failures
 
         def check() -> Any:
-            done = programs.settled(names, goal)
-            if done is False:
+            progress = [p for p in programs.progress(names, goal) if (p.group, p.name) not in before]
+            if single and len(progress) == 1 and progress[0].reached is False:
                 raise ControlError("SPAWN_ERROR" if goal == "running" else "FAILED",
-                                   f"{', '.join(names)} did not reach {goal.upper()}")
-            return None if done is None else SETTLED
+                                   f"{', '.join(names)} did not reach {goal.upper()}: {progress[0].why_not}")
+            if any(p.reached is None for p in progress):
+                return None
+            return failures + [_result(p, goal) for p in progress]
 
         self._waiting.append((check, command))
 
     def _do_start(self, command: Command) -> None:
-        self._settle(command, self._each(command, self._programs().start), "running")
+        self._per_process(command, self._programs().start, "running")
 
     def _do_stop(self, command: Command) -> None:
-        self._settle(command, self._each(command, self._programs().stop), "stopped")
+        self._per_process(command, self._programs().stop, "stopped")
 
     def _do_restart(self, command: Command) -> None:
-        self._settle(command, self._each(command, self._programs().restart), "running")
+        self._per_process(command, self._programs().restart, "running")
 
     def _do_signal(self, command: Command) -> None:
         sig = str(command.args.get("signal", ""))
@@ -289,6 +306,18 @@ class MasterBackend:
         for name in self._names(command):
             self._programs().remove_group(name)
         command.reply(None)
+
+
+def _result(progress: Progress, goal: str) -> dict[str, Any]:
+    """One process's answer: OK, or why it did not get to `goal`, in Supervisor's terms (a
+    spawn error when it could not start or exited within startsecs, else an abnormal end)."""
+    if progress.reached:
+        return {"name": progress.name, "group": progress.group, "status": "OK", "description": "OK"}
+    if goal != "running":
+        code = "FAILED"
+    else:
+        code = "SPAWN_ERROR" if progress.spawn_error else "ABNORMAL_TERMINATION"
+    return {"name": progress.name, "group": progress.group, "status": code, "description": progress.why_not}
 
 
 def _control_error(exc: ProgramError) -> ControlError:

@@ -134,7 +134,8 @@ class ProgramManager:
         when several are named.
 
         Raises:
-            BadName, AlreadyStarted, SpawnError, Failed, ShutdownState
+            BadName, AlreadyStarted, Failed, ShutdownState; SpawnError (one process named:
+            several answer through `progress`)
         """
         self._refuse_if_shutting_down()
         procs, single = self._procs.select(name)
@@ -155,7 +156,8 @@ class ProgramManager:
             self._request_start(proc)
             requested.append(proc)
         self._pump()
-        self._raise_spawn_errors(requested)
+        if single:  # of several, each answers for itself through `progress`
+            self._raise_spawn_errors(requested)
 
     def stop(self, name: str) -> None:
         """Stop `prog`, `group:prog` or `group:*` (the state machine sends the signals).
@@ -175,10 +177,10 @@ class ProgramManager:
         """Stop (if running) then start again, without waiting here for either.
 
         Raises:
-            BadName, SpawnError, Failed, ShutdownState
+            BadName, Failed, ShutdownState; SpawnError (one process named)
         """
         self._refuse_if_shutting_down()
-        procs, _ = self._procs.select(name)
+        procs, single = self._procs.select(name)
         requested = []
         for proc in procs:
             if proc.intent.want is Want.REPLACE:
@@ -193,7 +195,8 @@ class ProgramManager:
                 self._request_start(proc)
             requested.append(proc)
         self._pump()
-        self._raise_spawn_errors(requested)
+        if single:
+            self._raise_spawn_errors(requested)
 
     def signal(self, name: str, sig: int | str) -> None:
         """Send `sig` (a number or a name such as HUP) to the processes named.
@@ -326,7 +329,8 @@ class ProgramManager:
             if proc in chosen:
                 starting = will_start(proc.intent, proc.record, blocked=self._procs.blocked(proc))
                 reached = st.goal_reached(proc.state, goal, starting=starting)
-                out.append(Progress(proc.spec.name, proc.spec.group, reached, _why_not(proc, goal)))
+                out.append(Progress(proc.spec.name, proc.spec.group, reached, _why_not(proc, goal),
+                                    spawn_error=bool(proc.record.spawnerr)))
         return out
 
     def settled(self, names: Sequence[str], goal: str) -> bool | None:
@@ -464,6 +468,7 @@ class Progress(NamedTuple):
     group: str
     reached: bool | None
     why_not: str
+    spawn_error: bool = False  # it could not start, or exited within startsecs (Supervisor's spawnerr)
 
 
 def _why_not(proc: Process, goal: str) -> str:
