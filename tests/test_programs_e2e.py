@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -347,3 +348,39 @@ def test_real_supervisorctl_start_all_answers_per_process_with_one_fatal(arbiter
     assert sorted(ctl.stdout.splitlines()) == ["flaky: ERROR (spawn error)", "later: started"], ctl
     master.signal(signal.SIGTERM)
     assert master.wait_exit(30) == 0
+
+
+def test_metrics_count_each_programs_restarts(arbiter, tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    path = _toml(tmp_path, '''
+        [programs.blink]
+        command = "sh -c 'sleep 0.2; exit 1'"
+        startsecs = 0
+        autorestart = true
+
+        [programs.steady]
+        command = "sleep 600"
+        startsecs = 0
+    ''')
+    master = arbiter(["-c", str(path)], bind=False)
+    master.wait_log(r"spawned: 'blink' with pid \d+", count=3)
+    sock = str(tmp_path / "control-0.sock")
+
+    def restarts() -> dict[str, float]:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.settimeout(10)
+        client.connect(sock)
+        with client:
+            client.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := client.recv(65536):
+                response += chunk
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        return {s.labels["name"]: s.value for s in families["arbiter_program_restarts"].samples}
+
+    counted = restarts()
+    assert counted["blink"] >= 2 and counted["steady"] == 0, counted
+    wait_until(lambda: restarts()["blink"] > counted["blink"], what="the counter going up")
