@@ -79,11 +79,9 @@ class ProgramManager:
             self._procs.add(spec)
         self._procs.reindex()
         self._shutting_down = False
-        self._record_path = record_path
-        self._master_pid = os.getpid() if master_pid is None else master_pid
-        self._record_changed = False
-        self._record_failed = False
-        self._orphans = registry.Orphans.left_by_predecessor(record_path, self._master_pid, log)
+        master_pid = os.getpid() if master_pid is None else master_pid
+        self._record = registry.Recorder(record_path, master_pid, log)
+        self._orphans = registry.Orphans.left_by_predecessor(record_path, master_pid, log)
         self._orphans.begin(clock())
 
     # ---- what the master loop calls ---------------------------------------------------
@@ -108,7 +106,7 @@ class ProgramManager:
         if proc is None:
             return
         proc.exited(status, shutting_down=self._shutting_down)
-        self._record_changed = True
+        self._record.changed = True
         self._pump()
 
     def next_deadline(self) -> float | None:
@@ -240,7 +238,7 @@ class ProgramManager:
         """Read what pipes still hold, then close pipes and log files (the master is exiting)."""
         for proc in self._procs:
             proc.output.close()
-        self._write_record(closing=True)
+        self._record.write(self._procs, closing=True)
         self._master_streams.close()
         if self._pacer is not None:
             self._pacer.close()
@@ -362,8 +360,8 @@ class ProgramManager:
             return
         for proc in self._procs:
             self._carry_out(proc, starts=True)
-        if self._record_changed:
-            self._write_record()
+        if self._record.changed:
+            self._record.write(self._procs)
 
     def _carry_out(self, proc: Process, *, starts: bool) -> None:
         while True:
@@ -404,27 +402,7 @@ class ProgramManager:
         self._procs.spawned(proc, pid)
         found = procfs.stat(pid)
         proc.starttime = found.starttime if found is not None else 0
-        self._record_changed = True
-
-    # ---- the record of running children (see registry) ---------------------------------
-
-    def _write_record(self, *, closing: bool = False) -> None:
-        self._record_changed = False
-        if self._record_path is None:
-            return
-        entries = [_entry(proc) for proc in self._procs if proc.popen is not None]
-        try:
-            if closing and not entries:
-                registry.remove(self._record_path)
-            else:
-                registry.write(self._record_path, self._master_pid, entries)
-            self._record_failed = False
-        except OSError as exc:
-            if not self._record_failed:  # once per failure, not once per spawn
-                self._log.error("cannot write the record of running programs %s: %s; a master "
-                                "that replaces this one after a crash cannot find them",
-                                self._record_path, exc.strerror)
-            self._record_failed = True
+        self._record.changed = True
 
     def _make_output(self, spec: ProcessSpec) -> ProcessOutput:
         return ProcessOutput(spec, self._selector, self._log, self._clock, self._childlogdir,
@@ -447,18 +425,6 @@ class ProgramManager:
                   and p.state in (S.BACKOFF, S.FATAL) and p.record.spawnerr]
         if failed:
             raise errors.SpawnError("; ".join(f"{p.fullname}: {p.record.spawnerr}" for p in failed))
-
-
-def _entry(proc: Process) -> registry.Entry:
-    rules, paths = proc.rules, proc.output.logpaths
-    pid = proc.popen.pid if proc.popen is not None else proc.record.pid
-    return registry.Entry(
-        name=proc.fullname, group=proc.spec.group, pid=pid, starttime=proc.starttime, pgid=pid,
-        started=proc.started_wall, state=proc.state.name, stopsignal=rules.stopsignal,
-        stopwaitsecs=rules.stopwaitsecs, stopasgroup=rules.stopasgroup,
-        killasgroup=rules.killasgroup, stdout_logfile=paths.get("stdout", ""),
-        stderr_logfile=paths.get("stderr", ""),
-    )
 
 
 class Progress(NamedTuple):

@@ -25,10 +25,12 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from arbiter import procfs
+from arbiter.programs.child import Process
 from arbiter.programs.states import KILL_REPEAT_MIN, signame
 
 VERSION = 1
@@ -52,6 +54,19 @@ class Entry:
     killasgroup: bool
     stdout_logfile: str = ""
     stderr_logfile: str = ""
+
+    @classmethod
+    def of(cls, proc: Process) -> Entry:
+        """The entry of `proc`, whose child runs."""
+        rules, paths = proc.rules, proc.output.logpaths
+        pid = proc.popen.pid if proc.popen is not None else proc.record.pid
+        return cls(
+            name=proc.fullname, group=proc.spec.group, pid=pid, starttime=proc.starttime, pgid=pid,
+            started=proc.started_wall, state=proc.state.name, stopsignal=rules.stopsignal,
+            stopwaitsecs=rules.stopwaitsecs, stopasgroup=rules.stopasgroup,
+            killasgroup=rules.killasgroup, stdout_logfile=paths.get("stdout", ""),
+            stderr_logfile=paths.get("stderr", ""),
+        )
 
     def alive(self) -> bool:
         """Still the very process recorded: same pid, same start time, same group, not a zombie."""
@@ -80,6 +95,35 @@ def write(path: str, master_pid: int, entries: list[Entry]) -> None:
     finally:
         os.close(fd)
     os.replace(temporary, path)
+
+
+class Recorder:
+    """Keeps the record at `path` (None: none) up to date: set `changed` when a child was
+    spawned or reaped, and `write` once per turn."""
+
+    def __init__(self, path: str | None, master_pid: int, log: logging.Logger) -> None:
+        self.changed = False
+        self._path, self._master_pid, self._log = path, master_pid, log
+        self._failed = False
+
+    def write(self, procs: Iterable[Process], *, closing: bool = False) -> None:
+        """Record the children that run now; `closing` with none left: remove the record."""
+        self.changed = False
+        if self._path is None:
+            return
+        entries = [Entry.of(proc) for proc in procs if proc.popen is not None]
+        try:
+            if closing and not entries:
+                remove(self._path)
+            else:
+                write(self._path, self._master_pid, entries)
+            self._failed = False
+        except OSError as exc:
+            if not self._failed:  # once per failure, not once per spawn
+                self._log.error("cannot write the record of running programs %s: %s; a master "
+                                "that replaces this one after a crash cannot find them",
+                                self._path, exc.strerror)
+            self._failed = True
 
 
 def remove(path: str) -> None:
