@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from arbiter.control.backend import ControlError
+from arbiter.control.records import ProgramRow
 from arbiter.programs import names as naming
 
-Program = dict[str, Any]
+Program = ProgramRow
 
 
 def namespec(program: Program) -> str:
     """`group:name`, or just `name` when the group is named after the program (Supervisor's
     `make_namespec`), which is how status lines and logs name a process."""
-    name, group = str(program.get("name", "")), str(program.get("group") or "")
-    return name if not group or group == name else f"{group}:{name}"
+    return program.namespec
 
 
-def matching(programs: list[Program], name: str) -> list[Program]:
+def matching(programs: Sequence[Program], name: str) -> list[Program]:
     """The status rows `name` designates, by the one rule the program manager uses too
     (`arbiter.programs.names.select`): a bare name is a process, else a program's pool, else
     a group; `group:*` a group; `all` everything."""
@@ -25,11 +26,10 @@ def matching(programs: list[Program], name: str) -> list[Program]:
 
 
 def _named(program: Program) -> naming.Named:
-    name = str(program.get("name", ""))
-    return naming.Named(str(program.get("group") or name), name, str(program.get("program") or name))
+    return naming.Named(program.group or program.name, program.name, program.program or program.name)
 
 
-def select(programs: list[Program], names: list[str]) -> list[Program]:
+def select(programs: Sequence[Program], names: Sequence[str]) -> list[Program]:
     """The programs the names designate, each once, in status order.
 
     Raises:
@@ -44,7 +44,7 @@ def select(programs: list[Program], names: list[str]) -> list[Program]:
     return chosen
 
 
-def find_one(programs: list[Program], name: str) -> Program:
+def find_one(programs: Sequence[Program], name: str) -> Program:
     """The single process `name` designates (a group of one counts).
 
     Raises:

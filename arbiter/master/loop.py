@@ -160,13 +160,15 @@ class Master:
 
     def _programs_record(self) -> str | None:
         """Where the record of running programs is kept (`programs.registry`): beside the
-        pidfile, else beside the control socket (at its default place when unset)."""
+        pidfile, else beside the control socket (`arbiter.sock` in the start directory when
+        unset); relative paths from the start directory, as for the socket itself."""
+        cwd = self.start_cwd
         if self.cfg.pidfile:
-            return os.path.abspath(str(self.cfg.pidfile)) + ".programs"
+            return os.path.normpath(os.path.join(cwd, os.path.expanduser(str(self.cfg.pidfile)))) + ".programs"
         sock: str | None = self.cfg.control_socket
-        if sock is not None and sock.lower() == "none":
+        if sock is not None and sock.strip().lower() == "none":
             return None
-        return os.path.abspath(sock or os.path.join(self.start_cwd, "arbiter.sock")) + ".programs"
+        return os.path.normpath(os.path.join(cwd, os.path.expanduser(sock or "arbiter.sock"))) + ".programs"
 
     def _bind(self) -> list[Listener]:
         if self.handover is not None:
