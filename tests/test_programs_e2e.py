@@ -177,6 +177,11 @@ def test_a_sigkilled_masters_programs_are_stopped_by_the_next_master(arbiter, tm
     record = tmp_path / "arbiter.pid.programs"
     wait_until(lambda: record.exists() and str(pid) in record.read_text(), what="the record of programs")
     assert record.stat().st_mode & 0o777 == 0o600
+    (entry,) = json.loads(record.read_text())["programs"]
+    with open(f"/proc/{pid}/stat") as stat:
+        starttime = int(stat.read().rsplit(")", 1)[1].split()[19])
+    assert (entry["name"], entry["pid"], entry["pgid"], entry["starttime"]) == ("lone", pid, pid, starttime)
+    assert entry["stdout_fd"] >= 0 and entry["stopwaitsecs"] == 1
     wait_until(lambda: "up" in (tmp_path / "lone.log").read_text(), what="the program running")
     try:
         first.proc.send_signal(signal.SIGKILL)

@@ -55,6 +55,7 @@ class ProcessOutput:
     ) -> None:
         self.spec = spec
         self.readers: list[PipeReader] = []
+        self.pipe_fds: dict[str, int] = {}  # channel -> the read end of the current child's pipe
         self.logpaths: dict[str, str] = {}
         self._selector = selector
         self._log = log
@@ -106,6 +107,7 @@ class ProcessOutput:
                 reader = PipeReader(read_end, LineFramer("", timestamps), sink.write, self._selector,
                                     on_close=self.readers.remove, pacer=self._pacer)
             self.readers.append(reader)
+            self.pipe_fds[channel] = read_end
         spawned.pipes.clear()
 
     def drain(self) -> None:

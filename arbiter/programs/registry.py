@@ -54,18 +54,25 @@ class Entry:
     killasgroup: bool
     stdout_logfile: str = ""
     stderr_logfile: str = ""
+    # The master's read ends of the child's pipes (-1: none). An upgrade that execs in place
+    # keeps them open to adopt the child with its output; a master started afresh has none.
+    stdout_fd: int = -1
+    stderr_fd: int = -1
 
     @classmethod
     def of(cls, proc: Process) -> Entry:
         """The entry of `proc`, whose child runs."""
         rules, paths = proc.rules, proc.output.logpaths
+        fds = {channel: fd for channel, fd in proc.output.pipe_fds.items()
+               if any(reader.fd == fd and not reader.closed for reader in proc.output.readers)}
         pid = proc.popen.pid if proc.popen is not None else proc.record.pid
         return cls(
             name=proc.fullname, group=proc.spec.group, pid=pid, starttime=proc.starttime, pgid=pid,
             started=proc.started_wall, state=proc.state.name, stopsignal=rules.stopsignal,
             stopwaitsecs=rules.stopwaitsecs, stopasgroup=rules.stopasgroup,
             killasgroup=rules.killasgroup, stdout_logfile=paths.get("stdout", ""),
-            stderr_logfile=paths.get("stderr", ""),
+            stderr_logfile=paths.get("stderr", ""), stdout_fd=fds.get("stdout", -1),
+            stderr_fd=fds.get("stderr", -1),
         )
 
     def alive(self) -> bool:
