@@ -120,4 +120,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         from arbiter.ctl import cli as ctl
 
         sys.exit(ctl.main(args[1:]))
+    if args[:1] == ["fleet"]:
+        from arbiter.fleet import cli as fleet
+
+        sys.exit(fleet.main(args[1:]))
     serve_command.main(args=args, prog_name="arbiter")

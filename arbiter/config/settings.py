@@ -251,6 +251,11 @@ class Config:
         to_optional_str, None,
         "File holding the bearer token for the TCP control API (or set $ARBITER_TOKEN).",
         ("--control-token-file",), metavar="FILE", section="control")
+    metrics_token_file: str | None = setting(
+        to_optional_str, None,
+        "File holding a read-only bearer token that opens GET /metrics on the TCP control API and "
+        "nothing else (one Prometheus credential for a fleet).",
+        ("--metrics-token-file",), metavar="FILE", section="control")
     certfile: str | None = setting(
         to_optional_str, None, "TLS certificate file (turns TLS on, with keyfile).", ("--certfile",),
         metavar="FILE", section="ssl")

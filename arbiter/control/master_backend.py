@@ -435,6 +435,12 @@ def attach_control(master: Any, environ: Mapping[str, str] | None = None) -> Con
     backend = MasterBackend(master)
     server = ControlServer(backend, master.selector, unix_path=unix_path, unix_mode=cfg.control_socket_mode,
                            tcp=tcp, credentials=credentials, log=master.log, clock=master.clock)
+    if cfg.metrics_token_file:
+        try:
+            with open(cfg.metrics_token_file) as handle:
+                server.guard.metrics_token = handle.read().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"metrics_token_file {cfg.metrics_token_file}: {exc.strerror}") from None
     master.attach(backend)
     master.attach(server)
     return server
