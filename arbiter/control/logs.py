@@ -2,9 +2,10 @@
 
 Reads are bounded (`MAX_READ` per request) so that asking for a 2 GB log costs the master one
 megabyte, not a stall. A log is a file, or (a program whose output goes through the master's
-own stream, with no file of its own) the `MemoryLog` of its last bytes, read by the same rules. A `LogFollower` remembers where it is in a file and is polled once per
-loop turn: it returns what was appended since, and notices when the file was truncated (size
-below our position) or rotated (the path now names another inode) and starts over.
+own stream, with no file of its own) the `MemoryLog` of its last bytes, read by the same rules.
+A `LogFollower` remembers where it is in a file and is polled once per loop turn: it returns
+what was appended since, and notices when the file was truncated (size below our position) or
+rotated (the path now names another inode) and starts over.
 """
 
 from __future__ import annotations
