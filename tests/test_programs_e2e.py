@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import xmlrpc.client
 from pathlib import Path
 
 import psutil
@@ -330,6 +331,11 @@ def test_real_supervisorctl_start_all_answers_per_process_with_one_fatal(arbiter
         command=sh -c "exit 1"
         startsecs=1
         startretries=0
+
+        [program:ghost]
+        command=/no/such/command
+        autostart=false
+        startretries=0
     """))
     master = arbiter(["-c", str(conf)], bind=False, control=False)  # the conf names the socket
 
@@ -339,20 +345,28 @@ def test_real_supervisorctl_start_all_answers_per_process_with_one_fatal(arbiter
 
     wait_until(lambda: sock.exists() and "FATAL" in supervisorctl("status", "flaky").stdout, timeout=20,
                what="flaky FATAL")
+    # Without waiting, a process that cannot even be spawned is still said so, per process.
+    from supervisor.xmlrpc import SupervisorTransport
+
+    rpc = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{sock}"))
+    (ghost,) = rpc.supervisor.startProcessGroup("ghost", False)
+    assert (ghost["name"], ghost["status"]) == ("ghost", 50) and "can't find command" in ghost["description"]
     started = supervisorctl("start", "all")
     # One line per process it started (steady already ran), as under supervisord.
-    assert sorted(started.stdout.splitlines()) == ["flaky: ERROR (spawn error)", "later: started"], started
+    assert sorted(started.stdout.splitlines()) == [
+        "flaky: ERROR (spawn error)", "ghost: ERROR (spawn error)", "later: started"], started
     assert started.returncode != 0
     restarted = supervisorctl("restart", "all")
     lines = restarted.stdout.splitlines()
     assert {"steady: stopped", "later: stopped", "steady: started", "later: started",
-            "flaky: ERROR (spawn error)"} <= set(lines), restarted
+            "flaky: ERROR (spawn error)", "ghost: ERROR (spawn error)"} <= set(lines), restarted
     assert "RUNNING" in supervisorctl("status", "later").stdout
 
     ctl = run_arbiter(["ctl", "-s", str(sock), "stop", "later"])
     assert ctl.returncode == 0, ctl.stdout + ctl.stderr
     ctl = run_arbiter(["ctl", "-s", str(sock), "start", "all"])
-    assert sorted(ctl.stdout.splitlines()) == ["flaky: ERROR (spawn error)", "later: started"], ctl
+    assert sorted(ctl.stdout.splitlines()) == [
+        "flaky: ERROR (spawn error)", "ghost: ERROR (spawn error)", "later: started"], ctl
     master.signal(signal.SIGTERM)
     assert master.wait_exit(30) == 0
 

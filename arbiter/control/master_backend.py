@@ -246,6 +246,9 @@ class MasterBackend:
                   if command.name != "restart" and row["statename"] in skip[goal]}
         names, failures = self._try_each(command, act)
         if not command.args.wait or not names:
+            # Not waiting: still say which could not even be spawned, as Supervisor does.
+            now = programs.progress(names, goal) if names and goal == "running" else []
+            failures += [_result(p, goal) for p in now if p.spawn_error and (p.group, p.name) not in before]
             command.reply(failures or None)
             return
         single = len(command.args.names) == 1 and not failures
