@@ -407,3 +407,29 @@ def test_metrics_count_each_programs_restarts(arbiter, tmp_path):
     wait_until(lambda: restarts()["blink"] > counted["blink"], what="the counter going up")
     master.signal(signal.SIGTERM)
     assert master.wait_exit(20) == 0
+
+
+def test_a_toml_configs_programs_inherit_the_users_umask(arbiter, tmp_path):
+    made = tmp_path / "made-by-program"
+    path = _toml(tmp_path, f'''
+        [programs.touch]
+        command = ["python3", "-c", "open('{made}', 'w').close()"]
+        startsecs = 0
+        autorestart = false
+        [programs.own]
+        command = ["python3", "-c", "open('{made}-own', 'w').close()"]
+        startsecs = 0
+        autorestart = false
+        umask = "077"
+    ''')
+    old = os.umask(0o027)  # the master inherits it, as from a user's shell
+    try:
+        master = arbiter(["-c", str(path)], bind=False)
+    finally:
+        os.umask(old)
+    master.wait_log(r"exited: touch")
+    master.wait_log(r"exited: own")
+    assert made.stat().st_mode & 0o777 == 0o640  # never 0666: no umask of 0 forced on programs
+    assert (tmp_path / "made-by-program-own").stat().st_mode & 0o777 == 0o600
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(20) == 0
