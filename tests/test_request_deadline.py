@@ -126,3 +126,64 @@ def test_requests_within_the_deadline_are_untouched(arbiter) -> None:
     assert master.workers() == [pid]
     assert "Request timeout" not in master.log()
     assert wait_until(lambda: metrics(master)["arbiter_request_timeouts_total[]"] == 0.0)
+
+
+# -- uvicorn ------------------------------------------------------------------------------------
+
+
+def test_uvicorn_cancels_the_task_answers_504_and_keeps_serving(arbiter) -> None:
+    master = arbiter(["deadline_app:asgi", "-k", "uvicorn", "-w", "1", "--request-timeout", "2"])
+    [pid] = master.wait_ready(1)
+    with ThreadPoolExecutor(4) as pool:
+        stuck = pool.submit(timed_get, master.port, "/stuck")
+        # Requests on the same worker while the stuck one waits, and as it is stopped.
+        during = [pool.submit(timed_get, master.port, "/sleep?s=0.5") for _ in range(3)]
+        for future in during:
+            status, body, _ = future.result()
+            assert status == 200 and pid_of(body) == pid
+        status, body, took = stuck.result()
+        assert status == 504 and b"Gateway Timeout" in body and took < 4.0, (status, took)
+        after = [pool.submit(timed_get, master.port, "/") for _ in range(3)]
+        assert all(f.result()[0] == 200 and pid_of(f.result()[1]) == pid for f in after)
+    master.wait_log(STUCK_LINE.format(pid=pid) + r"; answered 504; the worker goes on serving")
+    text = master.log()
+    assert re.search(r"in awaiting_slow_query\n\s+await asyncio\.sleep\(seconds\)", text), text
+    assert "Exception in ASGI application" not in text and " 500 " not in text
+    assert master.workers() == [pid]
+    assert metrics(master)["arbiter_request_timeouts_total[]"] == 1.0
+
+
+def test_uvicorn_sync_endpoint_in_a_thread_gets_its_504_and_its_thread_in_the_log(arbiter) -> None:
+    master = arbiter(["deadline_app:asgi", "-k", "uvicorn", "-w", "1", "--request-timeout", "2"])
+    [pid] = master.wait_ready(1)
+    status, _, took = timed_get(master.port, "/blocking")
+    assert status == 504 and took < 4.0
+    master.wait_log(r"GET /blocking HTTP/1\.1 from 127\.0\.0\.1 ran [0-9.]+ s, over --request-timeout 2; answered 504")
+    text = master.log()
+    assert "Other threads (a sync endpoint run in a thread keeps running)" in text
+    assert re.search(r"in stuck_in_slow_query\n\s+time\.sleep\(seconds\)", text), text
+    status, body, _ = timed_get(master.port, "/")
+    assert status == 200 and pid_of(body) == pid
+
+
+def test_uvicorn_cuts_a_response_that_had_begun_without_a_traceback(arbiter) -> None:
+    master = arbiter(["deadline_app:asgi", "-k", "uvicorn", "-w", "1", "--request-timeout", "2"])
+    [pid] = master.wait_ready(1)
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", master.port, timeout=20)
+    try:
+        conn.request("GET", "/streamed")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read1(100) == b"begun\n"
+        try:
+            response.read()
+            complete = True
+        except http.client.IncompleteRead:
+            complete = False
+        assert not complete
+    finally:
+        conn.close()
+    assert time.monotonic() - started < 4.0
+    master.wait_log(r"GET /streamed HTTP/1\.1 .*; connection cut \(the response had begun\)")
+    assert "Exception in ASGI application" not in master.log()
+    assert master.workers() == [pid]

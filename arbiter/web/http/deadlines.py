@@ -83,6 +83,9 @@ class Deadlines:
     def overdue(self, now: float) -> list[InFlight]:
         return [e for e in list(self._in_flight.values()) if not e.expired and e.due <= now]
 
+    def describe(self, entry: InFlight, pid: int, outcome: str, now: float) -> str:
+        return describe(pid, entry.request_line, entry.peer, now - entry.started, self.timeout, outcome)
+
     def expire(self, entry: InFlight) -> str:
         """Take the response from the app (see the module's doc); returns what the client got."""
         with entry._lock:
@@ -130,7 +133,7 @@ def stacks(request_thread: int | None = None) -> str:
     return "\n".join(parts)
 
 
-def describe(entry: InFlight, pid: int, timeout: float, outcome: str, now: float) -> str:
-    """The log line's first part: which request, where, how long, what was done."""
-    return (f"Request timeout (pid:{pid}): {entry.request_line} from {entry.peer} ran {now - entry.started:.1f} s, "
+def describe(pid: int, request_line: str, peer: str, ran: float, timeout: float, outcome: str) -> str:
+    """The log line's first part: which request, in which worker, how long, what was done."""
+    return (f"Request timeout (pid:{pid}): {request_line} from {peer} ran {ran:.1f} s, "
             f"over --request-timeout {timeout:g}; {outcome}")

@@ -98,6 +98,10 @@ class UvicornWorker(Worker):
         if cfg.certfile:
             kwargs.update(ssl_certfile=cfg.certfile, ssl_keyfile=cfg.keyfile)
         app = self.app
+        if cfg.request_timeout > 0:
+            from arbiter.web.workers.asgi_deadline import DeadlineMiddleware
+
+            app = DeadlineMiddleware(app, float(cfg.request_timeout), self)  # inside the access log: it sees the 504
         if logs.access_enabled():
             from arbiter.web.workers.asgi_access import AccessLogMiddleware
 
@@ -118,6 +122,10 @@ class UvicornWorker(Worker):
         theirs.setLevel(ours.level)
         theirs.propagate = False
         theirs.addFilter(_without_websocket_traces)
+        if self.cfg.request_timeout > 0:
+            from arbiter.web.workers.asgi_deadline import not_a_request_timeout
+
+            theirs.addFilter(not_a_request_timeout)
         config = self.make_config()
         self.server = _Server(config, self)
         if not self.alive:

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 from arbiter.web.http.connection import Connection
-from arbiter.web.http.deadlines import InFlight, describe, stacks
+from arbiter.web.http.deadlines import InFlight, stacks
 from arbiter.web.workers.sync import SyncWorker
 
 
@@ -135,7 +135,7 @@ class ThreadWorker(SyncWorker):
         text = stacks(entry.thread)
         outcome = self.deadlines.expire(entry)
         self.report_request_timeout(
-            f"{describe(entry, self.pid, self.deadlines.timeout, outcome, now)}; the worker will be replaced "
+            f"{self.deadlines.describe(entry, self.pid, outcome, now)}; the worker will be replaced "
             f"once its other requests finish (a thread cannot be stopped)\n{text}")
         conn = entry.conn
         if self.conns.pop(conn.fd, None) is not None:

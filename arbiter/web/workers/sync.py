@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from arbiter import logs
 from arbiter.errors import WorkerBootError
 from arbiter.web.http.connection import MIN_HEAD_TIMEOUT, RECV_SIZE, Connection, ListenerInfo
-from arbiter.web.http.deadlines import Deadlines, InFlight, describe, stacks
+from arbiter.web.http.deadlines import Deadlines, InFlight, stacks
 from arbiter.web.http.parser import Limits
 from arbiter.web.http.response import DRAIN_LIMIT
 from arbiter.web.http.wsgi import WSGIHandler
@@ -149,7 +149,7 @@ class SyncWorker(Worker):
         text = stacks(entry.thread)
         outcome = self.deadlines.expire(entry)
         self.report_request_timeout(
-            f"{describe(entry, self.pid, self.deadlines.timeout, outcome, time.monotonic())}; "
+            f"{self.deadlines.describe(entry, self.pid, outcome, time.monotonic())}; "
             f"the worker exits and is replaced\n{text}")
         for handler in logging.getLogger("arbiter.error").handlers:
             handler.flush()
