@@ -37,20 +37,28 @@ GATEWAY_TIMEOUT = error_response(504, "Gateway Timeout", "the request ran longer
 
 
 class InFlight:
-    """One request under a deadline."""
+    """One request under a deadline. Cheap to make: the words for the log are found only if it
+    expires, and the lock is its worker's."""
 
-    __slots__ = ("started", "due", "request_line", "peer", "thread", "conn", "expired", "head_started", "_lock")
+    __slots__ = ("started", "due", "req", "thread", "conn", "expired", "head_started", "_lock")
 
-    def __init__(self, conn: Connection, req: Request, started: float, due: float) -> None:
+    def __init__(self, conn: Connection, req: Request, started: float, due: float, lock: threading.Lock) -> None:
         self.started = started
         self.due = due
-        self.request_line = f"{req.method} {req.uri} {req.protocol}"
-        self.peer = conn.remote_addr or "unix socket"
+        self.req = req
         self.thread = threading.get_ident()
         self.conn = conn
         self.expired = False
         self.head_started = False
-        self._lock = threading.Lock()
+        self._lock = lock
+
+    @property
+    def request_line(self) -> str:
+        return f"{self.req.method} {self.req.uri} {self.req.protocol}"
+
+    @property
+    def peer(self) -> str:
+        return self.conn.remote_addr or "unix socket"
 
     def claim(self) -> None:
         """The app's response head is about to go out (called by `Response`).
@@ -70,10 +78,12 @@ class Deadlines:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._in_flight: dict[int, InFlight] = {}  # dict operations are atomic: no lock needed
+        # One lock for the worker: held only to claim a response, by an app thread or the watcher.
+        self._lock = threading.Lock()
 
     def begin(self, conn: Connection, req: Request) -> InFlight:
         now = time.monotonic()
-        entry = InFlight(conn, req, now, now + self.timeout)
+        entry = InFlight(conn, req, now, now + self.timeout, self._lock)
         self._in_flight[id(entry)] = entry
         return entry
 

@@ -20,6 +20,7 @@ from uvicorn.config import WS_PROTOCOLS
 
 from arbiter import logs
 from arbiter.web.http.parser import Limits
+from arbiter.web.workers.asgi_deadline import DeadlineMiddleware, not_a_request_timeout
 from arbiter.web.workers.asgi_http import protocol_class
 from arbiter.web.workers.base import Worker
 
@@ -72,6 +73,7 @@ class _Server(uvicorn.Server):
 
 class UvicornWorker(Worker):
     interface = "asgi"
+    deadline: DeadlineMiddleware | None = None  # set by make_config under --request-timeout
 
     def make_config(self) -> uvicorn.Config:
         cfg = self.cfg
@@ -99,9 +101,8 @@ class UvicornWorker(Worker):
             kwargs.update(ssl_certfile=cfg.certfile, ssl_keyfile=cfg.keyfile)
         app = self.app
         if cfg.request_timeout > 0:
-            from arbiter.web.workers.asgi_deadline import DeadlineMiddleware
-
-            app = DeadlineMiddleware(app, float(cfg.request_timeout), self)  # inside the access log: it sees the 504
+            # Inside the access log's wrapper, so the access log shows the 504.
+            app = self.deadline = DeadlineMiddleware(app, float(cfg.request_timeout), self)
         if logs.access_enabled():
             from arbiter.web.workers.asgi_access import AccessLogMiddleware
 
@@ -123,8 +124,6 @@ class UvicornWorker(Worker):
         theirs.propagate = False
         theirs.addFilter(_without_websocket_traces)
         if self.cfg.request_timeout > 0:
-            from arbiter.web.workers.asgi_deadline import not_a_request_timeout
-
             theirs.addFilter(not_a_request_timeout)
         config = self.make_config()
         self.server = _Server(config, self)
@@ -141,11 +140,15 @@ class UvicornWorker(Worker):
             loop.close()
 
     async def _serve(self) -> None:
-        beat = asyncio.get_running_loop().create_task(self._heartbeat())
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self._heartbeat())]
+        if self.deadline is not None:
+            tasks.append(loop.create_task(self.deadline.watch()))
         try:
             await self.server.serve(sockets=self.sockets)
         finally:
-            beat.cancel()
+            for task in tasks:
+                task.cancel()
 
     async def _heartbeat(self) -> None:
         served = 0

@@ -1,9 +1,9 @@
 """`--request-timeout` for the uvicorn worker: a wrapper around the ASGI app.
 
-Each HTTP request's task gets a timer on the event loop (`loop.call_later`, no thread, no
-polling). When it fires, the task's await chain (and the stack of every other thread, where a
+The requests in flight are looked at four times a second by a task on the worker's event loop
+(no thread). When one is overdue, its task's await chain (and the stack of every other thread, where a
 sync endpoint that the framework runs in a thread pool is stuck) goes to the error log with the
-request line and the worker's pid, and the task is cancelled. The wrapper catches that
+request line and the worker's pid, and its task is cancelled. The wrapper catches that
 cancellation: if the app had sent nothing, the client gets a 504; if the response had begun,
 the connection is cut (uvicorn closes a connection whose app raised after the head went out),
 so the client sees a broken response rather than waiting. The worker keeps serving.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from arbiter.web.http.deadlines import describe, stacks
 from arbiter.web.workers.base import Worker
 
+CHECK_EVERY = 0.25  # seconds between looks at the requests in flight
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 App = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
@@ -76,31 +78,37 @@ def await_chain(task: asyncio.Task[Any]) -> str:
 
 
 class _Request:
-    __slots__ = ("started", "expired", "head_sent")
+    __slots__ = ("started", "scope", "task", "expired", "head_sent")
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, scope: Scope, task: asyncio.Task[Any]) -> None:
         self.started = started
+        self.scope = scope
+        self.task = task
         self.expired = False
         self.head_sent = False
 
 
 class DeadlineMiddleware:
-    """Cancels an HTTP request's task `timeout` seconds after it began (see the module's doc)."""
+    """Cancels an HTTP request's task once it has run `timeout` seconds (see the module's doc).
+
+    Requests in flight sit in a dict, and `watch()` (a task the worker runs beside its
+    heartbeat) looks at them every `CHECK_EVERY` seconds: a dict insert and pop per request,
+    where a timer per request (`loop.call_later`, then `cancel`) cost ten times as much."""
 
     def __init__(self, app: App, timeout: float, worker: Worker) -> None:
         self.app = app
         self.timeout = timeout
         self.worker = worker
+        self._in_flight: dict[asyncio.Task[Any], _Request] = {}
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        request = _Request(loop.time())
+        request = _Request(time.monotonic(), scope, task)
 
         async def tracked_send(message: Message) -> None:
             if request.expired:
@@ -109,7 +117,8 @@ class DeadlineMiddleware:
                 request.head_sent = True
             await send(message)
 
-        timer = loop.call_later(self.timeout, self._expire, task, scope, request, loop)
+        in_flight = self._in_flight
+        in_flight[task] = request
         try:
             await self.app(scope, receive, tracked_send)
         except (asyncio.CancelledError, RequestTimedOut):
@@ -117,24 +126,34 @@ class DeadlineMiddleware:
                 raise  # not ours: the server is shutting down, or the client left
             task.uncancel()
         finally:
-            timer.cancel()
+            in_flight.pop(task, None)
         if request.expired:
             if request.head_sent:
                 raise RequestTimedOut("the request ran past --request-timeout; its response is cut")
             await send(_HEAD)
             await send({"type": "http.response.body", "body": _BODY})
 
-    def _expire(self, task: asyncio.Task[Any], scope: Scope, request: _Request,
-                loop: asyncio.AbstractEventLoop) -> None:
-        """The timer fired: log where the request is, then cancel its task."""
+    async def watch(self) -> None:
+        """Stop the overdue requests, every `CHECK_EVERY` seconds (at most a quarter of the
+        deadline), until cancelled."""
+        every = min(CHECK_EVERY, self.timeout / 4)
+        while True:
+            await asyncio.sleep(every)
+            due = time.monotonic() - self.timeout
+            for request in [r for r in self._in_flight.values() if r.started <= due and not r.expired]:
+                self._expire(request)
+
+    def _expire(self, request: _Request) -> None:
+        """Log where the request is, then cancel its task."""
+        task = request.task
         if task.done():
             return
         request.expired = True
         others = stacks()
-        client = scope.get("client") or ("unix socket",)
+        client = request.scope.get("client") or ("unix socket",)
         outcome = "connection cut (the response had begun)" if request.head_sent else "answered 504"
-        text = describe(self.worker.pid, request_line(scope), str(client[0]), loop.time() - request.started,
-                        self.timeout, outcome)
+        text = describe(self.worker.pid, request_line(request.scope), str(client[0]),
+                        time.monotonic() - request.started, self.timeout, outcome)
         self.worker.report_request_timeout(
             f"{text}; the worker goes on serving\n{await_chain(task)}"
             + (f"\nOther threads (a sync endpoint run in a thread keeps running):\n{others}" if others else ""))
