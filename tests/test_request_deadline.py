@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from conftest import wait_until
 from control_helpers import call
 from prometheus_client.parser import text_string_to_metric_families
@@ -187,3 +189,56 @@ def test_uvicorn_cuts_a_response_that_had_begun_without_a_traceback(arbiter) -> 
     master.wait_log(r"GET /streamed HTTP/1\.1 .*; connection cut \(the response had begun\)")
     assert "Exception in ASGI application" not in master.log()
     assert master.workers() == [pid]
+
+
+# -- the race between the app and the deadline, on a real socket pair ---------------------------
+
+
+def _in_flight(timeout: float = 30.0) -> tuple[Any, Any, Any, socket.socket]:
+    from arbiter.config.settings import Config
+    from arbiter.web.http.connection import Connection, ListenerInfo
+    from arbiter.web.http.deadlines import Deadlines
+    from arbiter.web.http.parser import Limits, Request
+
+    ours, client = socket.socketpair()
+    ours.setblocking(False)
+    conn = Connection(ours, None, ListenerInfo(ours, "x", "80", True), Limits.from_config(Config()), 10.0, False)
+    req = Request()
+    req.method, req.uri = "GET", "/stuck"
+    deadlines = Deadlines(timeout)
+    return deadlines, deadlines.begin(conn, req), conn, client
+
+
+def test_an_expired_request_is_answered_504_once_and_the_app_can_no_longer_send() -> None:
+    from arbiter.web.http.errors import ClientDisconnected
+
+    deadlines, entry, conn, client = _in_flight()
+    try:
+        assert deadlines.overdue(time.monotonic()) == []
+        assert deadlines.overdue(entry.due) == [entry]
+        assert deadlines.expire(entry) == "answered 504"
+        received = b""
+        while chunk := client.recv(4096):  # the 504, then end of stream
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n") and b"Connection: close" in received
+        with pytest.raises(ClientDisconnected):
+            entry.claim()  # the app's head would have gone out now: refused
+        assert deadlines.overdue(entry.due + 60) == []  # expired once, no longer in flight
+    finally:
+        conn.close()
+        client.close()
+
+
+def test_a_response_already_begun_is_cut_not_answered_twice() -> None:
+    deadlines, entry, conn, client = _in_flight()
+    try:
+        entry.claim()  # the app's head goes out first
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nbeg")
+        assert deadlines.expire(entry) == "connection cut (the response had begun)"
+        received = b""
+        while chunk := client.recv(4096):
+            received += chunk
+        assert received == b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nbeg"  # no 504 after it
+    finally:
+        conn.close()
+        client.close()

@@ -24,7 +24,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from arbiter.web.http.errors import ClientDisconnected
 from arbiter.web.http.response import error_response
@@ -40,13 +41,14 @@ class InFlight:
     """One request under a deadline. Cheap to make: the words for the log are found only if it
     expires, and the lock is its worker's."""
 
-    __slots__ = ("started", "due", "req", "thread", "conn", "expired", "head_started", "_lock")
+    __slots__ = ("started", "due", "req", "thread", "owner", "conn", "expired", "head_started", "_lock")
 
     def __init__(self, conn: Connection, req: Request, started: float, due: float, lock: threading.Lock) -> None:
         self.started = started
         self.due = due
         self.req = req
         self.thread = threading.get_ident()
+        self.owner: Any = None  # what runs the request where it is not a thread (a greenlet)
         self.conn = conn
         self.expired = False
         self.head_started = False
@@ -75,8 +77,11 @@ class InFlight:
 class Deadlines:
     """The requests in flight in one worker and their deadline, `timeout` seconds after start."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, current: Callable[[], Any] | None = None) -> None:
+        """`current`: where requests run on something other than threads, how to get the one
+        running now (`gevent.getcurrent`); it is kept as each request's `owner`."""
         self.timeout = timeout
+        self._current = current
         self._in_flight: dict[int, InFlight] = {}  # dict operations are atomic: no lock needed
         # One lock for the worker: held only to claim a response, by an app thread or the watcher.
         self._lock = threading.Lock()
@@ -84,6 +89,8 @@ class Deadlines:
     def begin(self, conn: Connection, req: Request) -> InFlight:
         now = time.monotonic()
         entry = InFlight(conn, req, now, now + self.timeout, self._lock)
+        if self._current is not None:
+            entry.owner = self._current()
         self._in_flight[id(entry)] = entry
         return entry
 
