@@ -15,6 +15,7 @@ import click
 
 from arbiter import __version__, logs
 from arbiter.web import app as app_loader
+from arbiter.web import workers
 from arbiter.config import loader as config_mod
 from arbiter.errors import AppLoadError, ArbiterError, ConfigError
 from arbiter.config.settings import SETTINGS, Setting
@@ -67,6 +68,7 @@ def _serve(params: dict[str, Any]) -> int:
     app_loader.prepare_path(cfg.chdir, cfg.pythonpath)
     if cfg.check_config:
         if cfg.wsgi_app:
+            workers.check(cfg.worker_class, threads=cfg.threads, preload=cfg.preload_app)
             app_loader.load(cfg.wsgi_app)
         click.echo(f"{cfg.config or 'configuration'}: OK" + (f"; {cfg.wsgi_app} imports" if cfg.wsgi_app else ""))
         return 0
