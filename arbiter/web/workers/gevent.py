@@ -32,7 +32,6 @@ from typing import Any, ClassVar
 import gevent
 from gevent import monkey
 from gevent import socket as gsocket
-from gevent.event import Event
 from gevent.pool import Pool
 
 from arbiter.web.http.connection import MIN_HEAD_TIMEOUT, RECV_SIZE, Connection, ListenerInfo
@@ -81,9 +80,12 @@ class GeventWorker(Worker):
                 self.notify()
                 gevent.sleep(HEARTBEAT_INTERVAL)
             self.begin_stop()
-            while not self.stopped():
+            # The pool, not `conns`: a connection accepted just before the stop has a greenlet
+            # that may not have started yet, and it must be answered too.
+            while not self.pool.join(timeout=HEARTBEAT_INTERVAL):
                 self.notify()
-                self._drained.wait(HEARTBEAT_INTERVAL)
+                if self.graceful_timeout_over():
+                    break
         finally:
             self.teardown()
 
@@ -100,7 +102,6 @@ class GeventWorker(Worker):
         self.conns: set[Connection] = set()
         self.stop_deadline: float | None = None
         self.stop_grace = 0.0
-        self._drained = Event()
         # One receive buffer for the whole worker: a greenlet fills it and parses it with no
         # switch in between, so 1000 connections do not cost 1000 buffers.
         self._buf = bytearray(RECV_SIZE)
@@ -179,8 +180,6 @@ class GeventWorker(Worker):
             except OSError:
                 pass
             conn.close(linger)
-            if self.stop_deadline is not None and not self.conns:
-                self._drained.set()
 
     def _converse(self, conn: Connection) -> bool:
         """Answer requests on `conn` until it is done; True when its close should linger."""
@@ -255,16 +254,11 @@ class GeventWorker(Worker):
         self.draining()
         self.stop_deadline = now + self.graceful_timeout
         self.stop_grace = now + self.keepalive
-        if not self.conns:
-            self._drained.set()
 
-    def stopped(self) -> bool:
-        """True when nothing is left to finish, or the graceful timeout is over."""
+    def graceful_timeout_over(self) -> bool:
+        """True once `graceful_timeout` has passed since the stop began (said in the log)."""
         assert self.stop_deadline is not None
-        if not self.conns:
-            return True
         if time.monotonic() < self.stop_deadline:
             return False
-        self.log.warning("Graceful timeout: %d connections still open; leaving them", len(self.conns))
+        self.log.warning("Graceful timeout: %d connections still open; leaving them", len(self.pool))
         return True
-
