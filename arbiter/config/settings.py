@@ -195,11 +195,12 @@ SETTINGS: tuple[Setting, ...] = (
     S("workers", to_positive_int, 1, "The number of web workers (default: $WEB_CONCURRENCY or 1).",
       ("-w", "--workers"), "INT", section="worker", env_default="WEB_CONCURRENCY"),
     S("worker_class", to_str, "auto",
-      "Worker class: sync, gthread, uvicorn, or module:Class. `auto` picks uvicorn for an ASGI app "
-      "and sync for a WSGI app.", ("-k", "--worker-class"), "CLASS", section="worker"),
+      "Worker class: sync, gthread, gevent (pip install 'arbiter[gevent]'), uvicorn, or module:Class; "
+      "Gunicorn's names work too. `auto` picks uvicorn for an ASGI app and sync (gthread with "
+      "--threads above 1) for a WSGI app.", ("-k", "--worker-class"), "CLASS", section="worker"),
     S("threads", to_positive_int, 1, "Threads per gthread worker (more than 1 with sync means gthread).",
       ("--threads",), "INT", section="worker"),
-    S("worker_connections", to_positive_int, 1000, "The most open connections per worker.",
+    S("worker_connections", to_positive_int, 1000, "The most open connections per worker (sync, gthread, gevent).",
       ("--worker-connections",), "INT", section="worker"),
     S("reload_batch", to_positive_int, 8,
       "During a rolling reload, how many new workers may boot at once beside the old ones.",

@@ -45,7 +45,8 @@ _SUGGEST = "use -k gevent (many connections per worker on blocking code) or -k g
 REFUSED: dict[str, str] = {
     "eventlet": "eventlet is deprecated by its own maintainers (bug fixes only, new use discouraged) "
                 f"and Gunicorn 27 dropped its worker; {_SUGGEST}",
-    "tornado": f"Gunicorn's tornado worker is a relic (a Tornado app as WSGI, or a WSGI app on Tornado's loop); {_SUGGEST}",
+    "tornado": "Gunicorn's tornado worker is a relic (a WSGI app in Tornado's WSGIContainer on one "
+               f"single-threaded loop, or a Tornado app, which has its own server); {_SUGGEST}",
 }
 REFUSED["gunicorn.workers.geventlet.EventletWorker"] = REFUSED["eventlet"]
 REFUSED["gunicorn.workers.gtornado.TornadoWorker"] = REFUSED["tornado"]
