@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import http_get, wait_until
 from http_corpus import LLHTTP_REFUSES, WRAPPER_REFUSES
+from http_helpers import Client, app, get, serve
+
+from arbiter.web.scoreboard import SlotState
 
 from load import Load
 
@@ -159,3 +162,62 @@ def test_the_smuggling_corpus_gets_the_same_answers_from_gevent_and_sync(arbiter
             assert expected == WRAPPER_REFUSES[name][1], name
         assert _status_of(gevent.port, data) == expected, name
     assert gevent.get("/")[0] == 200
+
+
+# -- one worker, forked by the test (http_helpers.serve): timeouts and the stop -------------------
+
+
+def test_incomplete_head_is_cut_off_after_the_head_timeout(monkeypatch):
+    monkeypatch.setattr("arbiter.web.workers.gevent.MIN_HEAD_TIMEOUT", 0.5)  # inherited by the fork
+    with serve(app, "gevent", keepalive=0.2) as served, served.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        started = time.monotonic()
+        assert Client(sock).at_eof(timeout=5)
+        assert 0.3 < time.monotonic() - started < 3
+
+
+def test_silent_connection_gets_only_the_keepalive_grace_when_stopping():
+    # Accepted, never a byte: normally it may stay max(keepalive, 10 s); a stop shortens that to
+    # `keepalive`, as in the sync worker, so the worker does not wait 10 s to exit.
+    with serve(app, "gevent", keepalive=0.3, graceful_timeout=30) as served, served.connect() as sock:
+        assert get(served).status == 200  # the silent connection has been accepted by now
+        started = time.monotonic()
+        served.terminate()
+        assert Client(sock).at_eof(timeout=8)
+        assert served.wait_exit(timeout=8) == 0
+        assert time.monotonic() - started < 5
+
+
+def test_max_requests_asks_for_retirement_and_keeps_serving():
+    with serve(app, "gevent", max_requests=2) as served:
+        assert get(served).status == 200
+        assert served.state() == SlotState.READY
+        assert get(served).status == 200
+        wait_until(lambda: served.state() == SlotState.RETIRING, what="RETIRING")
+        assert get(served).status == 200  # until the master drains it
+        wait_until(lambda: served.requests() == 3, what="three requests counted")
+
+
+def test_graceful_timeout_leaves_a_stuck_request(tmp_path):
+    mark = tmp_path / "mark"
+    with serve(app, "gevent", graceful_timeout=0.3) as served, served.connect() as sock:
+        sock.sendall(f"GET /sleep?30 HTTP/1.1\r\nHost: t\r\nX-Mark: {mark}\r\n\r\n".encode())
+        wait_until(lambda: mark.exists(), what="the app to start")
+        started = time.monotonic()
+        served.terminate()
+        assert served.wait_exit(timeout=5) == 0
+        assert time.monotonic() - started < 3
+
+
+def test_many_slow_requests_run_at_once_in_one_worker():
+    with serve(app, "gevent", worker_connections=100) as served:
+        socks = [served.connect() for _ in range(50)]
+        try:
+            for sock in socks:
+                sock.sendall(b"GET /sleep?1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            started = time.monotonic()
+            assert [Client(sock).read_response().body for sock in socks] == [b"slept"] * 50
+            assert time.monotonic() - started < 5  # one after the other: 50 s
+        finally:
+            for sock in socks:
+                sock.close()

@@ -109,8 +109,9 @@ def run_worker(
         chosen = workers.for_threads(workers.canonical(cfg.worker_class), cfg.threads)
         # A named class is loaded before the app: gevent's must patch before any app import.
         cls = None if chosen == "auto" else workers.load(chosen)
-        if cls is not None:
-            cls.prepare_process()
+        prepare = getattr(cls, "prepare_process", None)  # a custom class may not derive from ours
+        if prepare is not None:
+            prepare()
         app = preloaded if preloaded is not None else app_loader.load(cfg.wsgi_app)
         app_is_asgi = app_loader.is_asgi(app)
         if cls is None:
