@@ -75,6 +75,19 @@ def uvicorn(app: str) -> Contender:
                      port_from="listen")
 
 
+def gunicorn_gevent(app: str) -> list[Contender]:
+    """Gunicorn's gevent worker with its Python parser, and with its C parser (`gunicorn[fast]`,
+    the gunicorn_h1c package) when that is installed: Gunicorn at its best."""
+    peers = [gunicorn(app, "-k", "gevent", "--http-parser", "python")]
+    try:
+        import gunicorn_h1c  # noqa: F401
+
+        peers.append(gunicorn(app, "-k", "gevent", "--http-parser", "fast"))
+    except ImportError:
+        pass
+    return peers
+
+
 # name -> (contenders, target ratio arbiter/each peer or None)
 SCENARIOS: dict[str, tuple[list[Contender], float | None]] = {
     "wsgi-sync": ([arbiter("wsgi_hello:app", "-k", "sync"), gunicorn("wsgi_hello:app", "-k", "sync")], 2.0),
@@ -83,9 +96,9 @@ SCENARIOS: dict[str, tuple[list[Contender], float | None]] = {
                       gunicorn("wsgi_hello:app", "-k", "gthread", "--threads", "4")], None),
     "asgi": ([arbiter("asgi_hello:app", "-k", "uvicorn"), gunicorn("asgi_hello:app", "-k", GUNICORN_UVICORN),
               uvicorn("asgi_hello:app")], 1.0),
-    "wsgi-gevent": ([arbiter("wsgi_hello:app", "-k", "gevent"), gunicorn("wsgi_hello:app", "-k", "gevent")], 1.0),
-    "flask-gevent": ([arbiter("flask_hello:app", "-k", "gevent"), gunicorn("flask_hello:app", "-k", "gevent")], 1.0),
-    "io-gevent": ([arbiter("wsgi_io:app", "-k", "gevent"), gunicorn("wsgi_io:app", "-k", "gevent")], 1.0),
+    "wsgi-gevent": ([arbiter("wsgi_hello:app", "-k", "gevent"), *gunicorn_gevent("wsgi_hello:app")], 1.0),
+    "flask-gevent": ([arbiter("flask_hello:app", "-k", "gevent"), *gunicorn_gevent("flask_hello:app")], 1.0),
+    "io-gevent": ([arbiter("wsgi_io:app", "-k", "gevent"), *gunicorn_gevent("wsgi_io:app")], 1.0),
 }
 # wrk connections per scenario (default 64). 10 ms per request caps 64 connections at 6,400 req/s
 # whatever the server; 256 leave the servers, not the wait, as the limit.
@@ -253,7 +266,7 @@ def print_replacement(replaced: list[list[dict]], args: argparse.Namespace) -> N
 
 def versions() -> dict:
     found = {"python": platform.python_version(), "cpus": os.cpu_count()}
-    for dist in ("arbiter", "gunicorn", "uvicorn", "uvloop", "httptools", "flask", "gevent"):
+    for dist in ("arbiter", "gunicorn", "gunicorn_h1c", "uvicorn", "uvloop", "httptools", "flask", "gevent"):
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
