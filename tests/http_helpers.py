@@ -24,7 +24,7 @@ from typing import Any
 from conftest import wait_until as _wait_until
 
 from arbiter import logs
-from arbiter.config.loader import Config
+from arbiter.config.settings import Config
 from arbiter.web.scoreboard import Scoreboard, SlotState
 
 

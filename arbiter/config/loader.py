@@ -8,7 +8,6 @@ was expected.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import difflib
 import os
 import re
@@ -19,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from arbiter.config.settings import BY_NAME, HOOKS, SETTINGS, Config, Extras, Setting, lookup
 from arbiter.errors import ConfigError
-from arbiter.config.settings import BY_NAME, HOOKS, SETTINGS, Setting, lookup
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,59 +33,6 @@ class Value:
 
     raw: Any
     origin: str  # "arbiter.toml:12", "environment variable ARBITER_WORKERS", "--workers"
-
-
-@dataclass(frozen=True)
-class Extras:
-    """What a config file holds beyond the flat settings: programs, groups, and warnings about
-    what it asked for that Arbiter does not do (yet)."""
-
-    programs: tuple[Any, ...] = ()
-    groups: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-
-
-_ConfigBase = dataclasses.make_dataclass(
-    "_ConfigBase",
-    [(s.name, Any, dataclasses.field(default=s.default)) for s in SETTINGS]
-    + [("extras", Extras, dataclasses.field(default_factory=Extras))],
-    frozen=True,
-)
-
-
-class Config(_ConfigBase):  # type: ignore[misc, valid-type]
-    """The resolved settings; attribute names are the settings' names (`cfg.workers`)."""
-
-    @property
-    def programs(self) -> tuple[Any, ...]:
-        return self.extras.programs
-
-    @property
-    def groups(self) -> Mapping[str, tuple[str, ...]]:
-        return self.extras.groups
-
-    @property
-    def is_ssl(self) -> bool:
-        return bool(self.certfile)
-
-    @property
-    def title_name(self) -> str:
-        """What process titles call this service: `--name`, else the app."""
-        return self.proc_name or self.wsgi_app or "arbiter"
-
-    def hook(self, name: str) -> Any:
-        """The user's hook function, or None."""
-        return getattr(self, name) if name in HOOKS else None
-
-    def as_text(self) -> str:
-        """`--print-config` output: one `name = value` a line, in table order."""
-        lines = []
-        for setting in SETTINGS:
-            value = getattr(self, setting.name)
-            if callable(value):
-                value = f"<{getattr(value, '__qualname__', 'function')}>"
-            lines.append(f"{setting.name:<26} = {value!r}")
-        return "\n".join(lines)
 
 
 def _unknown(key: str, origin: str) -> ConfigError:
@@ -164,7 +110,8 @@ def read_ini(path: str) -> tuple[dict[str, Value], Extras]:
             values[name] = Value(raw, f"{path}: [supervisord] {key}")
     if options.nodaemon is not None:
         values["daemon"] = Value(not options.nodaemon, f"{path}: [supervisord] nodaemon")
-    warnings_extra = []
+    warnings_extra: list[str] = []
+    http_auth: tuple[str | None, str | None] | None = None
     if options.unix_http_server is not None and options.unix_http_server.file:
         server = options.unix_http_server
         values["control_socket"] = Value(server.file, f"{path}: [unix_http_server] file")
@@ -172,14 +119,14 @@ def read_ini(path: str) -> tuple[dict[str, Value], Extras]:
             values["control_socket_mode"] = Value(server.chmod, f"{path}: [unix_http_server] chmod")
     if options.inet_http_server is not None and options.inet_http_server.port:
         values["control_bind"] = Value(options.inet_http_server.port, f"{path}: [inet_http_server] port")
-        if options.inet_http_server.username:
-            warnings_extra.append(f"{path}: [inet_http_server] username/password (Basic auth) is not "
-                                  "supported; set a bearer token with control_token_file")
+        # Supervisor's Basic auth pair; the control server checks it (and refuses to start
+        # without a username, naming the lines to add).
+        http_auth = (options.inet_http_server.username, options.inet_http_server.password)
     warnings = list(result.warnings) + warnings_extra
     warnings += [f"{path}: [supervisord] {key} is not supported yet; ignored"
                  for key in _SUPERVISORD_IGNORED if getattr(options, key) is not None]
     groups = {name: tuple(members) for name, members in result.groups.items()}
-    return values, Extras(tuple(result.programs), groups, tuple(warnings))
+    return values, Extras(tuple(result.programs), groups, tuple(warnings), http_auth)
 
 
 def read_pyfile(path: str) -> tuple[dict[str, Value], Extras]:
@@ -257,10 +204,10 @@ def read_environ(environ: Mapping[str, str]) -> tuple[dict[str, Value], dict[str
         if not key.startswith("ARBITER_") or key in _NOT_SETTINGS:
             continue
         origin = f"environment variable {key}"
-        setting = BY_NAME.get(key[len("ARBITER_"):].lower())
-        if setting is None or setting.name in HOOKS:
+        known = BY_NAME.get(key[len("ARBITER_"):].lower())
+        if known is None or known.name in HOOKS:
             raise _unknown(key[len("ARBITER_"):], origin)
-        over[setting.name] = Value(raw, origin)
+        over[known.name] = Value(raw, origin)
     return under, over
 
 

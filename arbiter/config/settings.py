@@ -1,18 +1,35 @@
-"""The table of settings: each declared once, feeding the CLI, the config loaders and the docs.
+"""The settings, each declared once: a field of the frozen `Config`, whose metadata feeds the CLI,
+the config loaders, the environment variables and the docs.
 
-A `Setting` names its Gunicorn config-file key (so a `gunicorn.conf.py` keeps working), its
-command-line flags, its `ARBITER_*` environment variable, its default and a converter that turns
-a raw value (a string from the command line or environment, or a TOML/Python value) into the
-typed value, raising `ValueError` with what was expected.
+A field's name is its config-file key (Gunicorn's name where it has one); its metadata (a
+`Setting`) holds the converter that turns a raw value into the typed value, the command-line
+flags, the help text, the docs section and, where Gunicorn users expect one, an environment
+variable read under the config file. `SETTINGS` is the table derived from the fields, in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+from arbiter.config.convert import (
+    to_bool,
+    to_comma_list,
+    to_env_pairs,
+    to_hook,
+    to_log_level,
+    to_non_negative_int,
+    to_optional_str,
+    to_positive_int,
+    to_seconds,
+    to_str,
+    to_str_list,
+    to_umask,
+)
+
+Hook = Callable[..., Any]
 
 HOOKS: dict[str, str] = {
     # name: signature, as Gunicorn documents them
@@ -34,128 +51,9 @@ HOOKS: dict[str, str] = {
 }
 
 
-def to_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip(), 0)
-        except ValueError:
-            pass
-    raise ValueError("an integer")
-
-
-def to_positive_int(value: Any) -> int:
-    number = to_int(value)
-    if number < 1:
-        raise ValueError("an integer of at least 1")
-    return number
-
-
-def to_non_negative_int(value: Any) -> int:
-    number = to_int(value)
-    if number < 0:
-        raise ValueError("an integer of at least 0")
-    return number
-
-
-def to_seconds(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("a number of seconds")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError("a number of seconds") from None
-    if number < 0:
-        raise ValueError("a number of seconds of at least 0")
-    return number
-
-
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f", ""}
-
-
-def to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError("true or false")
-
-
-def to_str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("a string")
-    return value
-
-
-def to_optional_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    return to_str(value)
-
-
-def to_str_list(value: Any) -> tuple[str, ...]:
-    """A list of strings; a single string is one item (as Gunicorn's `bind = "x"` is)."""
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
-        return tuple(value)
-    raise ValueError("a string or a list of strings")
-
-
-def to_comma_list(value: Any) -> tuple[str, ...]:
-    """Comma-separated in a string (`"10.0.0.1,10.0.0.2"`), or a list."""
-    if isinstance(value, str):
-        return tuple(item.strip() for item in value.split(",") if item.strip())
-    return to_str_list(value)
-
-
-def to_umask(value: Any) -> int:
-    """An octal mode: `0o22`, `"022"` and `"0o22"` all mean the same, as in Gunicorn."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str):
-        text = value.strip().lower().removeprefix("0o")
-        try:
-            number = int(text, 8)
-        except ValueError:
-            raise ValueError("an octal mode such as 022") from None
-    else:
-        raise ValueError("an octal mode such as 022")
-    if not 0 <= number <= 0o777:
-        raise ValueError("an octal mode between 000 and 777")
-    return number
-
-
-def to_log_level(value: Any) -> str:
-    text = to_str(value).strip().lower()
-    if text == "warn":
-        text = "warning"
-    if text not in LOG_LEVELS:
-        raise ValueError("one of " + ", ".join(LOG_LEVELS))
-    return text
-
-
-def to_hook(value: Any) -> Callable[..., Any] | None:
-    if value is None or callable(value):
-        return value
-    raise ValueError("a function")
-
-
-def to_env_pairs(value: Any) -> tuple[str, ...]:
-    items = to_str_list(value)
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"KEY=VALUE pairs (got {item!r})")
-    return items
-
-
 @dataclass(frozen=True)
 class Setting:
-    """One setting. `name` is also its key in config files (Gunicorn's name where it has one)."""
+    """One setting's declaration: what the CLI, the loaders and the docs need to know of it."""
 
     name: str
     convert: Callable[[Any], Any]
@@ -168,127 +66,254 @@ class Setting:
     section: str = "server"
     # An environment variable Gunicorn users expect to work, read under the config file.
     env_default: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def env(self) -> str:
         return "ARBITER_" + self.name.upper()
 
 
-S = Setting
-SETTINGS: tuple[Setting, ...] = (
-    S("config", to_optional_str, None, "A config file: arbiter.toml, a Gunicorn-style .py file.",
-      ("-c", "--config"), "FILE", section="config"),
-    S("wsgi_app", to_optional_str, None,
-      "The application: module:attr, module:factory() or module (finds `application`, then `app`).",
-      section="server"),
-    S("check_config", to_bool, False, "Check the configuration and the app import, then exit.",
-      ("--check-config",), is_flag=True, section="config"),
-    S("print_config", to_bool, False, "Print the resolved configuration, then exit.",
-      ("--print-config",), is_flag=True, section="config"),
-    S("bind", to_str_list, ("127.0.0.1:8000",),
-      "Where to listen: HOST:PORT, [::]:PORT, unix:PATH or fd://N. Repeat for several. Port 0 "
-      "lets the kernel choose (the real address is logged).", ("-b", "--bind"), "ADDRESS",
-      multiple=True, section="socket"),
-    S("backlog", to_positive_int, 2048, "The most pending connections per listening socket.",
-      ("--backlog",), "INT", section="socket"),
-    S("workers", to_positive_int, 1, "The number of web workers (default: $WEB_CONCURRENCY or 1).",
-      ("-w", "--workers"), "INT", section="worker", env_default="WEB_CONCURRENCY"),
-    S("worker_class", to_str, "auto",
-      "Worker class: sync, gthread, gevent (pip install 'arbiter[gevent]'), uvicorn, or module:Class; "
-      "Gunicorn's names work too. `auto` picks uvicorn for an ASGI app and sync (gthread with "
-      "--threads above 1) for a WSGI app.", ("-k", "--worker-class"), "CLASS", section="worker"),
-    S("threads", to_positive_int, 1, "Threads per gthread worker (more than 1 with sync means gthread).",
-      ("--threads",), "INT", section="worker"),
-    S("worker_connections", to_positive_int, 1000, "The most open connections per worker (sync, gthread, gevent).",
-      ("--worker-connections",), "INT", section="worker"),
-    S("reload_batch", to_positive_int, 8,
-      "During a rolling reload, how many new workers may boot at once beside the old ones.",
-      ("--reload-batch",), "INT", section="worker"),
-    S("max_requests", to_non_negative_int, 0, "Restart a worker after this many requests (0: never).",
-      ("--max-requests",), "INT", section="worker"),
-    S("max_requests_jitter", to_non_negative_int, 0,
-      "Add up to this many (random) to max_requests, so workers do not all restart at once.",
-      ("--max-requests-jitter",), "INT", section="worker"),
-    S("timeout", to_seconds, 30.0, "A worker silent for this many seconds is killed and replaced (0: off).",
-      ("-t", "--timeout"), "SECONDS", section="worker"),
-    S("graceful_timeout", to_seconds, 30.0, "How long a stopping worker may finish in-flight requests.",
-      ("--graceful-timeout",), "SECONDS", section="worker"),
-    S("keepalive", to_seconds, 2.0, "Seconds an idle keep-alive connection is kept open.",
-      ("--keep-alive",), "SECONDS", section="worker"),
-    S("limit_request_line", to_non_negative_int, 4094,
-      "The most bytes in the request line (0: unlimited).", ("--limit-request-line",), "INT",
-      section="security"),
-    S("limit_request_fields", to_non_negative_int, 100,
-      "The most header fields in a request (0: unlimited).", ("--limit-request-fields",), "INT",
-      section="security"),
-    S("limit_request_field_size", to_non_negative_int, 8190,
-      "The most bytes in one header field (0: unlimited).", ("--limit-request-field-size",), "INT",
-      section="security"),
-    S("forwarded_allow_ips", to_comma_list, ("127.0.0.1", "::1"),
-      "Peers trusted to set X-Forwarded-* headers, comma separated; `*` trusts all.",
-      ("--forwarded-allow-ips",), "IPS", section="security"),
-    S("preload_app", to_bool, False, "Import the app in the master before forking workers.",
-      ("--preload",), is_flag=True, section="server"),
-    S("reload", to_bool, False, "Development: reload workers when the app's files change.",
-      ("--reload",), is_flag=True, section="debugging"),
-    S("chdir", to_optional_str, None, "Change to this directory before loading the app.",
-      ("--chdir",), "DIR", section="server"),
-    S("pythonpath", to_comma_list, (), "Directories added to sys.path, comma separated.",
-      ("--pythonpath",), "PATHS", section="server"),
-    S("raw_env", to_env_pairs, (), "Set an environment variable in the workers (KEY=VALUE); repeatable.",
-      ("-e", "--env"), "KEY=VALUE", multiple=True, section="server"),
-    S("proc_name", to_optional_str, None, "The name used in process titles (default: the app).",
-      ("-n", "--name"), "NAME", section="logging"),
-    S("pidfile", to_optional_str, None, "Write the master's pid to this file.",
-      ("-p", "--pid"), "FILE", section="server"),
-    S("user", to_optional_str, None, "Run workers as this user (name or uid).",
-      ("-u", "--user"), "USER", section="server"),
-    S("group", to_optional_str, None, "Run workers as this group (name or gid).",
-      ("-g", "--group"), "GROUP", section="server"),
-    S("umask", to_umask, 0, "The umask of the master and workers (octal).",
-      ("-m", "--umask"), "INT", section="server"),
-    S("daemon", to_bool, False, "Detach from the terminal.", ("-D", "--daemon"), is_flag=True,
-      section="server"),
-    S("accesslog", to_optional_str, None, "Access log file; `-` is stdout. Off by default.",
-      ("--access-logfile",), "FILE", section="logging"),
-    S("access_log_format", to_str,
-      '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
-      "Access log line format, with Gunicorn's atoms.", ("--access-logformat",), "FORMAT",
-      section="logging"),
-    S("errorlog", to_str, "-", "Error log file; `-` is stderr.", ("--error-logfile", "--log-file"),
-      "FILE", section="logging"),
-    S("loglevel", to_log_level, "info", "Error log level: " + ", ".join(LOG_LEVELS) + ".",
-      ("--log-level",), "LEVEL", section="logging"),
-    S("childlogdir", to_optional_str, None,
-      "Directory for program logs set to AUTO (default: the system's temporary directory).",
-      section="programs"),
-    S("minfds", to_non_negative_int, 1024,
-      "Raise the open-files limit to at least this many before starting anything, as Supervisor does.",
-      section="programs"),
-    S("minprocs", to_non_negative_int, 200,
-      "Raise the process-count limit to at least this many, as Supervisor does.", section="programs"),
-    S("control_socket", to_optional_str, None,
-      "The control API's unix socket (`arbiter ctl`, dashboard, metrics). Default: arbiter.sock "
-      "beside the pidfile, else in the working directory; `none` turns it off.",
-      ("--control-socket",), "PATH", section="control"),
-    S("control_socket_mode", to_umask, 0o600, "File mode of the control socket (octal).",
-      ("--control-socket-mode",), "MODE", section="control"),
-    S("control_bind", to_optional_str, None,
-      "Also serve the control API on TCP HOST:PORT (off by default; needs a token unless loopback).",
-      ("--control-bind",), "HOST:PORT", section="control"),
-    S("control_token_file", to_optional_str, None,
-      "File holding the bearer token for the TCP control API (or set $ARBITER_TOKEN).",
-      ("--control-token-file",), "FILE", section="control"),
-    S("certfile", to_optional_str, None, "TLS certificate file (turns TLS on, with keyfile).",
-      ("--certfile",), "FILE", section="ssl"),
-    S("keyfile", to_optional_str, None, "TLS private key file.", ("--keyfile",), "FILE", section="ssl"),
-) + tuple(
-    S(name, to_hook, None, f"Server hook `{signature}`, set in a Python config file.", section="hooks")
-    for name, signature in HOOKS.items()
+def setting(
+    convert: Callable[[Any], Any],
+    default: Any,
+    help: str,
+    flags: Sequence[str] = (),
+    *,
+    metavar: str = "",
+    multiple: bool = False,
+    is_flag: bool = False,
+    section: str = "server",
+    env_default: str | None = None,
+) -> Any:
+    """A `Config` field carrying its `Setting` (its name is filled in from the field's)."""
+    meta = Setting("", convert, default, help, tuple(flags), metavar, multiple, is_flag, section, env_default)
+    return field(default=default, metadata={"setting": meta})
+
+
+def hook(signature: str) -> Any:
+    """A `Config` field for a server hook, set only in a Python config file (as in Gunicorn)."""
+    return setting(to_hook, None, f"Server hook `{signature}`, set in a Python config file.", section="hooks")
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What a config file holds beyond the flat settings: programs, groups, and warnings about
+    what it asked for that Arbiter does not do (yet)."""
+
+    programs: tuple[Any, ...] = ()  # ProgramConfig records (the programs layer sits above this one)
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    # A supervisord.conf's [inet_http_server] (username, password): the TCP control API's Basic
+    # auth credential. None when the file has no such section. A secret: never printed.
+    http_auth: tuple[str | None, str | None] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved settings (`cfg.workers`), frozen; built by `arbiter.config.loader.build`."""
+
+    config: str | None = setting(
+        to_optional_str, None, "A config file: arbiter.toml, a Gunicorn-style .py file.", ("-c", "--config"),
+        metavar="FILE", section="config")
+    wsgi_app: str | None = setting(
+        to_optional_str, None,
+        "The application: module:attr, module:factory() or module (finds `application`, then `app`).",
+        section="server")
+    check_config: bool = setting(
+        to_bool, False, "Check the configuration and the app import, then exit.", ("--check-config",),
+        is_flag=True, section="config")
+    print_config: bool = setting(
+        to_bool, False, "Print the resolved configuration, then exit.", ("--print-config",), is_flag=True,
+        section="config")
+    bind: tuple[str, ...] = setting(
+        to_str_list, ("127.0.0.1:8000",),
+        "Where to listen: HOST:PORT, [::]:PORT, unix:PATH or fd://N. Repeat for several. Port 0 lets the "
+        "kernel choose (the real address is logged).", ("-b", "--bind"), metavar="ADDRESS", multiple=True,
+        section="socket")
+    backlog: int = setting(
+        to_positive_int, 2048, "The most pending connections per listening socket.", ("--backlog",),
+        metavar="INT", section="socket")
+    workers: int = setting(
+        to_positive_int, 1, "The number of web workers (default: $WEB_CONCURRENCY or 1).",
+        ("-w", "--workers"), metavar="INT", section="worker", env_default="WEB_CONCURRENCY")
+    worker_class: str = setting(
+        to_str, "auto",
+        "Worker class: sync, gthread, gevent (pip install 'arbiter[gevent]'), uvicorn, or module:Class; "
+        "Gunicorn's names work too. `auto` picks uvicorn for an ASGI app and sync (gthread with "
+        "--threads above 1) for a WSGI app.", ("-k", "--worker-class"), metavar="CLASS", section="worker")
+    threads: int = setting(
+        to_positive_int, 1, "Threads per gthread worker (more than 1 with sync means gthread).",
+        ("--threads",), metavar="INT", section="worker")
+    worker_connections: int = setting(
+        to_positive_int, 1000, "The most open connections per worker (sync, gthread, gevent).", ("--worker-connections",),
+        metavar="INT", section="worker")
+    reload_batch: int = setting(
+        to_positive_int, 8,
+        "During a rolling reload, how many new workers may boot at once beside the old ones.",
+        ("--reload-batch",), metavar="INT", section="worker")
+    max_requests: int = setting(
+        to_non_negative_int, 0, "Restart a worker after this many requests (0: never).", ("--max-requests",),
+        metavar="INT", section="worker")
+    max_requests_jitter: int = setting(
+        to_non_negative_int, 0,
+        "Add up to this many (random) to max_requests, so workers do not all restart at once.",
+        ("--max-requests-jitter",), metavar="INT", section="worker")
+    timeout: float = setting(
+        to_seconds, 30.0, "A worker silent for this many seconds is killed and replaced (0: off).",
+        ("-t", "--timeout"), metavar="SECONDS", section="worker")
+    graceful_timeout: float = setting(
+        to_seconds, 30.0, "How long a stopping worker may finish in-flight requests.",
+        ("--graceful-timeout",), metavar="SECONDS", section="worker")
+    keepalive: float = setting(
+        to_seconds, 2.0, "Seconds an idle keep-alive connection is kept open.", ("--keep-alive",),
+        metavar="SECONDS", section="worker")
+    limit_request_line: int = setting(
+        to_non_negative_int, 4094, "The most bytes in the request line (0: unlimited).",
+        ("--limit-request-line",), metavar="INT", section="security")
+    limit_request_fields: int = setting(
+        to_non_negative_int, 100, "The most header fields in a request (0: unlimited).",
+        ("--limit-request-fields",), metavar="INT", section="security")
+    limit_request_field_size: int = setting(
+        to_non_negative_int, 8190, "The most bytes in one header field (0: unlimited).",
+        ("--limit-request-field-size",), metavar="INT", section="security")
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        to_comma_list, ("127.0.0.1", "::1"),
+        "Peers trusted to set X-Forwarded-* headers, comma separated; `*` trusts all.",
+        ("--forwarded-allow-ips",), metavar="IPS", section="security")
+    preload_app: bool = setting(
+        to_bool, False, "Import the app in the master before forking workers.", ("--preload",), is_flag=True,
+        section="server")
+    reload: bool = setting(
+        to_bool, False, "Development: reload workers when the app's files change.", ("--reload",),
+        is_flag=True, section="debugging")
+    chdir: str | None = setting(
+        to_optional_str, None, "Change to this directory before loading the app.", ("--chdir",),
+        metavar="DIR", section="server")
+    pythonpath: tuple[str, ...] = setting(
+        to_comma_list, (), "Directories added to sys.path, comma separated.", ("--pythonpath",),
+        metavar="PATHS", section="server")
+    raw_env: tuple[str, ...] = setting(
+        to_env_pairs, (), "Set an environment variable in the workers (KEY=VALUE); repeatable.",
+        ("-e", "--env"), metavar="KEY=VALUE", multiple=True, section="server")
+    proc_name: str | None = setting(
+        to_optional_str, None, "The name used in process titles (default: the app).", ("-n", "--name"),
+        metavar="NAME", section="logging")
+    pidfile: str | None = setting(
+        to_optional_str, None, "Write the master's pid to this file.", ("-p", "--pid"), metavar="FILE",
+        section="server")
+    user: str | None = setting(
+        to_optional_str, None, "Run workers as this user (name or uid).", ("-u", "--user"), metavar="USER",
+        section="server")
+    group: str | None = setting(
+        to_optional_str, None, "Run workers as this group (name or gid).", ("-g", "--group"), metavar="GROUP",
+        section="server")
+    umask: int = setting(
+        to_umask, 0, "The umask of the master and workers (octal).", ("-m", "--umask"), metavar="INT",
+        section="server")
+    daemon: bool = setting(
+        to_bool, False, "Detach from the terminal.", ("-D", "--daemon"), is_flag=True, section="server")
+    accesslog: str | None = setting(
+        to_optional_str, None, "Access log file; `-` is stdout. Off by default.", ("--access-logfile",),
+        metavar="FILE", section="logging")
+    access_log_format: str = setting(
+        to_str, '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
+        "Access log line format, with Gunicorn's atoms.", ("--access-logformat",), metavar="FORMAT",
+        section="logging")
+    errorlog: str = setting(
+        to_str, "-", "Error log file; `-` is stderr.", ("--error-logfile", "--log-file"), metavar="FILE",
+        section="logging")
+    loglevel: str = setting(
+        to_log_level, "info", "Error log level: debug, info, warning, error, critical.", ("--log-level",),
+        metavar="LEVEL", section="logging")
+    childlogdir: str | None = setting(
+        to_optional_str, None,
+        "Directory for program logs set to AUTO (default: the system's temporary directory).",
+        section="programs")
+    minfds: int = setting(
+        to_non_negative_int, 1024,
+        "Raise the open-files limit to at least this many before starting anything, as Supervisor does.",
+        section="programs")
+    minprocs: int = setting(
+        to_non_negative_int, 200, "Raise the process-count limit to at least this many, as Supervisor does.",
+        section="programs")
+    control_socket: str | None = setting(
+        to_optional_str, None,
+        "The control API's unix socket (`arbiter ctl`, dashboard, metrics). Default: arbiter.sock beside the"
+        " pidfile, else in the working directory; `none` turns it off.", ("--control-socket",),
+        metavar="PATH", section="control")
+    control_socket_mode: int = setting(
+        to_umask, 384, "File mode of the control socket (octal).", ("--control-socket-mode",), metavar="MODE",
+        section="control")
+    control_bind: str | None = setting(
+        to_optional_str, None,
+        "Also serve the control API on TCP HOST:PORT (off by default; needs a credential, loopback too:"
+        " control_token_file).",
+        ("--control-bind",), metavar="HOST:PORT", section="control")
+    control_token_file: str | None = setting(
+        to_optional_str, None,
+        "File holding the bearer token for the TCP control API (or set $ARBITER_TOKEN).",
+        ("--control-token-file",), metavar="FILE", section="control")
+    certfile: str | None = setting(
+        to_optional_str, None, "TLS certificate file (turns TLS on, with keyfile).", ("--certfile",),
+        metavar="FILE", section="ssl")
+    keyfile: str | None = setting(
+        to_optional_str, None, "TLS private key file.", ("--keyfile",), metavar="FILE", section="ssl")
+    on_starting: Hook | None = hook("on_starting(server)")
+    on_reload: Hook | None = hook("on_reload(server)")
+    when_ready: Hook | None = hook("when_ready(server)")
+    pre_fork: Hook | None = hook("pre_fork(server, worker)")
+    post_fork: Hook | None = hook("post_fork(server, worker)")
+    post_worker_init: Hook | None = hook("post_worker_init(worker)")
+    worker_int: Hook | None = hook("worker_int(worker)")
+    worker_abort: Hook | None = hook("worker_abort(worker)")
+    pre_exec: Hook | None = hook("pre_exec(server)")
+    pre_request: Hook | None = hook("pre_request(worker, req)")
+    post_request: Hook | None = hook("post_request(worker, req, environ, resp)")
+    child_exit: Hook | None = hook("child_exit(server, worker)")
+    worker_exit: Hook | None = hook("worker_exit(server, worker)")
+    nworkers_changed: Hook | None = hook("nworkers_changed(server, new_value, old_value)")
+    on_exit: Hook | None = hook("on_exit(server)")
+    extras: Extras = field(default_factory=Extras)
+
+    @property
+    def programs(self) -> tuple[Any, ...]:
+        return self.extras.programs
+
+    @property
+    def groups(self) -> Mapping[str, tuple[str, ...]]:
+        return self.extras.groups
+
+    @property
+    def is_ssl(self) -> bool:
+        return bool(self.certfile)
+
+    @property
+    def title_name(self) -> str:
+        """What process titles call this service: `--name`, else the app."""
+        return self.proc_name or self.wsgi_app or "arbiter"
+
+    def hook(self, name: str) -> Hook | None:
+        """The user's hook function, or None."""
+        value: Hook | None = getattr(self, name) if name in HOOKS else None
+        return value
+
+    def as_text(self) -> str:
+        """`--print-config` output: one `name = value` a line, in table order."""
+        lines = []
+        for item in SETTINGS:
+            value = getattr(self, item.name)
+            if callable(value):
+                value = f"<{getattr(value, '__qualname__', 'function')}>"
+            lines.append(f"{item.name:<26} = {value!r}")
+        return "\n".join(lines)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    dataclasses.replace(f.metadata["setting"], name=f.name)
+    for f in dataclasses.fields(Config)
+    if "setting" in f.metadata
 )
 
-BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+BY_NAME: dict[str, Setting] = {item.name: item for item in SETTINGS}
 
 # Names Gunicorn users also write in config files, mapped to ours.
 ALIASES: dict[str, str] = {

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from arbiter.errors import ConfigError
 from arbiter.programs import values as v
 from arbiter.programs.states import Autorestart, Rules
-from arbiter.config.settings import to_positive_int, to_str
+from arbiter.config.convert import to_positive_int, to_str
 
 if TYPE_CHECKING:
     from arbiter.programs.ini import IniResult

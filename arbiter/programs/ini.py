@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from arbiter.errors import ConfigError
 from arbiter.programs import values as v
 from arbiter.programs.config import PROGRAM_KEYS, ProgramConfig, build_program, check_programs, expand
-from arbiter.config.settings import to_log_level, to_str
+from arbiter.config.convert import to_log_level, to_str
 
 
 @dataclass(frozen=True)
