@@ -14,11 +14,11 @@ from typing import Any
 import click
 
 from arbiter import __version__, logs
+from arbiter.config import loader as config_mod
+from arbiter.config.settings import SETTINGS, Setting
+from arbiter.errors import AppLoadError, ArbiterError, ConfigError
 from arbiter.web import app as app_loader
 from arbiter.web import workers
-from arbiter.config import loader as config_mod
-from arbiter.errors import AppLoadError, ArbiterError, ConfigError
-from arbiter.config.settings import SETTINGS, Setting
 
 
 def _option(setting: Setting) -> Any:
@@ -80,9 +80,8 @@ def _serve(params: dict[str, Any]) -> int:
 
         daemonize()
 
-    from arbiter.master.loop import Master
-
     from arbiter.control.master_backend import attach_control
+    from arbiter.master.loop import Master
 
     setproctitle(f"arbiter: master [{cfg.title_name}]")
     master = Master(cfg, reload_config=lambda: config_mod.build(cli_values), start_cwd=start_cwd)

@@ -111,7 +111,8 @@ REPLACEMENT: dict[str, list[Contender]] = {
 
 def launch(c: Contender) -> Server:
     # The checkout's own arbiter, not whichever one is installed.
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(APPS), str(APPS.parent.parent), os.environ.get("PYTHONPATH")]))}
+    path = [str(APPS), str(APPS.parent.parent), os.environ.get("PYTHONPATH")]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, path))}
     return start_server(c.label, c.cmd, env=env, cwd=str(APPS), port_from=c.port_from)
 
 

@@ -18,10 +18,9 @@ import pytest
 from conftest import http_get, wait_until
 from http_corpus import LLHTTP_REFUSES, WRAPPER_REFUSES
 from http_helpers import Client, app, get, serve
+from load import Load
 
 from arbiter.web.scoreboard import SlotState
-
-from load import Load
 
 pytest.importorskip("gevent")
 

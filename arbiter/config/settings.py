@@ -144,8 +144,8 @@ class Config:
         to_positive_int, 1, "Threads per gthread worker (more than 1 with sync means gthread).",
         ("--threads",), metavar="INT", section="worker")
     worker_connections: int = setting(
-        to_positive_int, 1000, "The most open connections per worker (sync, gthread, gevent).", ("--worker-connections",),
-        metavar="INT", section="worker")
+        to_positive_int, 1000, "The most open connections per worker (sync, gthread, gevent).",
+        ("--worker-connections",), metavar="INT", section="worker")
     reload_batch: int = setting(
         to_positive_int, 8,
         "During a rolling reload, how many new workers may boot at once beside the old ones.",

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from arbiter.master import signals as sigs
 from arbiter.web import boot as worker_boot
-from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from arbiter.web.scoreboard import Scoreboard, Slot, SlotState
 from arbiter.web.sockets import Listener
 

@@ -16,9 +16,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadError, WorkerBootError
 from arbiter.web import app as app_loader
 from arbiter.web import workers
-from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadError, WorkerBootError
 from arbiter.web.scoreboard import Slot
 
 log = logging.getLogger("arbiter.error")

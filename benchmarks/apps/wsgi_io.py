@@ -17,7 +17,7 @@ def app(environ, start_response):
         sock.settimeout(WAIT)
         try:
             sock.recv(1)
-        except socket.timeout:
+        except TimeoutError:
             pass
     body = f"Hello, World! pid={os.getpid()}\n".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])

@@ -187,7 +187,8 @@ def fits(cls: type[Any], name: str, app_is_asgi: bool) -> None:
     if (interface == "asgi") != app_is_asgi:
         kind = "an ASGI" if app_is_asgi else "a WSGI"
         fit = "uvicorn" if app_is_asgi else "sync, gthread or gevent"
-        raise WorkerBootError(f"worker class {name!r} serves {interface.upper()}, but the app is {kind} app; use -k {fit}")
+        raise WorkerBootError(
+            f"worker class {name!r} serves {interface.upper()}, but the app is {kind} app; use -k {fit}")
 
 
 def resolve(name: str, app_is_asgi: bool, threads: int = 1) -> type[Any]:
