@@ -14,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import http_get, wait_until
 from http_corpus import LLHTTP_REFUSES, WRAPPER_REFUSES
@@ -65,9 +66,12 @@ def _open_connections(control: Path) -> int:
 
 def test_app_is_imported_into_a_patched_worker(arbiter):
     master = arbiter([*GEVENT, "-w", "1"])
-    master.wait_ready(1)
+    workers = master.wait_ready(1)
     assert b"patched=True" in master.get("/patched")[1]
     assert "Using worker: gevent" in master.log()
+    # The master never loads gevent at all (its C extensions would show in its memory map).
+    assert any("gevent" in m.path for m in psutil.Process(workers[0]).memory_maps())
+    assert not any("gevent" in m.path for m in psutil.Process(master.pid).memory_maps())
 
 
 def test_200_concurrent_one_second_requests_and_hups_fail_nothing(arbiter, tmp_path):
