@@ -133,19 +133,34 @@ class GeventWorker(Worker):
     # -- accepting -------------------------------------------------------------------------
 
     def _accept_loop(self, info: ListenerInfo) -> None:
+        """Accept one connection each time the listener is reported readable.
+
+        Every worker waits on the same listening socket. Accepting until the backlog is empty
+        would let the first worker awake take a whole burst (all 64 of wrk's keep-alive
+        connections went to one worker while the other idled); one accept per wake-up lets the
+        other workers, woken by the same readiness, take their share, and a busy worker, whose
+        loop comes round less often, takes less (Gunicorn's gevent worker does the same with
+        `max_accept = 1`).
+        """
         listener = info.sock
-        while True:
-            self.pool.wait_available()
-            try:
-                sock, addr = listener.accept()
-            except OSError as exc:
-                if exc.errno in _ACCEPT_EXHAUSTED:
-                    self.log.error("Cannot accept connections: %s; retrying in %.1fs", exc, ACCEPT_BACKOFF)
-                    gevent.sleep(ACCEPT_BACKOFF)
-                elif exc.errno == errno.EBADF:
-                    return  # the listener was closed
-                continue  # ECONNABORTED and the like: that client is gone, try the next
-            self.pool.spawn(self._connection, sock, addr, info)
+        listener.setblocking(False)
+        readable = gevent.get_hub().loop.io(listener.fileno(), 1)
+        try:
+            while True:
+                self.pool.wait_available()
+                gsocket.wait(readable)
+                try:
+                    sock, addr = listener.accept()
+                except BlockingIOError:
+                    continue  # another worker took it
+                except OSError as exc:
+                    if exc.errno in _ACCEPT_EXHAUSTED:
+                        self.log.error("Cannot accept connections: %s; retrying in %.1fs", exc, ACCEPT_BACKOFF)
+                        gevent.sleep(ACCEPT_BACKOFF)
+                    continue  # ECONNABORTED and the like: that client is gone, try the next
+                self.pool.spawn(self._connection, sock, addr, info)
+        finally:
+            readable.close()
 
     # -- one connection --------------------------------------------------------------------
 
