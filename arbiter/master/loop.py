@@ -102,14 +102,14 @@ class Master:
             BindError: a listening address cannot be bound.
             AppLoadError: under --preload, the app cannot be imported.
         """
+        if self.cfg.wsgi_app:
+            self.cfg = self._checked(self.cfg)  # a bad -k is a usage error, found before anything starts
         hook = self.cfg.hook("on_starting")
         if hook:
             hook(self)
         host.raise_limits(self.cfg.minfds, self.cfg.minprocs, self.log)
         if self.cfg.reload:
             self._reloader = reloader.Watcher(self)
-        if self.cfg.wsgi_app:
-            self.cfg = self._checked(self.cfg)  # a bad -k is a usage error, found before binding
         self.listeners = self._bind() if self.cfg.wsgi_app else []
         started: list[Any] = []
         try:
