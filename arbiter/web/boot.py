@@ -16,10 +16,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from arbiter.config.settings import Config
 from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadError, WorkerBootError
 from arbiter.web import app as app_loader
 from arbiter.web import workers
 from arbiter.web.scoreboard import Slot
+from arbiter.web.workers.base import Worker
 
 log = logging.getLogger("arbiter.error")
 
@@ -84,7 +86,7 @@ def announce_choice(chosen: str, app_is_asgi: bool, announce_fd: int) -> None:
 
 def run_worker(
     *,
-    cfg: Any,
+    cfg: Config,
     age: int,
     ppid: int,
     generation: int,
@@ -94,7 +96,7 @@ def run_worker(
     token_fd: int,
     announce_fd: int = -1,
     post_fork: Callable[[], None],
-    on_exit: Callable[[Any], None],
+    on_exit: Callable[[Worker], None],
 ) -> None:
     """Load the app, pick the worker class, serve; exit with Gunicorn's codes. Never returns."""
     code = 0
@@ -112,7 +114,12 @@ def run_worker(
         prepare = getattr(cls, "prepare_process", None)  # a custom class may not derive from ours
         if prepare is not None:
             prepare()
-        app = preloaded if preloaded is not None else app_loader.load(cfg.wsgi_app)
+        if preloaded is not None:
+            app = preloaded
+        elif cfg.wsgi_app:
+            app = app_loader.load(cfg.wsgi_app)
+        else:  # the master forks no worker without an app; say so if one ever did
+            raise WorkerBootError("no app to serve (wsgi_app is not set)")
         app_is_asgi = app_loader.is_asgi(app)
         if cls is None:
             chosen = workers.pick(chosen, app_is_asgi, cfg.threads)

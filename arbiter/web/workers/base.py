@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 from arbiter import logs
+from arbiter.config.settings import Config
 from arbiter.errors import WorkerBootError
 from arbiter.web.scoreboard import Slot, SlotState
 
@@ -63,7 +64,7 @@ class Worker:
         ppid: int,
         sockets: Sequence[socket.socket],
         app: Callable[..., Any],
-        cfg: Any,
+        cfg: Config,
         slot: Slot,
         generation: int,
     ) -> None:
