@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import http_get, wait_until
-from http_corpus import LLHTTP_REFUSES, WRAPPER_REFUSES
+from http_corpus import LLHTTP_REFUSES, WORKER_KILLERS, WRAPPER_REFUSES
 from http_helpers import Client, app, get, serve
 from load import Load
 
@@ -157,7 +157,7 @@ def test_the_smuggling_corpus_gets_the_same_answers_from_gevent_and_sync(arbiter
     gevent = arbiter([*GEVENT, "-w", "1"])
     sync.wait_ready(1)
     gevent.wait_ready(1)
-    vectors = {**LLHTTP_REFUSES, **{name: data for name, (data, _status) in WRAPPER_REFUSES.items()}}
+    vectors = {**LLHTTP_REFUSES, **WORKER_KILLERS, **{name: data for name, (data, _status) in WRAPPER_REFUSES.items()}}
     for name, data in sorted(vectors.items()):
         expected = _status_of(sync.port, data)
         assert 400 <= expected < 600, f"{name}: sync answered {expected}"
