@@ -82,6 +82,7 @@ def test_200_concurrent_one_second_requests_and_hups_fail_nothing(arbiter, tmp_p
     # Serialised, 200 one-second requests on 2 workers would take 100 s.
     assert elapsed < 4, f"200 concurrent 1 s requests took {elapsed:.1f} s"
 
+    control = tmp_path / "control-0.sock"
     with Load(master.port, keepalive=4, fresh=2, slow=2, slow_path="/sleep?s=0.5") as load:
         load.wait_for_requests(50)
         for round_ in range(1, 3):
@@ -89,7 +90,6 @@ def test_200_concurrent_one_second_requests_and_hups_fail_nothing(arbiter, tmp_p
             with concurrent.futures.ThreadPoolExecutor(1) as side:
                 burst = side.submit(_burst, master.port, 200, "/sleep?s=2")
                 # HUP while the burst is in flight: the old workers must finish it.
-                control = tmp_path / "control-0.sock"
                 wait_until(lambda: _open_connections(control) >= 150, timeout=20, interval=0.02,
                            what="the burst in flight")
                 master.signal(signal.SIGHUP)

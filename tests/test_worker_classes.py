@@ -7,7 +7,6 @@ import signal
 import socket
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import APPS, ROOT, run_arbiter
