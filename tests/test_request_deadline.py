@@ -242,3 +242,26 @@ def test_a_response_already_begun_is_cut_not_answered_twice() -> None:
     finally:
         conn.close()
         client.close()
+
+
+# -- gevent -------------------------------------------------------------------------------------
+
+
+def test_gevent_kills_the_greenlet_answers_504_and_keeps_serving(arbiter) -> None:
+    master = arbiter(["deadline_app:app", "-k", "gevent", "-w", "1", "--request-timeout", "2"])
+    [pid] = master.wait_ready(1)
+    with ThreadPoolExecutor(4) as pool:
+        stuck = pool.submit(timed_get, master.port, "/stuck")
+        during = [pool.submit(timed_get, master.port, "/sleep?s=0.5") for _ in range(3)]
+        for future in during:
+            status, body, _ = future.result()
+            assert status == 200 and pid_of(body) == pid
+        status, body, took = stuck.result()
+        assert status == 504 and b"Gateway Timeout" in body and took < 4.0, (status, took)
+        after = [pool.submit(timed_get, master.port, "/") for _ in range(3)]
+        assert all(f.result()[0] == 200 and pid_of(f.result()[1]) == pid for f in after)
+    master.wait_log(STUCK_LINE.format(pid=pid) + r"; answered 504; the worker goes on serving")
+    text = master.log()
+    assert re.search(r"\(this request\):\n(.*\n)*?.*in stuck_in_slow_query\n\s+time\.sleep\(seconds\)", text), text
+    assert master.workers() == [pid]
+    assert metrics(master)["arbiter_request_timeouts_total[]"] == 1.0

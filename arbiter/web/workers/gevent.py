@@ -27,6 +27,7 @@ import errno
 import socket
 import ssl
 import time
+import traceback
 from typing import Any, ClassVar
 
 import gevent
@@ -35,6 +36,7 @@ from gevent import socket as gsocket
 from gevent.pool import Pool
 
 from arbiter.web.http.connection import MIN_HEAD_TIMEOUT, RECV_SIZE, Connection, ListenerInfo
+from arbiter.web.http.deadlines import Deadlines
 from arbiter.web.http.errors import ClientDisconnected
 from arbiter.web.http.parser import Limits
 from arbiter.web.http.response import DRAIN_LIMIT
@@ -78,12 +80,14 @@ class GeventWorker(Worker):
         try:
             while self.alive:  # SIGTERM, or the master gone (notify), turns it False
                 self.notify()
+                self.expire_overdue()
                 gevent.sleep(HEARTBEAT_INTERVAL)
             self.begin_stop()
             # The pool, not `conns`: a connection accepted just before the stop has a greenlet
             # that may not have started yet, and it must be answered too.
             while not self.pool.join(timeout=HEARTBEAT_INTERVAL):
                 self.notify()
+                self.expire_overdue()
                 if self.graceful_timeout_over():
                     break
         finally:
@@ -98,6 +102,9 @@ class GeventWorker(Worker):
         self.graceful_timeout = float(cfg.graceful_timeout)
         self.ssl_context = self.tls_context()
         self.handler = WSGIHandler(self, multithread=self.multithread)
+        self.deadlines: Deadlines | None = None
+        if cfg.request_timeout > 0:
+            self.deadlines = self.handler.deadlines = Deadlines(float(cfg.request_timeout), current=gevent.getcurrent)
         self.trust = self.handler.trust
         self.conns: set[Connection] = set()
         self.stop_deadline: float | None = None
@@ -249,6 +256,26 @@ class GeventWorker(Worker):
                 if _timed_out(exc):
                     continue
                 raise ClientDisconnected(f"error reading from client: {exc}") from None
+
+    # -- request deadlines -----------------------------------------------------------------
+
+    def expire_overdue(self) -> None:
+        """Stop the requests past `--request-timeout` (looked at with each heartbeat): log the
+        greenlet's stack, answer 504 if nothing was sent (else cut the connection), and kill the
+        greenlet (GreenletExit at the point where it waits), so the worker serves on. A greenlet
+        that never yields cannot be reached: it stops the hub, and `--timeout` catches it."""
+        if self.deadlines is None:
+            return
+        now = time.monotonic()
+        for entry in self.deadlines.overdue(now):
+            greenlet = entry.owner
+            frame = getattr(greenlet, "gr_frame", None)
+            stack = "".join(traceback.format_stack(frame)).rstrip() if frame is not None else "  (no frame)"
+            outcome = self.deadlines.expire(entry)
+            self.report_request_timeout(
+                f"{self.deadlines.describe(entry, self.pid, outcome, now)}; the worker goes on serving\n"
+                f"Greenlet {id(greenlet):#x} (this request):\n{stack}")
+            gevent.kill(greenlet)
 
     # -- graceful stop ---------------------------------------------------------------------
 
