@@ -34,6 +34,7 @@ hb.SCENARIOS.update({
     "deadline-sync": (pair("wsgi_hello:app", "-k", "sync"), 0.97),
     "deadline-gth": (pair("wsgi_hello:app", "-k", "gthread", "--threads", "4"), 0.97),
     "deadline-asgi": (pair("asgi_hello:app", "-k", "uvicorn"), 0.97),
+    "deadline-gevent": (pair("wsgi_hello:app", "-k", "gevent"), 0.97),
 })
 hb.REPLACEMENT.clear()
 
