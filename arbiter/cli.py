@@ -6,6 +6,7 @@ This is the only module that prints errors and exits; everything below it raises
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -14,40 +15,15 @@ from typing import Any
 import click
 
 from arbiter import __version__, logs
-from arbiter.web import app as app_loader
+from arbiter.config import flags
 from arbiter.config import loader as config_mod
 from arbiter.errors import AppLoadError, ArbiterError, ConfigError
-from arbiter.config.settings import SETTINGS, Setting
-
-
-def _option(setting: Setting) -> Any:
-    kwargs: dict[str, Any] = {"help": setting.help, "default": None, "show_default": False}
-    if setting.is_flag:
-        kwargs.update(is_flag=True, default=None)
-    elif setting.multiple:
-        kwargs.update(multiple=True, default=(), metavar=setting.metavar)
-    else:
-        kwargs.update(metavar=setting.metavar)
-    if setting.default not in (None, (), False) and not setting.is_flag:
-        shown = ",".join(setting.default) if isinstance(setting.default, tuple) else setting.default
-        kwargs["help"] += f"  [default: {shown}]"
-    return click.option(*setting.flags, setting.name, **kwargs)
+from arbiter.web import app as app_loader
 
 
 def _cli_values(params: dict[str, Any]) -> dict[str, config_mod.Value]:
     """What was typed, keyed by setting, with the flag as its origin for error messages."""
-    values: dict[str, config_mod.Value] = {}
-    for setting in SETTINGS:
-        raw = params.get(setting.name)
-        if raw is None or raw == ():
-            continue
-        if setting.multiple:
-            raw = list(raw)
-        values[setting.name] = config_mod.Value(raw, f"option {setting.flags[-1]}")
-    app = params.get("app")
-    if app:
-        values["wsgi_app"] = config_mod.Value(app, "APP argument")
-    return values
+    return {name: config_mod.Value(raw, origin) for name, (raw, origin) in flags.values(params).items()}
 
 
 def _serve(params: dict[str, Any]) -> int:
@@ -57,7 +33,8 @@ def _serve(params: dict[str, Any]) -> int:
         click.echo(cfg.as_text())
         return 0
     if not cfg.wsgi_app and not cfg.programs:
-        raise ConfigError("nothing to run: pass APP (module:attribute), or set `wsgi_app` or [programs] in a config file")
+        raise ConfigError("nothing to run: pass APP (module:attribute), or set `wsgi_app` or [programs] in a "
+                          "config file")
     try:
         logs.setup(cfg)
     except OSError as exc:
@@ -68,7 +45,12 @@ def _serve(params: dict[str, Any]) -> int:
     if cfg.check_config:
         if cfg.wsgi_app:
             app_loader.load(cfg.wsgi_app)
-        click.echo(f"{cfg.config or 'configuration'}: OK" + (f"; {cfg.wsgi_app} imports" if cfg.wsgi_app else ""))
+        messages = config_mod.startup_messages(cfg)
+        for level, message in messages:
+            click.echo(f"{logging.getLevelName(level)}: {message}", err=True)
+        count = sum(level >= logging.WARNING for level, _ in messages)
+        click.echo(f"{cfg.config or 'configuration'}: OK" + (f"; {cfg.wsgi_app} imports" if cfg.wsgi_app else "")
+                   + (f" ({count} warning{'s' if count > 1 else ''})" if count else ""))
         return 0
 
     from setproctitle import setproctitle
@@ -78,9 +60,8 @@ def _serve(params: dict[str, Any]) -> int:
 
         daemonize()
 
-    from arbiter.master.loop import Master
-
     from arbiter.control.master_backend import attach_control
+    from arbiter.master.loop import Master
 
     setproctitle(f"arbiter: master [{cfg.title_name}]")
     master = Master(cfg, reload_config=lambda: config_mod.build(cli_values), start_cwd=start_cwd)
@@ -88,14 +69,7 @@ def _serve(params: dict[str, Any]) -> int:
     return master.run()
 
 
-@click.command(
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    help="Run APP (module:attribute, module:factory() or module) with pre-forked web workers.\n\n"
-    "Operate a running master with `arbiter ctl`.",
-)
-@click.argument("app", required=False)
-@click.version_option(__version__, "-v", "--version", prog_name="arbiter")
-def serve_command(**params: Any) -> None:
+def _run(**params: Any) -> None:
     try:
         code = _serve(params)
     except AppLoadError as exc:
@@ -109,9 +83,12 @@ def serve_command(**params: Any) -> None:
     sys.exit(code)
 
 
-for _setting in reversed(SETTINGS):
-    if _setting.flags:
-        serve_command = _option(_setting)(serve_command)
+serve_command = click.version_option(__version__, "-v", "--version", prog_name="arbiter")(flags.make_command(
+    _run,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    help="Run APP (module:attribute, module:factory() or module) with pre-forked web workers.\n\n"
+    "Operate a running master with `arbiter ctl`.",
+))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -131,3 +131,54 @@ def to_env_pairs(value: Any) -> tuple[str, ...]:
         if "=" not in item:
             raise ValueError(f"KEY=VALUE pairs (got {item!r})")
     return items
+
+
+def to_optional_bool(value: Any) -> bool | None:
+    return None if value is None else to_bool(value)
+
+
+def to_dict(value: Any) -> dict[str, Any]:
+    """A mapping (a Python config's dict, a TOML table), copied."""
+    if isinstance(value, dict):
+        return dict(value)
+    raise ValueError("a dictionary")
+
+
+def choice(*choices: str) -> Callable[[Any], str]:
+    """A converter accepting one of `choices` (case-insensitive), returned lower-case."""
+
+    def to_choice(value: Any) -> str:
+        text = value.strip().lower() if isinstance(value, str) else None
+        if text not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return text
+
+    return to_choice
+
+
+to_proxy_protocol = choice("off", "v1", "v2", "auto")
+
+# `--ssl-version` names (Gunicorn's, from the ssl module's PROTOCOL_* constants), by the lowest
+# TLS version each lets a client use. The old protocols are refused: OpenSSL itself refuses them
+# at its default security level, so accepting the name would only fail later, per connection.
+SSL_VERSIONS = {"tls": "", "tls_server": "", "sslv23": "", "tlsv1_2": "TLSv1_2", "tlsv1_3": "TLSv1_3"}
+_SSL_NUMBERS = {"2": "tls", "17": "tls_server", "5": "tlsv1_2"}  # ssl.PROTOCOL_* values, as Gunicorn allows
+
+
+def to_ssl_version(value: Any) -> str:
+    text = str(value).strip().lower().removeprefix("protocol_")
+    text = _SSL_NUMBERS.get(text, text)
+    if text not in SSL_VERSIONS:
+        raise ValueError("one of TLS, TLS_SERVER, SSLv23, TLSv1_2, TLSv1_3 (SSLv3, TLSv1 and TLSv1_1 are insecure)")
+    return text
+
+
+def to_cert_reqs(value: Any) -> int:
+    """0 (no client certificate), 1 (optional) or 2 (required), as ssl.CERT_* and Gunicorn."""
+    names = {"cert_none": 0, "cert_optional": 1, "cert_required": 2}
+    if isinstance(value, str) and value.strip().lower() in names:
+        return names[value.strip().lower()]
+    number = to_int(value)
+    if number not in (0, 1, 2):
+        raise ValueError("0 (none), 1 (optional) or 2 (required)")
+    return number

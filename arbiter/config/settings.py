@@ -10,24 +10,34 @@ variable read under the config file. `SETTINGS` is the table derived from the fi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from arbiter.config.convert import (
+    choice,
     to_bool,
+    to_cert_reqs,
     to_comma_list,
+    to_dict,
     to_env_pairs,
     to_hook,
+    to_int,
     to_log_level,
     to_non_negative_int,
+    to_optional_bool,
     to_optional_str,
     to_positive_int,
+    to_proxy_protocol,
     to_seconds,
+    to_ssl_version,
     to_str,
     to_str_list,
     to_umask,
 )
+from arbiter.config.setting import Extras, Setting, hook, ignored, refused, setting
+
+__all__ = ["ALIASES", "BY_NAME", "HOOKS", "SETTINGS", "Config", "Extras", "Setting", "lookup"]
 
 Hook = Callable[..., Any]
 
@@ -52,64 +62,14 @@ HOOKS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class Setting:
-    """One setting's declaration: what the CLI, the loaders and the docs need to know of it."""
-
-    name: str
-    convert: Callable[[Any], Any]
-    default: Any
-    help: str
-    flags: Sequence[str] = ()
-    metavar: str = ""
-    multiple: bool = False  # the flag may be repeated; values accumulate
-    is_flag: bool = False  # a boolean switch on the command line
-    section: str = "server"
-    # An environment variable Gunicorn users expect to work, read under the config file.
-    env_default: str | None = None
-
-    @property
-    def env(self) -> str:
-        return "ARBITER_" + self.name.upper()
-
-
-def setting(
-    convert: Callable[[Any], Any],
-    default: Any,
-    help: str,
-    flags: Sequence[str] = (),
-    *,
-    metavar: str = "",
-    multiple: bool = False,
-    is_flag: bool = False,
-    section: str = "server",
-    env_default: str | None = None,
-) -> Any:
-    """A `Config` field carrying its `Setting` (its name is filled in from the field's)."""
-    meta = Setting("", convert, default, help, tuple(flags), metavar, multiple, is_flag, section, env_default)
-    return field(default=default, metadata={"setting": meta})
-
-
-def hook(signature: str) -> Any:
-    """A `Config` field for a server hook, set only in a Python config file (as in Gunicorn)."""
-    return setting(to_hook, None, f"Server hook `{signature}`, set in a Python config file.", section="hooks")
-
-
-@dataclass(frozen=True)
-class Extras:
-    """What a config file holds beyond the flat settings: programs, groups, and warnings about
-    what it asked for that Arbiter does not do (yet)."""
-
-    programs: tuple[Any, ...] = ()  # ProgramConfig records (the programs layer sits above this one)
-    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class Config:
     """The resolved settings (`cfg.workers`), frozen; built by `arbiter.config.loader.build`."""
 
     config: str | None = setting(
-        to_optional_str, None, "A config file: arbiter.toml, a Gunicorn-style .py file.", ("-c", "--config"),
+        to_optional_str, None,
+        "A config file: a .toml file, a supervisord.conf (a file with [sections]), or a Gunicorn Python "
+        "config (any other name, or python:MODULE). Default: ./arbiter.toml, else ./gunicorn.conf.py.",
+        ("-c", "--config"),
         metavar="FILE", section="config")
     wsgi_app: str | None = setting(
         to_optional_str, None,
@@ -170,7 +130,7 @@ class Config:
         ("--limit-request-fields",), metavar="INT", section="security")
     limit_request_field_size: int = setting(
         to_non_negative_int, 8190, "The most bytes in one header field (0: unlimited).",
-        ("--limit-request-field-size",), metavar="INT", section="security")
+        ("--limit-request-field-size", "--limit-request-field_size"), metavar="INT", section="security")
     forwarded_allow_ips: tuple[str, ...] = setting(
         to_comma_list, ("127.0.0.1", "::1"),
         "Peers trusted to set X-Forwarded-* headers, comma separated; `*` trusts all.",
@@ -237,7 +197,7 @@ class Config:
         " pidfile, else in the working directory; `none` turns it off.", ("--control-socket",),
         metavar="PATH", section="control")
     control_socket_mode: int = setting(
-        to_umask, 384, "File mode of the control socket (octal).", ("--control-socket-mode",), metavar="MODE",
+        to_umask, 0o600, "File mode of the control socket (octal).", ("--control-socket-mode",), metavar="MODE",
         section="control")
     control_bind: str | None = setting(
         to_optional_str, None,
@@ -252,6 +212,144 @@ class Config:
         metavar="FILE", section="ssl")
     keyfile: str | None = setting(
         to_optional_str, None, "TLS private key file.", ("--keyfile",), metavar="FILE", section="ssl")
+    # -- Gunicorn's flags not yet implemented: refused until they are (see docs/gunicorn.md) ----
+    reuse_port: bool = refused(to_bool, False, ("--reuse-port",), "not implemented yet", is_flag=True)
+    logconfig: str | None = refused(to_optional_str, None, ("--log-config",), "not implemented yet", metavar="FILE")
+    logconfig_json: str | None = refused(
+        to_optional_str, None, ("--log-config-json",), "not implemented yet", metavar="FILE")
+    logconfig_dict: dict[str, Any] = refused(to_dict, {}, (), "not implemented yet")
+    syslog: bool = refused(to_bool, False, ("--log-syslog",), "not implemented yet", is_flag=True)
+    syslog_addr: str = refused(
+        to_str, "udp://localhost:514", ("--log-syslog-to",), "not implemented yet", metavar="SYSLOG_ADDR")
+    syslog_prefix: str | None = refused(
+        to_optional_str, None, ("--log-syslog-prefix",), "not implemented yet", metavar="SYSLOG_PREFIX")
+    syslog_facility: str = refused(
+        to_str, "user", ("--log-syslog-facility",), "not implemented yet", metavar="SYSLOG_FACILITY")
+    disable_redirect_access_to_syslog: bool = refused(
+        to_bool, False, ("--disable-redirect-access-to-syslog",), "not implemented yet", is_flag=True)
+    capture_output: bool = refused(to_bool, False, ("--capture-output",), "not implemented yet", is_flag=True)
+    enable_stdio_inheritance: bool = refused(
+        to_bool, False, ("-R", "--enable-stdio-inheritance"), "not implemented yet", is_flag=True)
+    paste: str | None = refused(to_optional_str, None, ("--paste", "--paster"), "not implemented yet",
+                                metavar="FILE")
+    raw_paste_global_conf: tuple[str, ...] = refused(
+        to_env_pairs, (), ("--paste-global",), "not implemented yet", metavar="KEY=VALUE", multiple=True)
+    root_path: str = refused(to_str, "", ("--root-path",), "not implemented yet", metavar="PATH")
+    ca_certs: str | None = refused(to_optional_str, None, ("--ca-certs",), "not implemented yet", metavar="FILE")
+    cert_reqs: int = refused(to_cert_reqs, 0, ("--cert-reqs",), "not implemented yet", metavar="INT")
+    ciphers: str | None = refused(to_optional_str, None, ("--ciphers",), "not implemented yet", metavar="CIPHERS")
+    ssl_version: str = refused(to_ssl_version, "tls", ("--ssl-version",), "not implemented yet", metavar="NAME")
+    do_handshake_on_connect: bool = refused(
+        to_bool, False, ("--do-handshake-on-connect",), "not implemented yet", is_flag=True)
+    suppress_ragged_eofs: bool = refused(
+        to_bool, True, ("--suppress-ragged-eofs",), "not implemented yet", is_flag=True)
+    sendfile: bool | None = refused(to_optional_bool, None, ("--no-sendfile",), "not implemented yet",
+                                    is_flag=True)
+    initgroups: bool = refused(to_bool, False, ("--initgroups",), "not implemented yet", is_flag=True)
+    reload_engine: str = refused(
+        choice("auto", "poll", "inotify"), "auto", ("--reload-engine",), "not implemented yet", metavar="ENGINE")
+    reload_extra_files: tuple[str, ...] = refused(
+        to_str_list, (), ("--reload-extra-file",), "not implemented yet", metavar="FILE", multiple=True)
+    spew: bool = refused(to_bool, False, ("--spew",), "not implemented yet", is_flag=True)
+    statsd_host: str | None = refused(
+        to_optional_str, None, ("--statsd-host",), "not implemented yet", metavar="STATSD_ADDR")
+    statsd_prefix: str = refused(to_str, "", ("--statsd-prefix",), "not implemented yet", metavar="PREFIX")
+    dogstatsd_tags: str = refused(to_str, "", ("--dogstatsd-tags",), "not implemented yet", metavar="TAGS")
+    proxy_protocol: str = refused(
+        to_proxy_protocol, "off", ("--proxy-protocol",), "not implemented yet", metavar="MODE")
+    proxy_allow_ips: tuple[str, ...] = refused(
+        to_comma_list, ("127.0.0.1", "::1"), ("--proxy-allow-from",), "not implemented yet", metavar="IPS")
+
+    # -- Gunicorn's flags that mean nothing here: accepted, a value other than the default logged
+    # -- once at start with the reason (`ignored`) or refused at start (`refused`) ---------------
+    control_socket_disable: bool = setting(
+        to_bool, False, "Turn the control socket off (as `--control-socket none`).", ("--no-control-socket",),
+        is_flag=True, section="control")
+    worker_tmp_dir: str | None = ignored(
+        to_optional_str, None, ("--worker-tmp-dir",),
+        "no heartbeat files here: workers report to the master through a shared-memory scoreboard",
+        metavar="DIR")
+    tmp_upload_dir: str | None = ignored(
+        to_optional_str, None, (), "request bodies are never spooled to disk; wsgi.input reads the socket")
+    default_proc_name: str | None = ignored(
+        to_optional_str, None, (), "process titles use --name, else the app")
+    enable_backlog_metric: bool = ignored(
+        to_bool, False, ("--enable-backlog-metric",), "no socket backlog metric is sent yet", is_flag=True)
+    uwsgi_allow_ips: tuple[str, ...] = ignored(
+        to_comma_list, ("127.0.0.1", "::1"), ("--uwsgi-allow-from",), "the uwsgi protocol is not served",
+        metavar="IPS")
+    asgi_loop: str = ignored(
+        choice("auto", "asyncio", "uvloop"), "auto", ("--asgi-loop",),
+        "the uvicorn worker runs on uvloop when it is installed, else asyncio", metavar="LOOP")
+    asgi_lifespan: str = ignored(
+        choice("auto", "on", "off"), "auto", ("--asgi-lifespan",),
+        "the uvicorn worker runs the lifespan protocol in uvicorn's auto mode", metavar="MODE")
+    asgi_disconnect_grace_period: int = ignored(
+        to_non_negative_int, 3, ("--asgi-disconnect-grace-period",),
+        "disconnects reach the app through uvicorn; draining is bounded by --graceful-timeout", metavar="INT")
+    websocket_max_message_size: int = ignored(
+        to_positive_int, 16777216, ("--websocket-max-message-size",),
+        "WebSockets are served by uvicorn with its own 16 MiB limit", metavar="INT")
+    http_parser: str = ignored(
+        choice("auto", "fast", "python"), "auto", ("--http-parser",),
+        "HTTP/1.1 is always parsed by httptools (llhttp)", metavar="PARSER")
+    logger_class: str = refused(
+        to_str, "gunicorn.glogging.Logger", ("--logger-class",),
+        "Gunicorn's Logger class API is not offered; use --log-config or logconfig_dict", metavar="CLASS")
+    protocol: str = refused(to_str, "http", ("--protocol",), "only HTTP is served (no uwsgi protocol)",
+                            metavar="PROTOCOL")
+    http_protocols: str = refused(to_str, "h1", ("--http-protocols",), "HTTP/2 is not served yet",
+                                  metavar="PROTOCOLS")
+    http2_cleartext: str = refused(to_str, "off", ("--http2-cleartext",), "HTTP/2 is not served yet",
+                                   metavar="MODE")
+    http2_max_concurrent_streams: int = refused(
+        to_int, 100, ("--http2-max-concurrent-streams",), "HTTP/2 is not served yet", metavar="INT")
+    http2_initial_window_size: int = refused(
+        to_int, 65535, ("--http2-initial-window-size",), "HTTP/2 is not served yet", metavar="INT")
+    http2_max_frame_size: int = refused(
+        to_int, 16384, ("--http2-max-frame-size",), "HTTP/2 is not served yet", metavar="INT")
+    http2_max_header_list_size: int = refused(
+        to_int, 65536, ("--http2-max-header-list-size",), "HTTP/2 is not served yet", metavar="INT")
+    permit_obsolete_folding: bool = refused(
+        to_bool, False, ("--permit-obsolete-folding",),
+        "llhttp refuses obsolete line folding (RFC 9112 5.2), a request-smuggling risk", is_flag=True)
+    strip_header_spaces: bool = refused(
+        to_bool, False, ("--strip-header-spaces",),
+        "a space before a header's colon is refused (RFC 9112 5.1), a request-smuggling risk", is_flag=True)
+    permit_unconventional_http_method: bool = refused(
+        to_bool, False, ("--permit-unconventional-http-method",),
+        "llhttp knows a fixed list of methods; any other is answered 501", is_flag=True)
+    permit_unconventional_http_version: bool = refused(
+        to_bool, False, ("--permit-unconventional-http-version",),
+        "llhttp accepts HTTP/1.0 and HTTP/1.1 only", is_flag=True)
+    casefold_http_method: bool = refused(
+        to_bool, False, ("--casefold-http-method",), "llhttp matches methods case-sensitively", is_flag=True)
+    forwarder_headers: tuple[str, ...] = refused(
+        to_comma_list, ("SCRIPT_NAME", "PATH_INFO"), ("--forwarder-headers",),
+        "a trusted proxy may set SCRIPT_NAME (and the X-Forwarded-* headers) only", metavar="HEADERS")
+    header_map: str = refused(
+        choice("drop", "refuse", "dangerous"), "drop", ("--header-map",),
+        "headers with underscores are dropped, as Gunicorn's safe default does", metavar="MODE")
+    secure_scheme_headers: dict[str, Any] = refused(
+        to_dict, {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}, (),
+        "the scheme headers are Gunicorn's defaults, trusted from --forwarded-allow-ips")
+    dirty_apps: tuple[str, ...] = refused(
+        to_str_list, (), ("--dirty-app",), "the dirty worker pool is not offered yet", metavar="APP", multiple=True)
+    dirty_workers: int = refused(
+        to_non_negative_int, 0, ("--dirty-workers",), "the dirty worker pool is not offered yet", metavar="INT")
+    dirty_timeout: int = refused(
+        to_non_negative_int, 300, ("--dirty-timeout",), "the dirty worker pool is not offered yet", metavar="INT")
+    dirty_threads: int = refused(
+        to_positive_int, 1, ("--dirty-threads",), "the dirty worker pool is not offered yet", metavar="INT")
+    dirty_graceful_timeout: int = refused(
+        to_non_negative_int, 30, ("--dirty-graceful-timeout",), "the dirty worker pool is not offered yet",
+        metavar="INT")
+    ssl_context: Hook | None = refused(to_hook, None, (), "not implemented yet; use the TLS settings")
+    on_dirty_starting: Hook | None = refused(to_hook, None, (), "the dirty worker pool is not offered yet")
+    dirty_post_fork: Hook | None = refused(to_hook, None, (), "the dirty worker pool is not offered yet")
+    dirty_worker_init: Hook | None = refused(to_hook, None, (), "the dirty worker pool is not offered yet")
+    dirty_worker_exit: Hook | None = refused(to_hook, None, (), "the dirty worker pool is not offered yet")
+
     on_starting: Hook | None = hook("on_starting(server)")
     on_reload: Hook | None = hook("on_reload(server)")
     when_ready: Hook | None = hook("when_ready(server)")

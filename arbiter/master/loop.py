@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from arbiter import __version__, logs
+from arbiter.config import loader as config_loader
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.master import host, reloader, systemd, upgrade
 from arbiter.master import signals as sigs
@@ -179,8 +180,8 @@ class Master:
 
     def _log_start(self) -> None:
         self.log.info("Starting arbiter %s", __version__)
-        for warning in self.cfg.extras.warnings:
-            self.log.warning("%s", warning)
+        for level, message in config_loader.startup_messages(self.cfg):
+            self.log.log(level, "%s", message)
         scheme = "https" if self.cfg.is_ssl else "http"
         for listener in self.listeners:
             self.log.info("Listening at: %s (%s)", listener.url(scheme), self.pid)
