@@ -171,3 +171,13 @@ def test_toml_program_table_suggests_programs(tmp_path):
     with pytest.raises(ConfigError) as info:
         build(cli={"config": str(path)})
     assert str(info.value) == f"{path}:3: unknown setting 'program'; did you mean 'programs'?"
+
+
+def test_help_lists_options_by_section_common_first_and_modes_in_octal():
+    out = run_arbiter(["--help"]).stdout
+    positions = [out.index(flag) for flag in ("-c, --config", "-b, --bind", "-w, --workers", "--timeout",
+                                              "--access-logfile", "--certfile", "--control-socket ")]
+    assert positions == sorted(positions), out
+    assert out.index("Socket options:") < out.index("Worker options:") < out.index("Control options:")
+    mode_help = out[out.index("--control-socket-mode"):].split("\n\n")[0]
+    assert "[default: 0600]" in " ".join(mode_help.split()) and "384" not in mode_help

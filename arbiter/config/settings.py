@@ -272,7 +272,7 @@ class Config:
     tmp_upload_dir: str | None = ignored(
         to_optional_str, None, (), "request bodies are never spooled to disk; wsgi.input reads the socket")
     default_proc_name: str | None = ignored(
-        to_optional_str, None, (), "process titles use --name, else the app")
+        to_optional_str, "gunicorn", (), "process titles use --name, else the app")
     enable_backlog_metric: bool = ignored(
         to_bool, False, ("--enable-backlog-metric",), "no socket backlog metric is sent yet", is_flag=True)
     uwsgi_allow_ips: tuple[str, ...] = ignored(
