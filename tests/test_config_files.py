@@ -8,11 +8,11 @@ import re
 import textwrap
 
 import pytest
+from conftest import http_get, run_arbiter, wait_until
 
 from arbiter.config import loader as config
 from arbiter.config.loader import Value
 from arbiter.errors import ConfigError
-from conftest import http_get, run_arbiter, wait_until
 
 
 def build(cli=None, env=None, cwd=None):

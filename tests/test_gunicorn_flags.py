@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_arbiter
 
 from arbiter.config import gunicorn as table
 from arbiter.config.settings import BY_NAME
-from conftest import run_arbiter
 
 gunicorn_config = pytest.importorskip("gunicorn.config")
 
