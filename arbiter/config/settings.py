@@ -89,6 +89,9 @@ class Config:
     backlog: int = setting(
         to_positive_int, 2048, "The most pending connections per listening socket.", ("--backlog",),
         metavar="INT", section="socket")
+    reuse_port: bool = setting(
+        to_bool, False, "Set SO_REUSEPORT on the listening sockets: several servers may bind one port.",
+        ("--reuse-port",), is_flag=True, section="socket")
     workers: int = setting(
         to_positive_int, 1, "The number of web workers (default: $WEB_CONCURRENCY or 1).",
         ("-w", "--workers"), metavar="INT", section="worker", env_default="WEB_CONCURRENCY")
@@ -213,7 +216,6 @@ class Config:
     keyfile: str | None = setting(
         to_optional_str, None, "TLS private key file.", ("--keyfile",), metavar="FILE", section="ssl")
     # -- Gunicorn's flags not yet implemented: refused until they are (see docs/gunicorn.md) ----
-    reuse_port: bool = refused(to_bool, False, ("--reuse-port",), "not implemented yet", is_flag=True)
     logconfig: str | None = refused(to_optional_str, None, ("--log-config",), "not implemented yet", metavar="FILE")
     logconfig_json: str | None = refused(
         to_optional_str, None, ("--log-config-json",), "not implemented yet", metavar="FILE")

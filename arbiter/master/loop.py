@@ -164,7 +164,8 @@ class Master:
             if all(text.startswith("fd://") for text in inherited):
                 # Handed down from systemd: the sockets are the configuration.
                 self.cfg = dataclasses.replace(self.cfg, bind=tuple(inherited))
-            listeners = sockets.create_listeners(self.cfg.bind, self.cfg.backlog, inherited=inherited)
+            listeners = sockets.create_listeners(self.cfg.bind, self.cfg.backlog, inherited=inherited,
+                                                 reuse_port=self.cfg.reuse_port)
             kept = {listener.fileno() for listener in listeners}
             for fd in set(self.handover.listeners.values()) - kept:
                 os.close(fd)  # an address the new config no longer binds
@@ -176,7 +177,7 @@ class Master:
                 os.environ.pop(name, None)  # ours alone: children must not take them for theirs
             self.cfg = dataclasses.replace(self.cfg, bind=tuple(f"fd://{fd}" for fd in inherited))
             return sockets.adopt_systemd(inherited)
-        return sockets.create_listeners(self.cfg.bind, self.cfg.backlog)
+        return sockets.create_listeners(self.cfg.bind, self.cfg.backlog, reuse_port=self.cfg.reuse_port)
 
     def _log_start(self) -> None:
         self.log.info("Starting arbiter %s", __version__)
@@ -381,7 +382,7 @@ class Master:
                 return f"the config has an error: {exc}"
             if cfg.bind != self.cfg.bind:
                 try:
-                    self.listeners = sockets.rebind(self.listeners, cfg.bind, cfg.backlog)
+                    self.listeners = sockets.rebind(self.listeners, cfg.bind, cfg.backlog, cfg.reuse_port)
                 except ArbiterError as exc:
                     self.log.error("Reload refused (still serving the old config): %s", exc)
                     return str(exc)
