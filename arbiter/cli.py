@@ -58,7 +58,8 @@ def _serve(params: dict[str, Any]) -> int:
     if cfg.daemon:
         from arbiter.master.daemon import daemonize
 
-        daemonize()
+        daemonize(keep_stdio=cfg.enable_stdio_inheritance)
+        logs.reopen()  # --capture-output: fds 1 and 2 back on the error log file
 
     from arbiter.control.master_backend import attach_control
     from arbiter.master.loop import Master

@@ -6,9 +6,16 @@ standard library.
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.config
+import logging.handlers
+import os
 import sys
 from typing import Any
+
+from arbiter.config.convert import syslog_address
+from arbiter.errors import ConfigError
 
 ERROR_LOGGER = "arbiter.error"
 ACCESS_LOGGER = "arbiter.access"
@@ -26,7 +33,7 @@ class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__()
         self._which = which
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return getattr(sys, self._which)
 
@@ -43,13 +50,19 @@ def _handler(target: str, default_stream: str) -> logging.Handler:
 
 
 def setup(cfg: Any) -> logging.Logger:
-    """Configure both loggers from `cfg.errorlog`, `cfg.loglevel` and `cfg.accesslog`.
+    """Configure both loggers from `cfg.errorlog`, `cfg.loglevel` and `cfg.accesslog`, then
+    Gunicorn's extras: `--capture-output`, `--log-syslog`, and a logging config of the user's
+    (`--log-config`, `--log-config-json`, `logconfig_dict`), applied last as in Gunicorn.
 
     Raises:
         OSError: a log file cannot be opened (the caller names the setting).
+        ConfigError: a logging config or the syslog address is wrong.
     """
+    global _captured
+    _captured = cfg.errorlog if getattr(cfg, "capture_output", False) and cfg.errorlog != "-" else None
+    _capture()
     error = logging.getLogger(ERROR_LOGGER)
-    error.handlers.clear()
+    _drop_handlers(error)
     handler = _handler(cfg.errorlog, "stderr")
     handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
     error.addHandler(handler)
@@ -57,7 +70,7 @@ def setup(cfg: Any) -> logging.Logger:
     error.propagate = False
 
     access = logging.getLogger(ACCESS_LOGGER)
-    access.handlers.clear()
+    _drop_handlers(access)
     access.propagate = False
     if cfg.accesslog:
         access_handler = _handler(cfg.accesslog, "stdout")
@@ -67,7 +80,103 @@ def setup(cfg: Any) -> logging.Logger:
         access.disabled = False
     else:
         access.disabled = True
+    if getattr(cfg, "syslog", False):
+        error.addHandler(_syslog_handler(cfg, "error"))
+        if not cfg.disable_redirect_access_to_syslog:
+            access.addHandler(_syslog_handler(cfg, "access"))
+            access.setLevel(logging.INFO)
+            access.disabled = False
+    _user_config(cfg)
     return error
+
+
+# -- --capture-output: the app's print() and tracebacks go to the error log file ----------------
+
+_captured: str | None = None  # the error log file fds 1 and 2 point to, when capturing
+
+
+def _capture() -> None:
+    """Point fds 1 and 2 at the error log file (Gunicorn's `--capture-output`), so what an app
+    or a library writes to stdout or stderr lands there too; redone by `reopen` after rotation."""
+    if _captured is None:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    fd = os.open(_captured, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
+# -- --log-syslog ----------------------------------------------------------------------------
+
+def _syslog_handler(cfg: Any, which: str) -> logging.Handler:
+    address, kind = syslog_address(cfg.syslog_addr)
+    try:
+        handler = logging.handlers.SysLogHandler(address=address, facility=cfg.syslog_facility, socktype=kind)
+    except OSError as exc:
+        raise ConfigError(f"--log-syslog-to {cfg.syslog_addr}: cannot reach syslog: {exc.strerror or exc}") from None
+    # The tag syslog files the line under: `arbiter.<prefix>.error` (Gunicorn writes gunicorn.<...>).
+    prefix = (cfg.syslog_prefix or cfg.title_name).replace(":", ".")
+    handler.setFormatter(logging.Formatter(f"arbiter.{prefix}.{which}: [%(process)d] %(message)s"))
+    return handler
+
+
+# -- --log-config, --log-config-json, logconfig_dict ---------------------------------------------
+
+# A config written for Gunicorn names its loggers; Arbiter's carry the same records.
+_GUNICORN_NAMES = {"gunicorn.error": ERROR_LOGGER, "gunicorn.access": ACCESS_LOGGER}
+
+
+def _user_config(cfg: Any) -> None:
+    if getattr(cfg, "logconfig_dict", None):
+        origin = "logconfig_dict"
+    elif getattr(cfg, "logconfig_json", None):
+        origin = f"--log-config-json {cfg.logconfig_json}"
+    elif getattr(cfg, "logconfig", None):
+        origin = f"--log-config {cfg.logconfig}"
+    else:
+        return
+    base: dict[str, Any] = {"version": 1, "disable_existing_loggers": False}
+    try:
+        if cfg.logconfig_dict:
+            logging.config.dictConfig({**base, **cfg.logconfig_dict})
+        elif cfg.logconfig_json:
+            with open(cfg.logconfig_json, encoding="utf-8") as handle:
+                logging.config.dictConfig({**base, **json.load(handle)})
+        else:
+            if not os.path.exists(cfg.logconfig):
+                raise FileNotFoundError("the file does not exist")
+            defaults = {"__file__": cfg.logconfig, "here": os.path.dirname(cfg.logconfig)}
+            logging.config.fileConfig(cfg.logconfig, defaults=defaults, disable_existing_loggers=False)
+    except (OSError, ValueError, TypeError, AttributeError, ImportError, KeyError, RuntimeError) as exc:
+        raise ConfigError(f"{origin}: not a usable logging config: {exc}") from None
+    for theirs, ours in _GUNICORN_NAMES.items():
+        if theirs in logging.Logger.manager.loggerDict:
+            source = logging.getLogger(theirs)
+            if not source.handlers:
+                continue
+            target = logging.getLogger(ours)
+            target.handlers = list(source.handlers)
+            target.setLevel(source.level)
+            target.propagate = source.propagate
+            target.disabled = False
+
+
+def _drop_handlers(logger: logging.Logger) -> None:
+    """Remove a previous setup's handlers (a reload sets up again), closing their files and
+    syslog sockets; a handler a user's logging config shares with another logger stays open."""
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        if not any(handler in other.handlers for other in _all_loggers()):
+            handler.close()
+
+
+def _all_loggers() -> list[logging.Logger]:
+    found = [item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)]
+    return [*found, logging.getLogger()]
 
 
 def access_enabled() -> bool:
@@ -75,7 +184,9 @@ def access_enabled() -> bool:
 
 
 def reopen() -> None:
-    """Reopen every log file (logrotate moved it away). Streams are left alone."""
+    """Reopen every log file (logrotate moved it away). Streams are left alone, except those
+    `--capture-output` points at the error log file."""
+    _capture()
     for name in (ERROR_LOGGER, ACCESS_LOGGER):
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, logging.FileHandler):

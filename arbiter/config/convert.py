@@ -5,6 +5,8 @@ expected ("an integer of at least 1"), which the loaders turn into an error nami
 
 from __future__ import annotations
 
+import logging.handlers
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -182,3 +184,32 @@ def to_cert_reqs(value: Any) -> int:
     if number not in (0, 1, 2):
         raise ValueError("0 (none), 1 (optional) or 2 (required)")
     return number
+
+
+def syslog_address(text: str) -> tuple[str | tuple[str, int], socket.SocketKind | None]:
+    """`unix://PATH[#dgram|#stream]`, `udp://HOST:PORT` or `tcp://HOST:PORT`, as Gunicorn takes
+    them, to SysLogHandler's (address, socket type).
+
+    Raises:
+        ValueError: the text is none of these.
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in ("unix", "udp", "tcp") or not rest:
+        raise ValueError("unix://PATH, udp://HOST:PORT or tcp://HOST:PORT")
+    if scheme == "unix":
+        path, _, kind = rest.partition("#")
+        # None lets SysLogHandler try a datagram socket, then a stream one, as Gunicorn does.
+        return path, {"dgram": socket.SOCK_DGRAM, "stream": socket.SOCK_STREAM}.get(kind)
+    host, colon, port = rest.rpartition(":")
+    if not colon or not port.isdigit():
+        host, port = rest, "514"
+    return (host.strip("[]"), int(port)), socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
+
+
+def to_syslog_addr(value: Any) -> str:
+    text = to_str(value).strip()
+    syslog_address(text)
+    return text
+
+
+to_syslog_facility = choice(*sorted(logging.handlers.SysLogHandler.facility_names))

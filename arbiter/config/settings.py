@@ -33,6 +33,8 @@ from arbiter.config.convert import (
     to_ssl_version,
     to_str,
     to_str_list,
+    to_syslog_addr,
+    to_syslog_facility,
     to_umask,
 )
 from arbiter.config.setting import Extras, Setting, hook, ignored, refused, setting
@@ -183,6 +185,37 @@ class Config:
     loglevel: str = setting(
         to_log_level, "info", "Error log level: debug, info, warning, error, critical.", ("--log-level",),
         metavar="LEVEL", section="logging")
+    capture_output: bool = setting(
+        to_bool, False, "Send the app's stdout and stderr to the error log file too.", ("--capture-output",),
+        is_flag=True, section="logging")
+    logconfig: str | None = setting(
+        to_optional_str, None, "A logging config file (Python's fileConfig INI format), applied after the "
+        "settings above; its gunicorn.error/gunicorn.access loggers configure Arbiter's.", ("--log-config",),
+        metavar="FILE", section="logging")
+    logconfig_json: str | None = setting(
+        to_optional_str, None, "A logging config as JSON (Python's dictConfig schema).", ("--log-config-json",),
+        metavar="FILE", section="logging")
+    logconfig_dict: dict[str, Any] = setting(
+        to_dict, {}, "A logging config as a dict (dictConfig schema), set in a config file; wins over "
+        "--log-config-json and --log-config.", section="logging")
+    syslog: bool = setting(
+        to_bool, False, "Also send the error log (and the access log) to syslog.", ("--log-syslog",),
+        is_flag=True, section="logging")
+    syslog_addr: str = setting(
+        to_syslog_addr, "udp://localhost:514", "Where syslog listens: unix://PATH[#dgram|#stream], "
+        "udp://HOST:PORT or tcp://HOST:PORT.", ("--log-syslog-to",), metavar="SYSLOG_ADDR", section="logging")
+    syslog_prefix: str | None = setting(
+        to_optional_str, None, "The program name in syslog lines (arbiter.PREFIX.error); default: --name, "
+        "else the app.", ("--log-syslog-prefix",), metavar="SYSLOG_PREFIX", section="logging")
+    syslog_facility: str = setting(
+        to_syslog_facility, "user", "The syslog facility.", ("--log-syslog-facility",), metavar="FACILITY",
+        section="logging")
+    disable_redirect_access_to_syslog: bool = setting(
+        to_bool, False, "With --log-syslog, keep the access log out of syslog.",
+        ("--disable-redirect-access-to-syslog",), is_flag=True, section="logging")
+    enable_stdio_inheritance: bool = setting(
+        to_bool, False, "With --daemon, keep stdout and stderr where they were redirected (not a terminal).",
+        ("-R", "--enable-stdio-inheritance"), is_flag=True, section="logging")
     childlogdir: str | None = setting(
         to_optional_str, None,
         "Directory for program logs set to AUTO (default: the system's temporary directory).",
@@ -216,22 +249,6 @@ class Config:
     keyfile: str | None = setting(
         to_optional_str, None, "TLS private key file.", ("--keyfile",), metavar="FILE", section="ssl")
     # -- Gunicorn's flags not yet implemented: refused until they are (see docs/gunicorn.md) ----
-    logconfig: str | None = refused(to_optional_str, None, ("--log-config",), "not implemented yet", metavar="FILE")
-    logconfig_json: str | None = refused(
-        to_optional_str, None, ("--log-config-json",), "not implemented yet", metavar="FILE")
-    logconfig_dict: dict[str, Any] = refused(to_dict, {}, (), "not implemented yet")
-    syslog: bool = refused(to_bool, False, ("--log-syslog",), "not implemented yet", is_flag=True)
-    syslog_addr: str = refused(
-        to_str, "udp://localhost:514", ("--log-syslog-to",), "not implemented yet", metavar="SYSLOG_ADDR")
-    syslog_prefix: str | None = refused(
-        to_optional_str, None, ("--log-syslog-prefix",), "not implemented yet", metavar="SYSLOG_PREFIX")
-    syslog_facility: str = refused(
-        to_str, "user", ("--log-syslog-facility",), "not implemented yet", metavar="SYSLOG_FACILITY")
-    disable_redirect_access_to_syslog: bool = refused(
-        to_bool, False, ("--disable-redirect-access-to-syslog",), "not implemented yet", is_flag=True)
-    capture_output: bool = refused(to_bool, False, ("--capture-output",), "not implemented yet", is_flag=True)
-    enable_stdio_inheritance: bool = refused(
-        to_bool, False, ("-R", "--enable-stdio-inheritance"), "not implemented yet", is_flag=True)
     paste: str | None = refused(to_optional_str, None, ("--paste", "--paster"), "not implemented yet",
                                 metavar="FILE")
     raw_paste_global_conf: tuple[str, ...] = refused(
