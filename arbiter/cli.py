@@ -44,7 +44,7 @@ def _serve(params: dict[str, Any]) -> int:
     app_loader.prepare_path(cfg.chdir, cfg.pythonpath)
     if cfg.check_config:
         if cfg.wsgi_app:
-            app_loader.load(cfg.wsgi_app)
+            app_loader.load(cfg.wsgi_app, cfg.raw_paste_global_conf)
         messages = config_mod.startup_messages(cfg)
         for level, message in messages:
             click.echo(f"{logging.getLevelName(level)}: {message}", err=True)

@@ -32,3 +32,64 @@ def test_without_reuse_port_the_second_master_cannot_bind(arbiter):
     first.wait_ready(1)
     result = run_arbiter(["wsgi_app:application", "-b", f"127.0.0.1:{first.port}"])
     assert result.returncode != 0 and "address already in use" in result.stderr
+
+
+PASTE_INI = """\
+[app:main]
+use = call:paste_app:make_app
+greeting = hello
+
+[app:other]
+use = call:paste_app:make_app
+greeting = howdy
+
+[loggers]
+keys = root, gunicorn.error
+
+[handlers]
+keys = file
+
+[formatters]
+keys = plain
+
+[logger_root]
+level = WARNING
+handlers =
+
+[logger_gunicorn.error]
+level = INFO
+handlers = file
+propagate = 0
+qualname = gunicorn.error
+
+[handler_file]
+class = FileHandler
+formatter = plain
+args = ({log!r}, "a")
+
+[formatter_plain]
+format = PASTE %(message)s
+"""
+
+
+def test_paste_serves_a_pastedeploy_app_with_its_global_conf_and_logging(arbiter, tmp_path):
+    log = tmp_path / "paste.log"
+    ini = tmp_path / "production.ini"
+    ini.write_text(PASTE_INI.format(log=str(log)))
+    arbiter(["--paste", str(ini), "--paste-global", "region=eu"])
+    port = int(wait_until(lambda: log.exists() and re.search(r"PASTE Listening at: http://127\.0\.0\.1:(\d+)",
+                                                             log.read_text()), 20, what="listening").group(1))
+    assert http_get(port, "/p") == (200, b"hello from eu at |/p\n")
+    other = arbiter([f"--paster={ini}#other"])
+    port2 = int(wait_until(lambda: len(re.findall(r"PASTE Listening at: http://127\.0\.0\.1:(\d+)",
+                                                  log.read_text())) > 1 and
+                           re.findall(r"PASTE Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())[-1],
+                           20, what="second listening"))
+    assert http_get(port2, "/")[1] == b"howdy from - at |/\n"
+
+
+def test_paste_and_an_app_are_refused_together(tmp_path):
+    ini = tmp_path / "app.ini"
+    ini.write_text("[app:main]\nuse = call:paste_app:make_app\n")
+    result = run_arbiter(["wsgi_app:application", "--paste", str(ini)])
+    assert result.returncode == 2 and "an APP and --paste name two apps" in result.stderr

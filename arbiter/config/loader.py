@@ -8,6 +8,7 @@ was expected.
 from __future__ import annotations
 
 import ast
+import configparser
 import dataclasses
 import difflib
 import importlib
@@ -329,6 +330,8 @@ def build(cli: Mapping[str, Value], environ: Mapping[str, str] | None = None, cw
     layered: dict[str, Value] = {**env_under, **from_file, **gunicorn_args, **env_over, **cli}
     values = {name: _convert(BY_NAME[name], value) for name, value in layered.items()}
     warnings = list(extras.warnings) + warnings + _unsupported(layered, values)
+    if values.get("paste"):
+        _paste_app(values, layered)
     if values.pop("control_socket_disable", False):
         values["control_socket"] = "none"
     if values.get("threads", 1) > 1 and values.get("worker_class", "auto") == "sync":
@@ -336,6 +339,26 @@ def build(cli: Mapping[str, Value], environ: Mapping[str, str] | None = None, cw
         values["worker_class"] = "gthread"
     extras = dataclasses.replace(extras, warnings=tuple(warnings), notes=tuple(notes) + extras.notes)
     return Config(**values, extras=extras)
+
+
+def _paste_app(values: dict[str, Any], layered: Mapping[str, Value]) -> None:
+    """`--paste FILE[#NAME]`: the app is the file's (as `paste:ABSPATH`), and its [loggers], if
+    any, configure logging unless a logging config is named, as in Gunicorn."""
+    if "wsgi_app" in layered:
+        raise ConfigError(f"{layered['wsgi_app'].origin}: an APP and --paste name two apps; give one")
+    path = os.path.abspath(values["paste"])
+    filename = path.partition("#")[0]
+    if not os.path.isfile(filename):
+        raise ConfigError(f"{layered['paste'].origin}: the PasteDeploy file {filename} does not exist")
+    values["wsgi_app"] = f"paste:{path}"
+    if not any(values.get(name) for name in ("logconfig", "logconfig_json", "logconfig_dict")):
+        parser = configparser.RawConfigParser(strict=False)
+        try:
+            parser.read(filename, encoding="utf-8")
+        except configparser.Error:
+            return  # PasteDeploy reports the file's errors when it loads the app
+        if parser.has_section("loggers"):
+            values["logconfig"] = filename
 
 
 def _unsupported(layered: Mapping[str, Value], values: Mapping[str, Any]) -> list[str]:

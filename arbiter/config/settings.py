@@ -152,6 +152,13 @@ class Config:
     pythonpath: tuple[str, ...] = setting(
         to_comma_list, (), "Directories added to sys.path, comma separated.", ("--pythonpath",),
         metavar="PATHS", section="server")
+    paste: str | None = setting(
+        to_optional_str, None, "Serve the WSGI app of a PasteDeploy config file (FILE or FILE#NAME) instead of APP; "
+        "its [loggers] configure logging unless --log-config is given.", ("--paste", "--paster"),
+        metavar="FILE", section="server")
+    raw_paste_global_conf: tuple[str, ...] = setting(
+        to_env_pairs, (), "A PasteDeploy global config variable (KEY=VALUE); repeatable.", ("--paste-global",),
+        metavar="KEY=VALUE", multiple=True, section="server")
     raw_env: tuple[str, ...] = setting(
         to_env_pairs, (), "Set an environment variable in the workers (KEY=VALUE); repeatable.",
         ("-e", "--env"), metavar="KEY=VALUE", multiple=True, section="server")
@@ -249,10 +256,6 @@ class Config:
     keyfile: str | None = setting(
         to_optional_str, None, "TLS private key file.", ("--keyfile",), metavar="FILE", section="ssl")
     # -- Gunicorn's flags not yet implemented: refused until they are (see docs/gunicorn.md) ----
-    paste: str | None = refused(to_optional_str, None, ("--paste", "--paster"), "not implemented yet",
-                                metavar="FILE")
-    raw_paste_global_conf: tuple[str, ...] = refused(
-        to_env_pairs, (), ("--paste-global",), "not implemented yet", metavar="KEY=VALUE", multiple=True)
     root_path: str = refused(to_str, "", ("--root-path",), "not implemented yet", metavar="PATH")
     ca_certs: str | None = refused(to_optional_str, None, ("--ca-certs",), "not implemented yet", metavar="FILE")
     cert_reqs: int = refused(to_cert_reqs, 0, ("--cert-reqs",), "not implemented yet", metavar="INT")

@@ -113,7 +113,7 @@ class Master:
         started: list[Any] = []
         try:
             if self.cfg.preload_app:
-                self.preloaded = app_loader.load(self.cfg.wsgi_app)
+                self.preloaded = app_loader.load(self.cfg.wsgi_app, self.cfg.raw_paste_global_conf)
             for service in self.services:
                 service.start()
                 started.append(service)

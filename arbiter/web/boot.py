@@ -94,7 +94,7 @@ def run_worker(
             key, _, value = pair.partition("=")
             os.environ[key] = value
         drop_privileges(cfg.user, cfg.group)
-        app = preloaded if preloaded is not None else app_loader.load(cfg.wsgi_app)
+        app = preloaded if preloaded is not None else app_loader.load(cfg.wsgi_app, cfg.raw_paste_global_conf)
         cls = workers.resolve(cfg.worker_class, app_loader.is_asgi(app))
         worker = cls(age=age, ppid=ppid, sockets=sockets, app=app, cfg=cfg, slot=slot, generation=generation)
         booted = True
