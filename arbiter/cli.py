@@ -39,6 +39,10 @@ def _serve(params: dict[str, Any]) -> int:
         logs.setup(cfg)
     except OSError as exc:
         raise ConfigError(f"cannot open log file {exc.filename}: {exc.strerror}") from None
+    if cfg.is_ssl:
+        from arbiter.web import tls
+
+        tls.server_context(cfg)  # a bad certificate, cipher or CA file stops the start here
     os.umask(cfg.umask)
     start_cwd = os.getcwd()
     app_loader.prepare_path(cfg.chdir, cfg.pythonpath)

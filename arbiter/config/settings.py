@@ -255,16 +255,26 @@ class Config:
         metavar="FILE", section="ssl")
     keyfile: str | None = setting(
         to_optional_str, None, "TLS private key file.", ("--keyfile",), metavar="FILE", section="ssl")
+    ssl_version: str = setting(
+        to_ssl_version, "tls", "The lowest TLS version a client may use: TLS (any the library allows), "
+        "TLSv1_2 or TLSv1_3.", ("--ssl-version",), metavar="VERSION", section="ssl")
+    ciphers: str | None = setting(
+        to_optional_str, None, "Allowed ciphers, as an OpenSSL cipher list (default: Python's).", ("--ciphers",),
+        metavar="CIPHERS", section="ssl")
+    cert_reqs: int = setting(
+        to_cert_reqs, 0, "Client certificates: 0 none, 1 optional, 2 required (checked against --ca-certs).",
+        ("--cert-reqs",), metavar="INT", section="ssl")
+    ca_certs: str | None = setting(
+        to_optional_str, None, "CA certificates that sign client certificates (PEM).", ("--ca-certs",),
+        metavar="FILE", section="ssl")
+    suppress_ragged_eofs: bool = setting(
+        to_bool, True, "Take a TLS connection closed without close_notify as a clean end.",
+        ("--suppress-ragged-eofs",), is_flag=True, section="ssl")
+    do_handshake_on_connect: bool = ignored(
+        to_bool, False, ("--do-handshake-on-connect",),
+        "the TLS handshake always starts at accept and never blocks a worker", is_flag=True)
     # -- Gunicorn's flags not yet implemented: refused until they are (see docs/gunicorn.md) ----
     root_path: str = refused(to_str, "", ("--root-path",), "not implemented yet", metavar="PATH")
-    ca_certs: str | None = refused(to_optional_str, None, ("--ca-certs",), "not implemented yet", metavar="FILE")
-    cert_reqs: int = refused(to_cert_reqs, 0, ("--cert-reqs",), "not implemented yet", metavar="INT")
-    ciphers: str | None = refused(to_optional_str, None, ("--ciphers",), "not implemented yet", metavar="CIPHERS")
-    ssl_version: str = refused(to_ssl_version, "tls", ("--ssl-version",), "not implemented yet", metavar="NAME")
-    do_handshake_on_connect: bool = refused(
-        to_bool, False, ("--do-handshake-on-connect",), "not implemented yet", is_flag=True)
-    suppress_ragged_eofs: bool = refused(
-        to_bool, True, ("--suppress-ragged-eofs",), "not implemented yet", is_flag=True)
     sendfile: bool | None = refused(to_optional_bool, None, ("--no-sendfile",), "not implemented yet",
                                     is_flag=True)
     initgroups: bool = refused(to_bool, False, ("--initgroups",), "not implemented yet", is_flag=True)

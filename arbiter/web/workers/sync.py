@@ -28,7 +28,8 @@ import ssl
 import time
 from typing import Any, ClassVar
 
-from arbiter.errors import WorkerBootError
+from arbiter.errors import ConfigError, WorkerBootError
+from arbiter.web import tls
 from arbiter.web.http.connection import MIN_HEAD_TIMEOUT, RECV_SIZE, Connection, ListenerInfo
 from arbiter.web.http.parser import Limits
 from arbiter.web.http.response import DRAIN_LIMIT
@@ -101,14 +102,10 @@ class SyncWorker(Worker):
         self.selector.close()
 
     def _ssl_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            context.load_cert_chain(self.cfg.certfile, self.cfg.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            raise WorkerBootError(
-                f"cannot load TLS certificate certfile={self.cfg.certfile!r} keyfile={self.cfg.keyfile!r}: {exc}"
-            ) from None
-        return context
+            return tls.server_context(self.cfg)
+        except ConfigError as exc:
+            raise WorkerBootError(str(exc)) from None
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -188,7 +185,8 @@ class SyncWorker(Worker):
             sock.setblocking(False)
             if tls:
                 assert self.ssl_context is not None
-                sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
+                                                    suppress_ragged_eofs=self.cfg.suppress_ragged_eofs)
             conn = Connection(sock, addr, info, self.limits, self.io_timeout, False, tls)
             conn.trusted = self.trust.trusts(conn.remote_addr)
             if not self.multithread:
