@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 
+import psutil
+import pytest
 from conftest import http_get, run_arbiter, wait_until
 
 
@@ -93,3 +96,62 @@ def test_paste_and_an_app_are_refused_together(tmp_path):
     ini.write_text("[app:main]\nuse = call:paste_app:make_app\n")
     result = run_arbiter(["wsgi_app:application", "--paste", str(ini)])
     assert result.returncode == 2 and "an APP and --paste name two apps" in result.stderr
+
+
+def _user_with_supplementary_groups() -> tuple[str, set[int]] | None:
+    import grp
+    import pwd
+
+    for group in grp.getgrall():
+        for member in group.gr_mem:
+            try:
+                user = pwd.getpwnam(member)
+            except KeyError:
+                continue
+            groups = {g.gr_gid for g in grp.getgrall() if member in g.gr_mem}
+            if group.gr_gid != user.pw_gid:
+                return member, groups
+    return None
+
+
+def _groups_of(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/status") as handle:
+        line = next(line for line in handle if line.startswith("Groups:"))
+    return {int(gid) for gid in line.split()[1:]}
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or _user_with_supplementary_groups() is None,
+                    reason="needs root and a user with supplementary groups")
+def test_initgroups_gives_workers_the_users_supplementary_groups(arbiter):
+    user, groups = _user_with_supplementary_groups()
+    with_groups = arbiter(["wsgi_app:application", "-u", user, "--initgroups"])
+    worker = with_groups.wait_workers(lambda pids: len(pids) == 1)[0]
+    assert groups <= wait_until(lambda: _groups_of(worker) or None, 10)
+    without = arbiter(["wsgi_app:application", "-u", user])
+    worker = without.wait_workers(lambda pids: len(pids) == 1)[0]
+    wait_until(lambda: psutil.Process(worker).uids().real != 0, 10, what="the worker to drop root")
+    assert _groups_of(worker) == set()  # neither root's groups nor the user's
+
+
+@pytest.mark.parametrize("engine", ["poll", "inotify"])
+def test_reload_extra_file_and_engine(arbiter, tmp_path, engine):
+    pytest.importorskip("watchfiles")
+    template = tmp_path / "templates" / "page.html"
+    template.parent.mkdir()
+    template.write_text("one")
+    master = arbiter(["wsgi_app:application", "--reload", "--reload-engine", engine,
+                      "--reload-extra-file", str(template), "--chdir", str(tmp_path)])
+    master.wait_ready(1)
+    master.wait_log(r"Watching .*page\.html for changes")
+    (tmp_path / "notes.txt").write_text("not watched")
+    template.write_text("two")
+    master.wait_log(r"changed .*page\.html; reloading", timeout=30)
+    master.wait_log(r"Reload done: generation 2", timeout=30)
+    assert "notes.txt" not in master.log()
+
+
+def test_spew_traces_the_workers_lines(arbiter):
+    master = arbiter(["wsgi_app:application", "--spew"])
+    master.wait_log(r"Listening at")
+    wait_until(lambda: master.get("/spewed")[0] == 200, 30)
+    master.wait_log(r"\[\d+\] .*wsgi_app\.py:\d+: +path = environ\[\"PATH_INFO\"\]")

@@ -146,6 +146,16 @@ class Config:
     reload: bool = setting(
         to_bool, False, "Development: reload workers when the app's files change.", ("--reload",),
         is_flag=True, section="debugging")
+    reload_engine: str = setting(
+        choice("auto", "poll", "inotify"), "auto", "How --reload notices changes: auto (inotify on Linux), "
+        "inotify, or poll (for file systems without change events).", ("--reload-engine",), metavar="ENGINE",
+        section="debugging")
+    reload_extra_files: tuple[str, ...] = setting(
+        to_str_list, (), "With --reload, also reload when this file changes (templates, configs); repeatable.",
+        ("--reload-extra-file",), metavar="FILE", multiple=True, section="debugging")
+    spew: bool = setting(
+        to_bool, False, "Print every line the workers execute (a trace; very slow).", ("--spew",), is_flag=True,
+        section="debugging")
     chdir: str | None = setting(
         to_optional_str, None, "Change to this directory before loading the app.", ("--chdir",),
         metavar="DIR", section="server")
@@ -174,6 +184,9 @@ class Config:
     group: str | None = setting(
         to_optional_str, None, "Run workers as this group (name or gid).", ("-g", "--group"), metavar="GROUP",
         section="server")
+    initgroups: bool = setting(
+        to_bool, False, "With --user, give workers the user's supplementary groups (else they have none).",
+        ("--initgroups",), is_flag=True, section="server")
     umask: int = setting(
         to_umask, 0, "The umask of the master and workers (octal).", ("-m", "--umask"), metavar="INT",
         section="server")
@@ -277,12 +290,6 @@ class Config:
     root_path: str = refused(to_str, "", ("--root-path",), "not implemented yet", metavar="PATH")
     sendfile: bool | None = refused(to_optional_bool, None, ("--no-sendfile",), "not implemented yet",
                                     is_flag=True)
-    initgroups: bool = refused(to_bool, False, ("--initgroups",), "not implemented yet", is_flag=True)
-    reload_engine: str = refused(
-        choice("auto", "poll", "inotify"), "auto", ("--reload-engine",), "not implemented yet", metavar="ENGINE")
-    reload_extra_files: tuple[str, ...] = refused(
-        to_str_list, (), ("--reload-extra-file",), "not implemented yet", metavar="FILE", multiple=True)
-    spew: bool = refused(to_bool, False, ("--spew",), "not implemented yet", is_flag=True)
     statsd_host: str | None = refused(
         to_optional_str, None, ("--statsd-host",), "not implemented yet", metavar="STATSD_ADDR")
     statsd_prefix: str = refused(to_str, "", ("--statsd-prefix",), "not implemented yet", metavar="PREFIX")

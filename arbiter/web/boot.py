@@ -16,17 +16,19 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadError, WorkerBootError
 from arbiter.web import app as app_loader
 from arbiter.web import workers
-from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadError, WorkerBootError
 from arbiter.web.scoreboard import Slot
 
 log = logging.getLogger("arbiter.error")
 
 
-def drop_privileges(user: str | None, group: str | None) -> None:
-    """Become `user` (and `group`, else the user's primary group), with its supplementary groups.
+def drop_privileges(user: str | None, group: str | None, initgroups: bool = False) -> None:
+    """Become `user` (and `group`, else the user's primary group).
 
+    With `initgroups` (Gunicorn's --initgroups) the worker gets the user's supplementary groups;
+    without it, none: Gunicorn would leave the root's own there, which no worker should keep.
     Order matters: supplementary groups and gid while still root, the uid last.
     """
     if not user and not group:
@@ -35,8 +37,10 @@ def drop_privileges(user: str | None, group: str | None) -> None:
     gid = _gid(group) if group else (pwd.getpwuid(uid).pw_gid if user else os.getgid())
     if os.getuid() == uid and os.getgid() == gid:
         return
-    if user:
+    if user and initgroups:
         os.initgroups(pwd.getpwuid(uid).pw_name, gid)
+    elif os.geteuid() == 0:
+        os.setgroups([])
     os.setgid(gid)
     os.setuid(uid)
 
@@ -93,7 +97,11 @@ def run_worker(
         for pair in cfg.raw_env:
             key, _, value = pair.partition("=")
             os.environ[key] = value
-        drop_privileges(cfg.user, cfg.group)
+        drop_privileges(cfg.user, cfg.group, cfg.initgroups)
+        if cfg.spew:
+            from arbiter.web.spew import spew
+
+            spew()
         app = preloaded if preloaded is not None else app_loader.load(cfg.wsgi_app, cfg.raw_paste_global_conf)
         cls = workers.resolve(cfg.worker_class, app_loader.is_asgi(app))
         worker = cls(age=age, ppid=ppid, sockets=sockets, app=app, cfg=cfg, slot=slot, generation=generation)
