@@ -213,3 +213,31 @@ def to_syslog_addr(value: Any) -> str:
 
 
 to_syslog_facility = choice(*sorted(logging.handlers.SysLogHandler.facility_names))
+
+
+_SIZE_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20,
+               "G": 1 << 30, "GB": 1 << 30, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def to_size(value: Any) -> int:
+    """A size in bytes: a bare number is MiB; `512MB`, `1GB`, `200KB` use 1024-based units, as
+    superlance's memmon reads them. The one parser for every size a user gives Arbiter."""
+    if isinstance(value, bool):
+        raise ValueError("a size such as 512MB")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    elif isinstance(value, str):
+        text = value.strip().upper().replace(" ", "")
+        digits = text.rstrip("KMGIB")
+        number_text, unit = digits, text[len(digits):]
+        try:
+            number = float(number_text)
+        except ValueError:
+            raise ValueError("a size such as 512MB, 1GB or a number of MiB") from None
+    else:
+        raise ValueError("a size such as 512MB")
+    if unit not in _SIZE_UNITS:
+        raise ValueError("a size with a unit of B, KB, MB or GB")
+    if number < 0:
+        raise ValueError("a size of at least 0")
+    return int(number * _SIZE_UNITS[unit])
