@@ -71,6 +71,10 @@ def _serve(params: dict[str, Any]) -> int:
     setproctitle(f"arbiter: master [{cfg.title_name}]")
     master = Master(cfg, reload_config=lambda: config_mod.build(cli_values), start_cwd=start_cwd)
     attach_control(master)
+    if cfg.statsd_host:
+        from arbiter.statsd import WorkerGauge
+
+        master.attach(WorkerGauge(master))
     return master.run()
 
 

@@ -87,6 +87,10 @@ def setup(cfg: Any) -> logging.Logger:
             access.setLevel(logging.INFO)
             access.disabled = False
     _user_config(cfg)
+    if getattr(cfg, "statsd_host", None):
+        from arbiter.statsd import LogCounter
+
+        error.addHandler(LogCounter(cfg))
     return error
 
 

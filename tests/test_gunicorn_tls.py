@@ -53,9 +53,10 @@ def _client(pki: dict[str, str], cert: bool = False) -> ssl.SSLContext:
     return context
 
 
-@pytest.mark.parametrize("kind", ["sync", "gthread"])
-def test_required_client_certificate(arbiter, pki, kind):
-    master = arbiter(["wsgi_app:application", "-k", kind, "--certfile", pki["server.pem"], "--keyfile",
+@pytest.mark.parametrize("app, kind", [("wsgi_app:application", "sync"), ("wsgi_app:application", "gthread"),
+                                       ("asgi_app:app", "uvicorn")])
+def test_required_client_certificate(arbiter, pki, app, kind):
+    master = arbiter([app, "-k", kind, "--certfile", pki["server.pem"], "--keyfile",
                       pki["server.key"], "--cert-reqs", "2", "--ca-certs", pki["ca.pem"]])
     master.wait_log(r"Listening at: https://")
     assert _get(master.port, _client(pki, cert=True)) == 200

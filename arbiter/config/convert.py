@@ -6,6 +6,7 @@ expected ("an integer of at least 1"), which the loaders turn into an error nami
 from __future__ import annotations
 
 import logging.handlers
+import re
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -241,3 +242,30 @@ def to_size(value: Any) -> int:
     if number < 0:
         raise ValueError("a size of at least 0")
     return int(number * _SIZE_UNITS[unit])
+
+
+def statsd_address(text: str) -> tuple[socket.AddressFamily, Any]:
+    """`unix://PATH` or `HOST:PORT` (`[v6]:PORT`; the port defaults to 8125), as Gunicorn takes it.
+
+    Raises:
+        ValueError: neither form.
+    """
+    if text.startswith("unix://"):
+        path = text[len("unix://"):]
+        if not path:
+            raise ValueError("unix://PATH or HOST:PORT")
+        return socket.AF_UNIX, path
+    match = re.fullmatch(r"\[(?P<v6>[0-9a-fA-F:.]+)\](?::(?P<p6>\d+))?|(?P<host>[^:\[\]]+)(?::(?P<port>\d+))?", text)
+    if match is None:
+        raise ValueError("unix://PATH or HOST:PORT")
+    if match["v6"]:
+        return socket.AF_INET6, (match["v6"], int(match["p6"] or 8125))
+    return socket.AF_INET, (match["host"], int(match["port"] or 8125))
+
+
+def to_statsd_host(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = to_str(value).strip()
+    statsd_address(text)
+    return text

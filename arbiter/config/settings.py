@@ -31,6 +31,7 @@ from arbiter.config.convert import (
     to_proxy_protocol,
     to_seconds,
     to_ssl_version,
+    to_statsd_host,
     to_str,
     to_str_list,
     to_syslog_addr,
@@ -236,6 +237,21 @@ class Config:
     enable_stdio_inheritance: bool = setting(
         to_bool, False, "With --daemon, keep stdout and stderr where they were redirected (not a terminal).",
         ("-R", "--enable-stdio-inheritance"), is_flag=True, section="logging")
+    root_path: str = setting(
+        to_str, "", "The path the app is mounted at behind a proxy: SCRIPT_NAME for WSGI, root_path for ASGI.",
+        ("--root-path",), metavar="PATH", section="server")
+    sendfile: bool | None = setting(
+        to_optional_bool, None, "Never send files with sendfile(2) (wsgi.file_wrapper is iterated instead).",
+        ("--no-sendfile",), is_flag=True, flag_value=False, section="server")
+    statsd_host: str | None = setting(
+        to_statsd_host, None, "Send Gunicorn's StatsD metrics to HOST:PORT or unix://PATH (UDP, never blocking).",
+        ("--statsd-host",), metavar="STATSD_ADDR", section="metrics")
+    statsd_prefix: str = setting(
+        to_str, "", "Prefix for the StatsD metric names (a dot is added).", ("--statsd-prefix",),
+        metavar="PREFIX", section="metrics")
+    dogstatsd_tags: str = setting(
+        to_str, "", "DogStatsD tags added to every metric, comma separated (tag:value,...).", ("--dogstatsd-tags",),
+        metavar="TAGS", section="metrics")
     childlogdir: str | None = setting(
         to_optional_str, None,
         "Directory for program logs set to AUTO (default: the system's temporary directory).",
@@ -287,13 +303,6 @@ class Config:
         to_bool, False, ("--do-handshake-on-connect",),
         "the TLS handshake always starts at accept and never blocks a worker", is_flag=True)
     # -- Gunicorn's flags not yet implemented: refused until they are (see docs/gunicorn.md) ----
-    root_path: str = refused(to_str, "", ("--root-path",), "not implemented yet", metavar="PATH")
-    sendfile: bool | None = refused(to_optional_bool, None, ("--no-sendfile",), "not implemented yet",
-                                    is_flag=True)
-    statsd_host: str | None = refused(
-        to_optional_str, None, ("--statsd-host",), "not implemented yet", metavar="STATSD_ADDR")
-    statsd_prefix: str = refused(to_str, "", ("--statsd-prefix",), "not implemented yet", metavar="PREFIX")
-    dogstatsd_tags: str = refused(to_str, "", ("--dogstatsd-tags",), "not implemented yet", metavar="TAGS")
     proxy_protocol: str = refused(
         to_proxy_protocol, "off", ("--proxy-protocol",), "not implemented yet", metavar="MODE")
     proxy_allow_ips: tuple[str, ...] = refused(
