@@ -83,7 +83,7 @@ def test_paste_serves_a_pastedeploy_app_with_its_global_conf_and_logging(arbiter
     port = int(wait_until(lambda: log.exists() and re.search(r"PASTE Listening at: http://127\.0\.0\.1:(\d+)",
                                                              log.read_text()), 20, what="listening").group(1))
     assert http_get(port, "/p") == (200, b"hello from eu at |/p\n")
-    other = arbiter([f"--paster={ini}#other"])
+    arbiter([f"--paster={ini}#other"])
     port2 = int(wait_until(lambda: len(re.findall(r"PASTE Listening at: http://127\.0\.0\.1:(\d+)",
                                                   log.read_text())) > 1 and
                            re.findall(r"PASTE Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())[-1],
