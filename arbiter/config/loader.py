@@ -332,6 +332,10 @@ def build(cli: Mapping[str, Value], environ: Mapping[str, str] | None = None, cw
     warnings = list(extras.warnings) + warnings + _unsupported(layered, values)
     if values.get("paste"):
         _paste_app(values, layered)
+    if values.get("proxy_protocol", "off") != "off" and values.get("certfile"):
+        # The header comes before the TLS handshake, which the worker starts at accept.
+        raise ConfigError(f"{layered['proxy_protocol'].origin}: --proxy-protocol with --certfile is not "
+                          "supported: terminate TLS at the proxy, or use one of the two")
     if values.pop("control_socket_disable", False):
         values["control_socket"] = "none"
     if values.get("threads", 1) > 1 and values.get("worker_class", "auto") == "sync":

@@ -141,6 +141,13 @@ class Config:
         to_comma_list, ("127.0.0.1", "::1"),
         "Peers trusted to set X-Forwarded-* headers, comma separated; `*` trusts all.",
         ("--forwarded-allow-ips",), metavar="IPS", section="security")
+    proxy_protocol: str = setting(
+        to_proxy_protocol, "off", "Read HAProxy's PROXY header (v1, v2, or auto for either) from peers in "
+        "--proxy-allow-from, for their client's address; bare --proxy-protocol means auto.", ("--proxy-protocol",),
+        metavar="MODE", section="security", flag_value="auto")
+    proxy_allow_ips: tuple[str, ...] = setting(
+        to_comma_list, ("127.0.0.1", "::1"), "Peers that must send a PROXY header (others may not), comma "
+        "separated; `*` for all.", ("--proxy-allow-from",), metavar="IPS", section="security")
     preload_app: bool = setting(
         to_bool, False, "Import the app in the master before forking workers.", ("--preload",), is_flag=True,
         section="server")
@@ -302,12 +309,6 @@ class Config:
     do_handshake_on_connect: bool = ignored(
         to_bool, False, ("--do-handshake-on-connect",),
         "the TLS handshake always starts at accept and never blocks a worker", is_flag=True)
-    # -- Gunicorn's flags not yet implemented: refused until they are (see docs/gunicorn.md) ----
-    proxy_protocol: str = refused(
-        to_proxy_protocol, "off", ("--proxy-protocol",), "not implemented yet", metavar="MODE")
-    proxy_allow_ips: tuple[str, ...] = refused(
-        to_comma_list, ("127.0.0.1", "::1"), ("--proxy-allow-from",), "not implemented yet", metavar="IPS")
-
     # -- Gunicorn's flags that mean nothing here: accepted, a value other than the default logged
     # -- once at start with the reason (`ignored`) or refused at start (`refused`) ---------------
     control_socket_disable: bool = setting(

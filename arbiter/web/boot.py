@@ -104,6 +104,9 @@ def run_worker(
             spew()
         app = preloaded if preloaded is not None else app_loader.load(cfg.wsgi_app, cfg.raw_paste_global_conf)
         cls = workers.resolve(cfg.worker_class, app_loader.is_asgi(app))
+        if cfg.proxy_protocol != "off" and getattr(cls, "interface", "wsgi") == "asgi":
+            raise WorkerBootError("--proxy-protocol is not supported by the uvicorn worker yet; "
+                                  "serve a WSGI app with -k sync or gthread, or let the proxy send X-Forwarded-For")
         worker = cls(age=age, ppid=ppid, sockets=sockets, app=app, cfg=cfg, slot=slot, generation=generation)
         booted = True
         worker.init_process()
