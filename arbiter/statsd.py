@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import struct
 import time
 from typing import Any
 
@@ -94,9 +95,23 @@ class LogCounter(logging.Handler):
             sender.increment(f"gunicorn.log.{record.levelname.lower()}")
 
 
+def backlog(sock: socket.socket) -> int:
+    """Connections waiting in a TCP listening socket's accept queue (Linux: TCP_INFO's
+    tcpi_unacked, which a listening socket uses for its queue length); 0 where unknown."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
+        return 0
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except OSError:
+        return 0
+    # struct tcp_info: 8 one-byte fields, then 32-bit ones; tcpi_unacked is the fifth of those.
+    return int(struct.unpack_from("=I", info, 8 + 4 * 4)[0]) if len(info) >= 28 else 0
+
+
 class WorkerGauge:
     """A master service: the `gunicorn.workers` gauge (every live worker), sent when the count
-    changes, as Gunicorn's master does, and every 10 s so a restarted StatsD server has it too."""
+    changes, as Gunicorn's master does, and every 10 s so a restarted StatsD server has it too;
+    with `--enable-backlog-metric`, the `gunicorn.backlog` gauge every second."""
 
     INTERVAL = 1.0
     REFRESH = 10.0
@@ -125,6 +140,8 @@ class WorkerGauge:
         if self._sent is None or self._sent[0] != count or now - self._sent[1] >= self.REFRESH:
             sender.gauge("gunicorn.workers", count)
             self._sent = (count, now)
+        if self.master.cfg.enable_backlog_metric:
+            sender.gauge("gunicorn.backlog", sum(backlog(listener.sock) for listener in self.master.listeners))
 
     def close(self) -> None:
         pass

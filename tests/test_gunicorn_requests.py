@@ -95,3 +95,27 @@ def test_no_sendfile_iterates_the_file(arbiter, tmp_path, flags, reads):
     assert status == 200 and body == b"x" * 100_000
     count = len(log.read_text().splitlines()) if log.exists() else 0
     assert (count > 0) == bool(reads), count
+
+
+def test_backlog_metric_counts_waiting_connections(arbiter, receiver):
+    host = f"127.0.0.1:{receiver.getsockname()[1]}"
+    master = arbiter(["wsgi_app:application", "--statsd-host", host, "--enable-backlog-metric"])
+    master.wait_ready(1)
+    busy = socket.create_connection(("127.0.0.1", master.port), timeout=10)
+    waiting: list[socket.socket] = []
+    seen: list[str] = []
+
+    def three_queued() -> bool:
+        # While the one sync worker sleeps in the app, new connections wait in the accept queue
+        # (one more per poll, in case the worker took the first ones before it slept).
+        if len(waiting) < 8:
+            waiting.append(socket.create_connection(("127.0.0.1", master.port), timeout=10))
+        return any(re.fullmatch(r"gunicorn\.backlog:[3-9]\|g", p) for p in _packets(receiver, seen))
+
+    try:
+        busy.sendall(b"GET /sleep?s=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(three_queued, 10, interval=0.2, what="a backlog of 3")
+    finally:
+        busy.close()
+        for sock in waiting:
+            sock.close()

@@ -256,6 +256,9 @@ class Config:
     statsd_prefix: str = setting(
         to_str, "", "Prefix for the StatsD metric names (a dot is added).", ("--statsd-prefix",),
         metavar="PREFIX", section="metrics")
+    enable_backlog_metric: bool = setting(
+        to_bool, False, "Also send the listening sockets' accept queue length as the gunicorn.backlog gauge.",
+        ("--enable-backlog-metric",), is_flag=True, section="metrics")
     dogstatsd_tags: str = setting(
         to_str, "", "DogStatsD tags added to every metric, comma separated (tag:value,...).", ("--dogstatsd-tags",),
         metavar="TAGS", section="metrics")
@@ -322,8 +325,6 @@ class Config:
         to_optional_str, None, (), "request bodies are never spooled to disk; wsgi.input reads the socket")
     default_proc_name: str | None = ignored(
         to_optional_str, "gunicorn", (), "process titles use --name, else the app")
-    enable_backlog_metric: bool = ignored(
-        to_bool, False, ("--enable-backlog-metric",), "no socket backlog metric is sent yet", is_flag=True)
     uwsgi_allow_ips: tuple[str, ...] = ignored(
         to_comma_list, ("127.0.0.1", "::1"), ("--uwsgi-allow-from",), "the uwsgi protocol is not served",
         metavar="IPS")
