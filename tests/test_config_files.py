@@ -70,10 +70,47 @@ def test_python_module_config(tmp_path, monkeypatch):
     cfg = build(cli={"config": "python:deploy.gunicorn_settings"})
     assert (cfg.workers, cfg.backlog) == (6, 64) and callable(cfg.when_ready)
     (package / "typo.py").write_text("wrokers = 2\n")
-    with pytest.raises(ConfigError, match=r"typo\.py:1: unknown setting 'wrokers'; did you mean 'workers'"):
-        build(cli={"config": "python:deploy.typo"})
+    warnings = build(cli={"config": "python:deploy.typo"}).extras.warnings
+    assert warnings == (f"{package / 'typo.py'}:1: unknown setting 'wrokers'; did you mean 'workers'?; ignored",)
     with pytest.raises(ConfigError, match=r"python:deploy\.missing: cannot import the config module"):
         build(cli={"config": "python:deploy.missing"})
+
+
+DOCKER_IMAGE_CONF = """\
+import json
+import multiprocessing
+import os
+
+workers_per_core_str = os.getenv("WORKERS_PER_CORE", "1")
+web_concurrency_str = os.getenv("WEB_CONCURRENCY", None)
+host = os.getenv("HOST", "0.0.0.0")
+port = os.getenv("PORT", "80")
+use_loglevel = os.getenv("LOG_LEVEL", "info")
+cores = multiprocessing.cpu_count()
+web_concurrency = max(int(float(workers_per_core_str) * cores), 2)
+
+# Gunicorn config variables
+loglevel = use_loglevel
+workers = web_concurrency
+bind = f"{host}:{port}"
+worker_tmp_dir = "/dev/shm"
+keepalive = 5
+log_data = {"loglevel": loglevel, "workers": workers, "bind": bind}
+print(json.dumps(log_data))
+"""
+
+
+def test_a_docker_images_config_with_helper_variables_is_read(tmp_path, capsys):
+    conf = tmp_path / "gunicorn_conf.py"
+    conf.write_text(DOCKER_IMAGE_CONF)
+    cfg = build(cli={"config": str(conf)})
+    assert cfg.workers >= 2 and cfg.bind == ("0.0.0.0:80",) and cfg.keepalive == 5
+    assert cfg.extras.warnings[0] == (
+        f"{conf}: not settings, ignored as Gunicorn ignores them (name a helper _like_this to say so): "
+        "workers_per_core_str, web_concurrency_str, host, port, use_loglevel, cores, web_concurrency, log_data")
+    assert "--worker-tmp-dir is ignored" not in cfg.extras.warnings[1]
+    assert cfg.extras.warnings[1].endswith("'worker_tmp_dir' is ignored: no heartbeat files here: workers report "
+                                           "to the master through a shared-memory scoreboard")
 
 
 def test_a_file_with_sections_is_a_supervisord_conf_whatever_its_name(tmp_path):

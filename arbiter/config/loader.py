@@ -39,9 +39,9 @@ class Value:
     origin: str  # "arbiter.toml:12", "environment variable ARBITER_WORKERS", "--workers"
 
 
-def _unknown(key: str, origin: str, also: tuple[str, ...] = ()) -> ConfigError:
+def _unknown(key: str, origin: str, also: tuple[str, ...] = (), cutoff: float = 0.6) -> ConfigError:
     names = [s.name for s in SETTINGS] + list(also)
-    close = difflib.get_close_matches(key.replace("-", "_").lower(), names, n=1)
+    close = difflib.get_close_matches(key.replace("-", "_").lower(), names, n=1, cutoff=cutoff)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return ConfigError(f"{origin}: unknown setting '{key}'{hint}")
 
@@ -148,7 +148,7 @@ def read_pyfile(path: str) -> tuple[dict[str, Value], Extras]:
         exec(code, namespace)  # noqa: S102 - the user's own config file, as Gunicorn does
     except Exception:
         raise ConfigError(f"{path}: error while reading the config file:\n{traceback.format_exc()}") from None
-    return _from_namespace(namespace, _top_level_lines(source), path, "__config__"), Extras()
+    return _from_namespace(namespace, _top_level_lines(source), path, "__config__")
 
 
 def read_module(name: str) -> tuple[dict[str, Value], Extras]:
@@ -164,7 +164,7 @@ def read_module(name: str) -> tuple[dict[str, Value], Extras]:
         lines = _top_level_lines(_read_text(path))
     except (ConfigError, SyntaxError):
         lines = {}
-    return _from_namespace(vars(module), lines, path, name), Extras()
+    return _from_namespace(vars(module), lines, path, name)
 
 
 def _read_text(path: str) -> str:
@@ -178,8 +178,17 @@ def _read_text(path: str) -> str:
 
 
 def _from_namespace(namespace: Mapping[str, Any], lines: Mapping[str, int], path: str,
-                    module: str) -> dict[str, Value]:
+                    module: str) -> tuple[dict[str, Value], Extras]:
+    """The settings a Python config's names hold.
+
+    A function that is no hook is an error (a misspelt hook would never run). A value that is no
+    setting is the file's own helper, as Gunicorn takes it (Docker images' configs compute
+    `workers` from a dozen of them): named in one warning, and one warning each, with the
+    setting meant, where the name looks like a misspelt setting.
+    """
     values: dict[str, Value] = {}
+    helpers: list[str] = []
+    warnings: list[str] = []
     for key, raw in namespace.items():
         if key.startswith("_") or isinstance(raw, (types.ModuleType, type)):
             continue
@@ -188,12 +197,22 @@ def _from_namespace(namespace: Mapping[str, Any], lines: Mapping[str, int], path
         origin = f"{path}:{lines[key]}" if key in lines else path
         setting = lookup(key)
         if setting is None:
-            raise _unknown(key, origin)
+            if callable(raw):
+                raise _unknown(key, origin)
+            hint = str(_unknown(key, origin, cutoff=0.85))  # only a near miss (wrokers) looks like a typo
+            if "did you mean" in hint:
+                warnings.append(f"{hint}; ignored")
+            else:
+                helpers.append(key)
+            continue
         if (setting.convert is to_hook) != callable(raw) and raw is not None:
             kind = "a function" if setting.convert is to_hook else "a value, not a function"
             raise ConfigError(f"{origin}: '{key}' must be {kind}")
         values[setting.name] = Value(raw, origin)
-    return values
+    if helpers:
+        warnings.insert(0, f"{path}: not settings, ignored as Gunicorn ignores them (name a helper _like_this to "
+                           f"say so): {', '.join(helpers)}")
+    return values, Extras(warnings=tuple(warnings))
 
 
 def _top_level_lines(source: str) -> dict[str, int]:
