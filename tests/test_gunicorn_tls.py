@@ -98,3 +98,22 @@ def test_bad_tls_settings_stop_the_start(pki, args, message):
                           *args])
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Listening" not in result.stderr
+
+
+def test_ssl_context_hook_shapes_the_context(arbiter, pki, tmp_path):
+    marker = tmp_path / "hook.log"
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(f"import ssl\n\ndef ssl_context(config, default_ssl_context_factory):\n"
+                    f"    context = default_ssl_context_factory()\n"
+                    f"    context.minimum_version = ssl.TLSVersion.TLSv1_3\n"
+                    f"    open({str(marker)!r}, 'a').write('called\\n')\n"
+                    f"    return context\n")
+    master = arbiter(["-c", str(conf), "wsgi_app:application", "--certfile", pki["server.pem"], "--keyfile",
+                      pki["server.key"]])
+    master.wait_log(r"Listening at: https://")
+    assert _get(master.port, _client(pki)) == 200
+    old = _client(pki)
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises(ssl.SSLError):
+        _get(master.port, old)
+    assert "called" in marker.read_text()

@@ -160,6 +160,35 @@ NOTES: dict[str, str] = {
                       "`arbiter ctl`, the dashboard, metrics. Default: arbiter.sock beside the pidfile.",
     "control_socket_mode": "The same, for Arbiter's control socket.",
     "control_socket_disable": "The same: no control socket.",
+    "reuse_port": "The same: SO_REUSEPORT on the TCP listening sockets.",
+    "reload_engine": "The same choices, through watchfiles: `poll` polls, `auto` and `inotify` use inotify.",
+    "reload_extra_files": "The same: any kind of file, watched through its directory.",
+    "spew": "The same idea: every line a worker executes, on its stderr.",
+    "initgroups": "The same; without it workers get no supplementary groups (Gunicorn leaves the root's "
+                  "there, which a worker should not keep).",
+    "sendfile": "The same: `wsgi.file_wrapper` is iterated instead of sent with sendfile(2).",
+    "capture_output": "The same: fds 1 and 2 point at the error log file (again after USR1).",
+    "logconfig": "The same; its `gunicorn.error` and `gunicorn.access` loggers configure Arbiter's.",
+    "logconfig_json": "The same; Gunicorn's logger names configure Arbiter's.",
+    "logconfig_dict": "The same; Gunicorn's logger names configure Arbiter's.",
+    "syslog": "The same: the error log, and the access log unless "
+              "`--disable-redirect-access-to-syslog`, also go to syslog.",
+    "syslog_prefix": "The same, but the tag reads `arbiter.PREFIX.error` (Gunicorn: `gunicorn.PREFIX.error`).",
+    "statsd_host": "The same metric names, from the same processes; sends never block (a datagram that cannot "
+                   "leave at once is dropped).",
+    "enable_backlog_metric": "The same: `gunicorn.backlog`, the accept queue length, from the master.",
+    "paste": "The same: a PasteDeploy app (`pip install 'arbiter[paste]'`); its `[loggers]` configure logging.",
+    "proxy_protocol": "The same modes, for the sync and gthread workers; a proxy in --proxy-allow-from must "
+                      "send the header, another peer may not. Refused with --certfile and with the uvicorn worker.",
+    "proxy_allow_ips": "The same.",
+    "root_path": "SCRIPT_NAME for WSGI apps too (Gunicorn: ASGI only), root_path for the uvicorn worker.",
+    "ssl_version": "The lowest TLS version a client may use (TLSv1_2, TLSv1_3); Gunicorn ignores this since "
+                   "version 21. SSLv3, TLSv1 and TLSv1_1 are refused.",
+    "cert_reqs": "The same; 1 or 2 need --ca-certs, checked at start.",
+    "ciphers": "The same; a list OpenSSL rejects stops the start.",
+    "ca_certs": "The same.",
+    "suppress_ragged_eofs": "The same.",
+    "certfile": "The same; a certificate that cannot be loaded stops the start.",
 }
 
 

@@ -61,6 +61,7 @@ HOOKS: dict[str, str] = {
     "worker_exit": "worker_exit(server, worker)",
     "nworkers_changed": "nworkers_changed(server, new_value, old_value)",
     "on_exit": "on_exit(server)",
+    "ssl_context": "ssl_context(config, default_ssl_context_factory)",
 }
 
 
@@ -394,7 +395,6 @@ class Config:
     dirty_graceful_timeout: int = refused(
         to_non_negative_int, 30, ("--dirty-graceful-timeout",), "the dirty worker pool is not offered yet",
         metavar="INT")
-    ssl_context: Hook | None = refused(to_hook, None, (), "not implemented yet; use the TLS settings")
     on_dirty_starting: Hook | None = refused(to_hook, None, (), "the dirty worker pool is not offered yet")
     dirty_post_fork: Hook | None = refused(to_hook, None, (), "the dirty worker pool is not offered yet")
     dirty_worker_init: Hook | None = refused(to_hook, None, (), "the dirty worker pool is not offered yet")
@@ -415,6 +415,7 @@ class Config:
     worker_exit: Hook | None = hook("worker_exit(server, worker)")
     nworkers_changed: Hook | None = hook("nworkers_changed(server, new_value, old_value)")
     on_exit: Hook | None = hook("on_exit(server)")
+    ssl_context: Hook | None = hook("ssl_context(config, default_ssl_context_factory)")
     extras: Extras = field(default_factory=Extras)
 
     @property

@@ -15,12 +15,24 @@ from arbiter.errors import ConfigError
 
 
 def server_context(cfg: Any) -> ssl.SSLContext:
-    """A server-side SSLContext for `cfg` (which must have a certfile).
+    """A server-side SSLContext for `cfg` (which must have a certfile): the `ssl_context` hook's,
+    when a Python config defines one (Gunicorn's `ssl_context(config, default_ssl_context_factory)`),
+    else the one the settings describe.
 
     Raises:
-        ConfigError: a file cannot be read, or a setting is refused by OpenSSL; the message
-            names the setting.
+        ConfigError: a file cannot be read, or a setting is refused by OpenSSL, or the hook
+            returned something else than an SSLContext; the message names the setting.
     """
+    hook = cfg.hook("ssl_context") if hasattr(cfg, "hook") else None
+    if hook is None:
+        return _from_settings(cfg)
+    context = hook(cfg, lambda: _from_settings(cfg))
+    if not isinstance(context, ssl.SSLContext):
+        raise ConfigError(f"the ssl_context hook returned {type(context).__name__}, not an ssl.SSLContext")
+    return context
+
+
+def _from_settings(cfg: Any) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(cfg.certfile, cfg.keyfile)
