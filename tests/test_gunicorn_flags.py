@@ -131,3 +131,17 @@ def test_a_refused_flag_stops_the_start_with_a_message(args, message):
 def test_gunicorn_doc_is_generated_from_the_table():
     path = Path(__file__).resolve().parent.parent / "docs" / "gunicorn.md"
     assert path.read_text() == table.render(), "run: python3 -m arbiter.config.gunicorn > docs/gunicorn.md"
+
+
+def test_secure_scheme_headers_within_gunicorns_defaults(tmp_path):
+    from arbiter.config import loader
+    from arbiter.errors import ConfigError
+
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("secure_scheme_headers = {'X-Forwarded-Proto': 'https'}\n")
+    cfg = loader.build({"config": loader.Value(str(conf), "option --config")}, {})
+    assert cfg.extras.warnings == (f"{conf}:1: 'secure_scheme_headers' is ignored: Gunicorn's three default scheme "
+                                   "headers are always honoured from --forwarded-allow-ips peers",)
+    conf.write_text("secure_scheme_headers = {'X-Scheme': 'https'}\n")
+    with pytest.raises(ConfigError, match=r":1: 'secure_scheme_headers' must be some of Gunicorn's default"):
+        loader.build({"config": loader.Value(str(conf), "option --config")}, {})

@@ -269,3 +269,17 @@ def to_statsd_host(value: Any) -> str | None:
     text = to_str(value).strip()
     statsd_address(text)
     return text
+
+
+SECURE_SCHEME_HEADERS = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}
+
+
+def to_scheme_headers(value: Any) -> dict[str, str]:
+    """Gunicorn's `secure_scheme_headers`, limited to its default headers and values (the ones the
+    HTTP layer knows); names are case-insensitive."""
+    items = to_dict(value)
+    found = {str(name).upper(): str(text) for name, text in items.items()}
+    if any(SECURE_SCHEME_HEADERS.get(name) != text for name, text in found.items()):
+        raise ValueError("some of Gunicorn's default headers and values: "
+                         + ", ".join(f"{k}: {v}" for k, v in SECURE_SCHEME_HEADERS.items()))
+    return found

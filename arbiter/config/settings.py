@@ -29,6 +29,7 @@ from arbiter.config.convert import (
     to_optional_str,
     to_positive_int,
     to_proxy_protocol,
+    to_scheme_headers,
     to_seconds,
     to_ssl_version,
     to_statsd_host,
@@ -381,9 +382,9 @@ class Config:
     header_map: str = refused(
         choice("drop", "refuse", "dangerous"), "drop", ("--header-map",),
         "headers with underscores are dropped, as Gunicorn's safe default does", metavar="MODE")
-    secure_scheme_headers: dict[str, Any] = refused(
-        to_dict, {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}, (),
-        "the scheme headers are Gunicorn's defaults, trusted from --forwarded-allow-ips")
+    secure_scheme_headers: dict[str, str] = ignored(
+        to_scheme_headers, {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
+        (), "Gunicorn's three default scheme headers are always honoured from --forwarded-allow-ips peers")
     dirty_apps: tuple[str, ...] = refused(
         to_str_list, (), ("--dirty-app",), "the dirty worker pool is not offered yet", metavar="APP", multiple=True)
     dirty_workers: int = refused(
