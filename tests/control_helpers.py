@@ -4,6 +4,7 @@ after a command, and a real selector loop (in a test thread: the server itself n
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import logging
@@ -22,7 +23,9 @@ from conftest import wait_until as _wait_until
 
 from arbiter.control.backend import Command, ControlError
 from arbiter.control.connection import Limits
-from arbiter.control.names import namespec, select
+from arbiter.control.names import select
+from arbiter.control.records import ProgramRow, Status
+from arbiter.control.security import Credentials
 from arbiter.control.server import ControlServer
 
 LOG = logging.getLogger("arbiter.control.test")
@@ -41,6 +44,15 @@ def program(name: str, group: str | None = None, state: str = "RUNNING", pid: in
 
 
 CODES = {"STOPPED": 0, "STARTING": 10, "RUNNING": 20, "BACKOFF": 30, "STOPPING": 40, "EXITED": 100, "FATAL": 200}
+
+
+def _a(command: Command) -> dict[str, Any]:
+    """A command's argument record as a plain dict (tuples as lists), for the fake's handlers."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(command.args).items()}
+
+
+def _ns(p: dict[str, Any]) -> str:
+    return p["name"] if p["group"] in ("", p["name"]) else f"{p['group']}:{p['name']}"
 
 
 class FakeBackend:
@@ -77,17 +89,17 @@ class FakeBackend:
 
     # -- Backend --------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         for p in self.programs:
             p["statecode"] = CODES.get(p["state"], 1000)
             p["now"] = time.time()
-        return {"master": dict(self.master), "workers": [dict(w) for w in self.workers],
-                "programs": [dict(p) for p in self.programs]}
+        # Kept as plain dicts so tests can poke them; the server gets the real records.
+        return Status.from_json({"master": self.master, "workers": self.workers, "programs": self.programs})
 
     def log_path(self, name: str, stream: str) -> str | None:
         if name == "master":
             return str(self.tmp / "master.log")
-        found = [p for p in self.programs if namespec(p) == name]
+        found = [p for p in self.programs if _ns(p) == name]
         return found[0].get(f"{stream}_logfile") if found and self.log_paths_enabled else None
 
     def submit(self, command: Command) -> None:
@@ -114,15 +126,17 @@ class FakeBackend:
     # -- commands ---------------------------------------------------------------------------------
 
     def _matched(self, command: Command) -> list[dict[str, Any]]:
-        return select(self.programs, command.args.get("names") or ["all"])
+        chosen = {r.namespec for r in select([ProgramRow.from_json(p) for p in self.programs],
+                                             _a(command).get("names") or ["all"])}
+        return [p for p in self.programs if _ns(p) in chosen]
 
     def _per_process(self, command: Command, change: Callable[[dict[str, Any]], str]) -> None:
         results = []
         for p in self._matched(command):
             status = change(p)
             results.append({"name": p["name"], "group": p["group"], "status": status,
-                            "description": "OK" if status == "OK" else f"{namespec(p)}: {status.lower()}"})
-        if command.args.get("wait", False):
+                            "description": "OK" if status == "OK" else f"{_ns(p)}: {status.lower()}"})
+        if _a(command).get("wait", False):
             self.later(3, lambda: command.reply(results))
         else:
             command.reply(results)
@@ -165,17 +179,17 @@ class FakeBackend:
         def signal(p: dict[str, Any]) -> str:
             if p["state"] != "RUNNING":
                 return "NOT_RUNNING"
-            self.signals.append((namespec(p), command.args["signal"]))
+            self.signals.append((_ns(p), _a(command)["signal"]))
             return "OK"
         self._per_process(command, signal)
 
     def _do_clear(self, command: Command) -> None:
-        if command.args["names"] == ["master"]:
+        if _a(command)["names"] == ["master"]:
             (self.tmp / "master.log").write_bytes(b"")
             command.reply(None)
             return
         for p in self._matched(command):
-            for stream in command.args["streams"]:
+            for stream in _a(command)["streams"]:
                 if p[f"{stream}_logfile"]:
                     Path(p[f"{stream}_logfile"]).write_bytes(b"")
         command.reply(None)
@@ -188,20 +202,20 @@ class FakeBackend:
             if self.reload_fails:
                 self.master["reload"] = dict(reload, state="failed: new workers did not boot",
                                              failures=reload["failures"] + 1)
-                if command.args.get("wait"):
+                if _a(command).get("wait"):
                     command.fail(ControlError("RELOAD_FAILED", "new workers did not boot"))
             else:
                 self.master["generation"] += 1
                 self.master["reload"] = dict(reload, state="done")
                 self.workers = [self._worker(w["pid"] + 10) for w in self.workers]
-                if command.args.get("wait"):
+                if _a(command).get("wait"):
                     command.reply(self.master["reload"])
         self.later(4, finish)
-        if not command.args.get("wait"):
+        if not _a(command).get("wait"):
             command.reply(reload)
 
     def _do_scale(self, command: Command) -> None:
-        spec = command.args["spec"]
+        spec = _a(command)["spec"]
         n, target = int(spec[1:]), self.master["workers_target"]
         target = {"+": target + n, "-": max(1, target - n), "=": n}[spec[0]]
         self.master["workers_target"] = target
@@ -212,27 +226,27 @@ class FakeBackend:
         command.reply({"added": list(self.available), "changed": [], "removed": []})
 
     def _do_add(self, command: Command) -> None:
-        for name in command.args["names"]:
+        for name in _a(command)["names"]:
             if any(p["group"] == name for p in self.programs):
                 command.fail(ControlError("ALREADY_ADDED", f"{name} is already active"))
                 return
             if name not in self.available:
                 command.fail(ControlError("BAD_NAME", f"no such group: {name}"))
                 return
-        for name in command.args["names"]:
+        for name in _a(command)["names"]:
             self.available.remove(name)
             self.programs.append(program(name, state="STOPPED"))
         command.reply(None)
 
     def _do_update(self, command: Command) -> None:
-        added = [n for n in self.available if not command.args["names"] or n in command.args["names"]]
+        added = [n for n in self.available if not _a(command)["names"] or n in _a(command)["names"]]
         for name in added:
             self.available.remove(name)
             self.programs.append(program(name, state="STOPPED"))
         command.reply({"added": added, "changed": [], "removed": []})
 
     def _do_remove(self, command: Command) -> None:
-        for name in command.args["names"]:
+        for name in _a(command)["names"]:
             procs = [p for p in self.programs if p["group"] == name]
             if not procs:
                 command.fail(ControlError("BAD_NAME", f"no such group: {name}"))
@@ -240,9 +254,21 @@ class FakeBackend:
             if any(p["state"] in ("RUNNING", "STARTING", "STOPPING") for p in procs):
                 command.fail(ControlError("STILL_RUNNING", f"{name} still has running processes"))
                 return
-        self.programs = [p for p in self.programs if p["group"] not in command.args["names"]]
-        self.available += command.args["names"]  # still configured, no longer in use
+        self.programs = [p for p in self.programs if p["group"] not in _a(command)["names"]]
+        self.available += _a(command)["names"]  # still configured, no longer in use
         command.reply(None)
+
+    def _do_replace_worker(self, command: Command) -> None:
+        pid = _a(command)["pid"]
+        old = next((w for w in self.workers if w["pid"] == pid), None)
+        if old is None:
+            raise ControlError("BAD_NAME", f"no such web worker: {pid}")
+        old["state"] = "RETIRING"
+
+        def swap() -> None:
+            self.workers = [w for w in self.workers if w is not old] + [self._worker(max(w["pid"] for w in self.workers) + 1)]
+        self.later(3, swap)
+        command.reply({"pid": pid})
 
     def _do_shutdown(self, command: Command) -> None:
         self.master["state"] = "STOPPING"
@@ -256,6 +282,9 @@ class ServerLoop:
         self.backend = backend
         self.selector = selectors.DefaultSelector()
         kwargs.setdefault("log", LOG)
+        if "token" in kwargs or "username" in kwargs:  # shorthand for the credentials
+            kwargs["credentials"] = Credentials(token=kwargs.pop("token", None), username=kwargs.pop("username", None),
+                                                password=kwargs.pop("password", None))
         self.server = ControlServer(backend, self.selector, **kwargs)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="control-loop", daemon=True)

@@ -6,6 +6,7 @@ import json
 import socket
 import time
 
+from arbiter.control.records import ProcessArgs
 from control_helpers import (  # noqa: F401  (fixtures)
     FakeBackend, Limits, ServerLoop, UnixConn, call, jcall, make_loop, served, wait_until)
 
@@ -30,19 +31,19 @@ def test_single_process_commands_wait_for_the_master(served: ServerLoop) -> None
     assert status == 200 and body["result"][0]["status"] == "OK"
     # wait=True (the default): the answer came only once the fake master reached STOPPED
     assert jcall(path, "GET", "/v1/status?name=ticker")[1]["programs"][0]["state"] == "STOPPED"
-    assert backend.commands[-1].name == "stop" and backend.commands[-1].args == {"names": ["ticker"], "wait": True}
+    assert backend.commands[-1].name == "stop" and backend.commands[-1].args == ProcessArgs(("ticker",), wait=True)
     status, body = jcall(path, "POST", "/v1/processes/ticker/stop")
     assert status == 409 and body["error"]["code"] == "NOT_RUNNING"
     status, body = jcall(path, "POST", "/v1/processes/ticker/start", {"wait": False})
     assert status == 200
-    assert backend.commands[-1].args["wait"] is False
+    assert backend.commands[-1].args == ProcessArgs(("ticker",), wait=False)
     wait_until(lambda: backend.programs[0]["state"] == "RUNNING", what="ticker running")
     status, body = jcall(path, "POST", "/v1/processes/ticker/start")
     assert status == 409 and body["error"]["code"] == "ALREADY_STARTED"
     status, body = jcall(path, "POST", "/v1/processes/broken/start")
     assert status == 500 and body["error"]["code"] == "SPAWN_ERROR"
     status, body = jcall(path, "POST", "/v1/processes/pool:pool_0/restart")
-    assert status == 200 and backend.commands[-1].args["names"] == ["pool:pool_0"]
+    assert status == 200 and backend.commands[-1].args.names == ("pool:pool_0",)
     status, body = jcall(path, "POST", "/v1/processes/pool:pool_1/signal", {"signal": "SIGUSR1"})
     assert status == 200 and backend.signals == [("pool:pool_1", "USR1")]
     status, body = jcall(path, "POST", "/v1/processes/pool:pool_1/signal", {"signal": "NOPE"})

@@ -39,6 +39,20 @@ def test_status(served: ServerLoop, capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(out)["master"]["workers_target"] == 2
 
 
+def test_json_after_the_command(served: ServerLoop, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = ctl(served, capsys, "status", "--json")
+    assert json.loads(out)["master"]["workers_target"] == 2
+    code, out = ctl(served, capsys, "status", "pool:pool_1", "--json")
+    assert code == 0 and json.loads(out)[0]["pid"] == 4000002
+    code, out = ctl(served, capsys, "scale", "+1", "--json")
+    assert code == 0 and json.loads(out) == {"workers_target": 3}
+    code, out = ctl(served, capsys, "stop", "--json", "ticker")
+    assert code == 0 and json.loads(out)[0]["status"] == "OK"
+    from arbiter.ctl.cli import ctl as group
+    for name, command in group.commands.items():  # every command takes it
+        assert any("--json" in p.opts for p in command.params), name
+
+
 def test_start_stop_restart_signal(served: ServerLoop, capsys: pytest.CaptureFixture[str]) -> None:
     assert ctl(served, capsys, "stop", "ticker") == (0, "ticker: stopped\n")
     assert ctl(served, capsys, "stop", "ticker") == (0, "ticker: ERROR (not running)\n")  # ignored, as supervisorctl
@@ -55,7 +69,7 @@ def test_start_stop_restart_signal(served: ServerLoop, capsys: pytest.CaptureFix
     assert served.backend.signals[-1] == ("ticker", "HUP")
     assert ctl(served, capsys, "signal", "HUP", "idle") == (7, "idle: ERROR (not running)\n")
     code, out = ctl(served, capsys, "signal", "BOGUS", "ticker")
-    assert code == 1 and "BAD_SIGNAL" in out
+    assert (code, out) == (1, "ticker: ERROR (bad signal name)\n")  # as supervisorctl
     code, out = ctl(served, capsys, "--json", "stop", "all")
     assert code == 0 and {r["name"] for r in json.loads(out)} >= {"ticker", "pool_0"}
 
@@ -116,6 +130,10 @@ def test_unreachable_servers(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["-s", missing, "status"]) == 4
     assert "No such file" in capsys.readouterr().err
     assert main(["-s", missing, "stop", "x"]) == 7  # ENOENT: supervisorctl's "not running"
+    assert main(["-s", missing, "reload", "--wait"]) == 7  # as every command but status
+    assert main(["-s", missing, "reload"]) == 7
+    err = capsys.readouterr().err
+    assert err.count("point arbiter ctl at it with -s PATH, -c CONFIG") == 3 and "$ARBITER_SOCKET" in err
     import socket
     dead = socket.socket(socket.AF_UNIX)
     dead.bind(str(tmp_path / "dead.sock"))  # bound, never listening: connection refused
@@ -128,24 +146,42 @@ def test_unreachable_servers(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_socket_from_config_and_environment(served: ServerLoop, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """ctl finds the socket by the master's own rule: -s > -c (as the master reads it, the
+    ARBITER_* variables over the file) > $ARBITER_SOCKET > the master's rule without a file."""
     name = Path(served.unix_path).name
+    monkeypatch.chdir(tmp_path)  # relative paths are relative to where the command runs
+    for key in [k for k in os.environ if k.startswith("ARBITER_")]:
+        monkeypatch.delenv(key)
     conf = tmp_path / "supervisord.conf"
-    conf.write_text(f"[supervisorctl]\nserverurl=unix://%(here)s/{name}\n")
+    conf.write_text(f"[unix_http_server]\nfile=%(here)s/{name}\n")
     assert main(["-c", str(conf), "version"]) == 0
-    conf.write_text(f"[unix_http_server]\nfile={name}\n")  # relative to the file's directory
+    conf.write_text(f"[unix_http_server]\nfile={name}\n")
     assert main(["-c", str(conf), "version"]) == 0
     toml = tmp_path / "arbiter.toml"
     toml.write_text(f'control_socket = "{served.unix_path}"\n')
     assert main(["-c", str(toml), "version"]) == 0
-    toml.write_text("workers = 2\n")
-    assert main(["-c", str(toml), "version"]) == 2
+    pyconf = tmp_path / "conf.py"
+    pyconf.write_text(f'workers = 2\ncontrol_socket = "{name}"\n')
+    assert main(["-c", str(pyconf), "version"]) == 0
+    toml.write_text('control_socket = "elsewhere.sock"\n')
+    monkeypatch.setenv("ARBITER_CONTROL_SOCKET", served.unix_path)  # over the file, as for the master
+    assert main(["-c", str(toml), "version"]) == 0
+    assert main(["version"]) == 0  # no file: the master's variable alone
+    monkeypatch.delenv("ARBITER_CONTROL_SOCKET")
+    assert main(["-c", str(toml), "version"]) == 7  # ./elsewhere.sock: nothing there
     monkeypatch.setenv("ARBITER_SOCKET", served.unix_path)
     assert main(["version"]) == 0
+    assert main(["-s", str(tmp_path / "other.sock"), "version"]) == 7  # -s first
     monkeypatch.delenv("ARBITER_SOCKET")
-    monkeypatch.chdir(tmp_path / "..")
     assert main(["status"]) == 4  # ./arbiter.sock: nothing there
+    toml.write_text('control_socket = "none"\n')
+    assert main(["-c", str(toml), "status"]) == 2
+    assert main(["-c", str(tmp_path / "missing.toml"), "status"]) == 2
     out = capsys.readouterr()
-    assert out.out.count("0.1.0") == 4 and "arbiter.sock" in out.err and "names no control socket" in out.err
+    assert out.out.count("0.1.0") == 7
+    assert f"{tmp_path}/elsewhere.sock" in out.err and f"{tmp_path}/arbiter.sock" in out.err
+    assert "turns the control socket off" in out.err and "missing.toml does not exist" in out.err
+    assert "-s PATH, -c CONFIG" in out.err and "$ARBITER_SOCKET" in out.err
 
 
 def test_tcp_with_token(make_loop, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,6 +193,16 @@ def test_tcp_with_token(make_loop, capsys: pytest.CaptureFixture[str], monkeypat
     monkeypatch.setenv("ARBITER_TOKEN", "tok")
     assert main(["--url", url, "stop", "ticker"]) == 0
     assert capsys.readouterr().out.endswith("ticker: stopped\n")
+
+
+def test_tcp_with_basic_auth_in_the_url(make_loop, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARBITER_TOKEN", raising=False)
+    loop = make_loop(unix_path=None, tcp=("127.0.0.1", 0), username="admin", password="p@ss word")
+    assert main(["--url", f"http://admin:p%40ss%20word@127.0.0.1:{loop.port}", "version"]) == 0
+    assert main(["--url", f"http://admin:wrong-pw@127.0.0.1:{loop.port}", "version"]) == 1
+    out = capsys.readouterr()
+    assert out.out == "0.1.0\n" and "UNAUTHORIZED" in out.err and "wrong-pw" not in out.err + out.out
 
 
 def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -200,3 +246,10 @@ def test_tail_follow(served: ServerLoop) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_log_that_cannot_be_written_shows_in_the_table(served: ServerLoop, capsys: pytest.CaptureFixture[str]) -> None:
+    served.backend.programs[0]["log_dropped_bytes"] = 4096
+    code, out = ctl(served, capsys, "status", "ticker")
+    assert code == 0 and "[log not written: 4096 bytes dropped, see the master's log]" in out
+    assert "log not written" not in ctl(served, capsys, "status", "idle")[1]

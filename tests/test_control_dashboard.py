@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from arbiter.control.records import ReplaceWorkerArgs
+
 from control_helpers import make_loop  # noqa: F401  (fixture)
 
 CHROMIUM = "/usr/bin/chromium"
@@ -40,8 +42,10 @@ def browser() -> Any:
 
 def test_dashboard_stop_a_program_and_follow_its_log(make_loop, browser: Any, tmp_path: Path) -> None:
     loop = make_loop(unix_path=None, tcp=("127.0.0.1", 0), token=TOKEN)
+    broken = loop.backend.programs[4]
+    broken.update(state="FATAL", description="Exited too quickly (process log may have details)")
     base = f"http://127.0.0.1:{loop.port}"
-    page = browser.new_page()
+    page = browser.new_page(viewport={"width": 1400, "height": 760})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
@@ -53,10 +57,18 @@ def test_dashboard_stop_a_program_and_follow_its_log(make_loop, browser: Any, tm
     assert page.locator("#workers tbody tr").count() == 2
     assert "2/2 ready" in page.locator("#master").inner_text()
 
+    # What is failing comes first: the health card and the list above the tables, and the
+    # failing program heads its table.
+    assert page.locator(".card.bad").first.inner_text().splitlines()[1] == "1 problem"
+    problem = page.locator("#problems li")
+    assert problem.count() == 1 and "broken" in problem.inner_text() and "Exited too quickly" in problem.inner_text()
+    assert page.locator("#programs tbody tr").first.get_attribute("data-program") == "broken"
+
     row.locator('button[data-action="stop"]').click()
     row.locator("td.state").filter(has_text="STOPPED").wait_for(timeout=10_000)
     stop = [c for c in loop.backend.commands if c.name == "stop"]
-    assert stop and stop[-1].args["names"] == ["ticker"]
+    assert stop and stop[-1].args.names == ("ticker",)
+    assert row.locator('button[data-action="stop"]').is_disabled()
 
     row.locator('button[data-action="start"]').click()
     row.locator("td.state").filter(has_text="RUNNING").wait_for(timeout=10_000)
@@ -67,6 +79,15 @@ def test_dashboard_stop_a_program_and_follow_its_log(make_loop, browser: Any, tm
     with open(loop.backend.programs[1]["stdout_logfile"], "ab") as f:
         f.write(b"written while the page watches\n")
     log.filter(has_text="written while the page watches").wait_for(timeout=10_000)
+    page.click("#s-stderr")
+    log.filter(has_text="pool_0 stderr line 1").wait_for(timeout=10_000)
+    assert "stdout line" not in log.inner_text()
+
+    # Replace one worker: the API asks the pool for a successor, then the old one drains.
+    page.locator('tr[data-pid="4100001"] button[data-action="replace"]').click()
+    page.locator('tr[data-pid="4100001"]').wait_for(state="detached", timeout=10_000)
+    page.locator('tr[data-pid="4100003"]').wait_for(timeout=10_000)
+    assert [c.args for c in loop.backend.commands if c.name == "replace_worker"] == [ReplaceWorkerArgs(4100001)]
 
     page.fill("#spec", "+1")
     page.click("#scale")
@@ -74,23 +95,30 @@ def test_dashboard_stop_a_program_and_follow_its_log(make_loop, browser: Any, tm
     assert loop.backend.master["workers_target"] == 3
     page.click("#reload")
     page.locator("#msg").filter(has_text="/v1/reload: done").wait_for(timeout=10_000)
-    page.screenshot(path=str(tmp_path / "dashboard.png"))
+    page.click("#s-stdout")
+    log.filter(has_text="written while the page watches").wait_for(timeout=10_000)
+    page.locator("#msg.show").wait_for(state="detached", timeout=10_000)  # the toast fades
+    shot = Path(os.environ["DASHBOARD_SCREENSHOT"]) if os.environ.get("DASHBOARD_SCREENSHOT") else tmp_path / "dashboard.png"
+    page.screenshot(path=str(shot))
     assert not errors, errors  # no CSP violation, no script error
 
 
 def test_dashboard_cannot_be_framed_or_used_cross_origin(make_loop, browser: Any,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    loop = make_loop(unix_path=None, tcp=("127.0.0.1", 0))
-    page = browser.new_page()
-    response = page.goto(f"http://127.0.0.1:{loop.port}/")
+    loop = make_loop(unix_path=None, tcp=("127.0.0.1", 0), token=TOKEN)
+    context = browser.new_context()
+    page = context.new_page()
+    response = page.goto(f"http://127.0.0.1:{loop.port}/login?token={TOKEN}")
     assert response.headers["x-frame-options"] == "DENY"
-    # A page of another origin on this machine posts to the API (a "simple" request, sent without
-    # preflight): the server refuses it for its Origin, the page learns nothing, no command runs.
+    # A page of another origin on this machine (another port: the same site, so the browser
+    # sends the SameSite=Strict session cookie along) posts to the API with credentials (a
+    # "simple" request, sent without preflight): the server refuses it for its Origin, the page
+    # learns nothing, no command runs.
     with _other_origin() as origin:
-        other = browser.new_page()
+        other = context.new_page()
         other.goto(origin)
         result = other.evaluate("""async (url) => {
-            try { const r = await fetch(url, {method: 'POST', body: '{"spec":"+5"}',
+            try { const r = await fetch(url, {method: 'POST', body: '{"spec":"+5"}', credentials: 'include',
                                               headers: {'Content-Type': 'text/plain'}});
                   return 'status ' + r.status; }
             catch (e) { return 'blocked'; } }""", f"http://127.0.0.1:{loop.port}/v1/scale")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -110,7 +111,8 @@ def test_ctl_status_and_exit_codes(service):
 def test_ctl_start_stop_restart_signal_pid(service):
     assert ctl(service.sock, "start", "idle").returncode == 0
     assert ctl(service.sock, "status", "idle").returncode == 0
-    assert ctl(service.sock, "start", "idle").returncode != 0  # already started
+    again = ctl(service.sock, "start", "idle")  # supervisorctl: the line, and exit 0 (ALREADY_STARTED is ignored)
+    assert (again.returncode, again.stdout) == (0, "idle: ERROR (already started)\n")
     pid = int(ctl(service.sock, "pid", "idle").stdout.strip())
     assert ctl(service.sock, "restart", "idle").returncode == 0
     assert int(ctl(service.sock, "pid", "idle").stdout.strip()) != pid
@@ -220,14 +222,16 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
-def test_dashboard_stops_and_starts_a_real_program(arbiter, tmp_path):
+def test_dashboard_drives_a_real_master(arbiter, tmp_path):
+    """Stop and start a real program, replace a real worker (a successor boots, then the old one
+    drains), follow a real log; DASHBOARD_SCREENSHOT=docs/dashboard.png keeps the picture."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
     config = tmp_path / "arbiter.toml"
     config.write_text(textwrap.dedent(f'''
         wsgi_app = "asgi_app:app"
-        workers = 1
+        workers = 3
         control_bind = "127.0.0.1:0"
         control_token_file = "{token_file}"
 
@@ -235,17 +239,30 @@ def test_dashboard_stops_and_starts_a_real_program(arbiter, tmp_path):
         command = "python3 -u {ROOT}/examples/ticker.py"
         stdout_logfile = "{tmp_path}/ticker.log"
         startsecs = 0
+
+        [programs.queue]
+        command = "sleep 600"
+        numprocs = 2
+        process_name = "%(program_name)s_%(process_num)d"
+        startsecs = 0
+
+        [programs.mailer]
+        command = "sh -c 'echo cannot reach smtp.example >&2; exit 3'"
+        startsecs = 1
+        startretries = 0
     '''))
     master = arbiter(["-c", str(config)])
-    master.wait_ready(1)
+    workers = master.wait_ready(3)
     port = int(master.wait_log(r"Control API at: http://127\.0\.0\.1:(\d+)")[0].group(1))
     base = f"http://127.0.0.1:{port}"
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"]
-    with sync_api.sync_playwright() as playwright:
+    with Load(master.port, slow=0) as load, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         try:
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1400, "height": 720})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(f"{base}/login?token=s3cret-token")
             row = page.locator('tr[data-program="ticker"]')
             row.locator("td.state").filter(has_text="RUNNING").wait_for(timeout=15_000)
@@ -254,9 +271,27 @@ def test_dashboard_stops_and_starts_a_real_program(arbiter, tmp_path):
             master.wait_log(r"stopped: ticker \(terminated by SIGTERM\)")
             row.locator('button[data-action="start"]').click()
             row.locator("td.state").filter(has_text="RUNNING").wait_for(timeout=15_000)
-            assert page.locator("#workers tbody tr").count() == 1
+            page.locator("#problems li").filter(has_text="mailer").wait_for(timeout=15_000)
+            assert page.locator("#programs tbody tr").first.get_attribute("data-program") == "mailer"
+
+            old = workers[0]
+            page.locator(f'tr[data-pid="{old}"] button[data-action="replace"]').click()
+            master.wait_log(rf"Worker \(pid:{old}\) to be replaced")
+            fresh = master.wait_workers(lambda w: len(w) == 3 and old not in w, timeout=30)
+            assert len(set(fresh) - set(workers)) == 1  # one successor, the other two untouched
+            page.locator(f'tr[data-pid="{old}"]').wait_for(state="detached", timeout=15_000)
+
+            row.locator('button[data-action="log"]').click()
+            page.locator("#log").filter(has_text="tick").wait_for(timeout=15_000)
+            page.locator("#msg.show").wait_for(state="detached", timeout=10_000)
+            if os.environ.get("DASHBOARD_SCREENSHOT"):
+                page.screenshot(path=os.environ["DASHBOARD_SCREENSHOT"])
+            assert not errors, errors
         finally:
             browser.close()
+        load.wait_for_requests(20)
+        outcome = load.stop()
+    assert outcome.failures == [], outcome.failures[:10]  # replacing a worker dropped nothing
     # Without the token the API refuses.
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     conn.request("GET", "/v1/status")
@@ -327,3 +362,137 @@ def test_reread_and_update_restart_exactly_the_changed_programs(arbiter, tmp_pat
     assert after["change"] != before["change"]  # restarted with its new command
     assert "drop" not in after
     assert master.get("/")[0] == 200
+
+
+def _conf_with_inet(tmp_path: Path, auth: str) -> Path:
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(textwrap.dedent(f'''
+        [inet_http_server]
+        port = 127.0.0.1:0
+        {auth}
+
+        [supervisord]
+        nodaemon = true
+
+        [program:ticker]
+        command = python3 -u {ROOT}/examples/ticker.py
+        startsecs = 0
+    '''))
+    return conf
+
+
+def test_tcp_control_without_a_credential_is_refused_at_start(tmp_path):
+    result = run_arbiter(["asgi_app:app", "-b", "127.0.0.1:0", "--control-bind", "127.0.0.1:0"])
+    assert result.returncode == 2, result.stderr
+    assert "without a credential" in result.stderr
+    assert "head -c 32 /dev/urandom | base64 > token" in result.stderr and "--control-token-file token" in result.stderr
+    assert "Listening at" not in result.stderr  # refused before anything was bound
+    result = run_arbiter(["-c", str(_conf_with_inet(tmp_path, ""))])
+    assert result.returncode == 2, result.stderr
+    assert "[inet_http_server] has no username" in result.stderr
+    assert "username = NAME" in result.stderr and "password = SECRET" in result.stderr
+    conf = _conf_with_inet(tmp_path, "username = admin\n        password = topsecret-pw")
+    shown = run_arbiter(["-c", str(conf), "--print-config"])
+    assert shown.returncode == 0 and "topsecret" not in shown.stdout + shown.stderr  # never printed
+
+
+@pytest.mark.skipif(shutil.which("supervisorctl") is None, reason="supervisorctl not installed (pip install supervisor)")
+@pytest.mark.parametrize("stored", ["s3cret pass", "{SHA}" + __import__("hashlib").sha1(b"s3cret pass").hexdigest()])
+def test_real_supervisorctl_over_tcp_with_basic_auth(arbiter, tmp_path, stored):
+    conf = _conf_with_inet(tmp_path, f"username = admin\n        password = {stored}")
+    master = arbiter(["-c", str(conf)], bind=False)
+    port = int(master.wait_log(r"Control API at: http://127\.0\.0\.1:(\d+)")[0].group(1))
+    assert "s3cret" not in master.log() and stored not in master.log()
+
+    def supervisorctl(*auth: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["supervisorctl", "-s", f"http://127.0.0.1:{port}", *auth, "status"],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    good = wait_until(lambda: (r := supervisorctl("-u", "admin", "-p", "s3cret pass")) and "RUNNING" in r.stdout and r,
+                      timeout=20, what="ticker RUNNING over TCP")
+    assert good.returncode == 0 and good.stdout.startswith("ticker")
+    for auth in ([], ["-u", "admin", "-p", "wrong"], ["-u", "root", "-p", "s3cret pass"]):
+        refused = supervisorctl(*auth)
+        assert refused.returncode != 0 and "RUNNING" not in refused.stdout, auth
+        assert "401" in refused.stdout + refused.stderr or "Unauthorized" in refused.stdout + refused.stderr
+    # Supervisor's client library (and Cesi, built on it): Python's ServerProxy sends the pair
+    # from the URL as Basic auth.
+    import xmlrpc.client
+    proxy = xmlrpc.client.ServerProxy(f"http://admin:{quote('s3cret pass')}@127.0.0.1:{port}/RPC2")
+    assert proxy.supervisor.getState()["statename"] == "RUNNING"
+    with pytest.raises(xmlrpc.client.ProtocolError) as refused_rpc:
+        xmlrpc.client.ServerProxy(f"http://admin:nope@127.0.0.1:{port}/RPC2").supervisor.getState()
+    assert refused_rpc.value.errcode == 401
+    # The probes stay open; everything else needs the pair.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    for path, expected in (("/healthz", 200), ("/v1/status", 401), ("/metrics", 401)):
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        assert response.status == expected, path
+    conn.close()
+
+
+def test_master_uptime_is_monotonic_as_reported(arbiter, tmp_path):
+    """The uptime the API reports grows exactly as the monotonic clock between two readings
+    (the wall-clock `started` is only a date)."""
+    sock = tmp_path / "up.sock"
+    master = arbiter(["asgi_app:app", "--control-socket", str(sock)])
+    master.wait_ready(1)
+    import time as time_module
+    first, t0 = api(str(sock), "GET", "/v1/status")[1]["master"], time_module.monotonic()
+    wait_until(lambda: time_module.monotonic() - t0 > 0.3)
+    second, t1 = api(str(sock), "GET", "/v1/status")[1]["master"], time_module.monotonic()
+    grew = second["uptime"] - first["uptime"]
+    assert 0.3 - 0.01 <= grew <= (t1 - t0) + 0.1
+    assert abs(second["started"] - (time_module.time() - second["uptime"])) < 5  # a date, consistent
+    conn = UnixHTTPConnection(str(sock))
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    uptime = float(next(l.split()[1] for l in text.splitlines() if l.startswith("arbiter_master_uptime_seconds")))
+    assert second["uptime"] <= uptime < second["uptime"] + 5
+
+
+def test_stop_all_leaves_a_fatal_program_out_as_supervisorctl(service):
+    """supervisord's stopAllProcesses stops only what runs: a FATAL program is not "stopped"."""
+    result = ctl(service.sock, "stop", "all")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ticker: stopped" in result.stdout
+    assert "crasher" not in result.stdout and "idle" not in result.stdout
+    assert ctl(service.sock, "stop", "crasher").stdout.strip() == "crasher: ERROR (not running)"
+
+
+@pytest.mark.skipif(shutil.which("supervisorctl") is None, reason="supervisorctl not installed (pip install supervisor)")
+def test_avail_shows_the_group_priority(arbiter, tmp_path):
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(textwrap.dedent(f'''
+        [unix_http_server]
+        file = {tmp_path}/avail.sock
+
+        [supervisord]
+        nodaemon = true
+
+        [supervisorctl]
+        serverurl = unix://{tmp_path}/avail.sock
+
+        [group:web]
+        programs = sleeper
+        priority = 100
+
+        [program:sleeper]
+        command = sleep 600
+        startsecs = 0
+
+        [program:manual]
+        command = sleep 600
+        autostart = false
+    '''))
+    arbiter(["-c", str(conf)], bind=False, control=False)
+    wait_until(lambda: (tmp_path / "avail.sock").exists(), what="the socket")
+    theirs = subprocess.run(["supervisorctl", "-c", str(conf), "avail"], capture_output=True, text=True, timeout=30)
+    ours = ctl(tmp_path / "avail.sock", "avail")
+    for out in (theirs.stdout, ours.stdout):
+        lines = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
+        assert lines["web:sleeper"] == ["in", "use", "auto", "100:100"], out
+        assert lines["manual"] == ["in", "use", "manual", "999:999"], out

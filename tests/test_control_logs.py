@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from arbiter.control.records import ClearArgs
+
 from arbiter.control.backend import ControlError
 from arbiter.control.logs import LogFollower, read_range, tail
 from control_helpers import (  # noqa: F401  (fixtures)
@@ -145,12 +147,12 @@ def test_clear_logs_is_a_command(served: ServerLoop) -> None:
     backend = served.backend
     status, body = jcall(served.unix_path, "POST", "/v1/logs/ticker/clear")
     assert status == 200 and body["result"][0]["status"] == "OK"
-    assert backend.commands[-1].args == {"names": ["ticker"], "streams": ["stdout", "stderr"]}
+    assert backend.commands[-1].args == ClearArgs(("ticker",), ("stdout", "stderr"))
     assert Path(backend.programs[0]["stdout_logfile"]).read_bytes() == b""
     jcall(served.unix_path, "POST", "/v1/logs/pool:pool_1/stderr/clear")
-    assert backend.commands[-1].args == {"names": ["pool:pool_1"], "streams": ["stderr"]}
+    assert backend.commands[-1].args == ClearArgs(("pool:pool_1",), ("stderr",))
     jcall(served.unix_path, "POST", "/v1/logs/master/clear")
-    assert backend.commands[-1].args == {"names": ["master"], "streams": ["stdout"]}
+    assert backend.commands[-1].args == ClearArgs(("master",), ("stdout",))
     assert (backend.tmp / "master.log").read_bytes() == b""
     status, body = jcall(served.unix_path, "POST", "/v1/logs/ghost/clear")
     assert status == 404 and body["error"]["code"] == "BAD_NAME"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
 from arbiter.control.metrics import proc_usage
 from control_helpers import ServerLoop, call, make_loop, served  # noqa: F401  (fixtures)
 
@@ -91,3 +93,21 @@ def test_healthz_and_readyz(served: ServerLoop) -> None:
     status, _, body = call(served.unix_path, "GET", "/readyz")
     assert status == 503 and b"STOPPING" in body
     assert call(served.unix_path, "GET", "/healthz")[0] == 200
+
+
+def test_uptime_from_the_monotonic_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wall-clock step (an hour either way) changes the start's date, never the uptime."""
+    import time as time_module
+    from types import SimpleNamespace
+
+    from arbiter.control.master_backend import MasterBackend, Started
+
+    clock = [1000.0]
+    monkeypatch.setattr(time_module, "time", lambda: 1.7e9)
+    backend = MasterBackend(SimpleNamespace(clock=lambda: clock[0]))
+    assert backend.started == Started(wall=1.7e9, monotonic=1000.0)
+    clock[0] += 6.25
+    for step in (3600.0, -3600.0):
+        monkeypatch.setattr(time_module, "time", lambda: 1.7e9 + 6.25 + step)
+        assert backend.started.uptime(clock[0]) == 6.25
+    assert Started(wall=0.0, monotonic=50.0).uptime(49.0) == 0.0  # never negative

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import logging
 import os
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from arbiter.control.security import Credentials
 from arbiter.control.server import ControlServer
 from arbiter.errors import ArbiterError
 from control_helpers import (  # noqa: F401  (fixtures)
@@ -161,7 +164,7 @@ def test_tcp_needs_the_token(make_loop, caplog: pytest.LogCaptureFixture) -> Non
     port = loop.port
     assert loop.server.addresses == [f"http://127.0.0.1:{port}"]
     status, headers, data = _tcp(port, "GET", "/v1/status")
-    assert status == 401 and headers["www-authenticate"] == "Bearer" and b"UNAUTHORIZED" in data
+    assert status == 401 and headers["www-authenticate"].startswith("Bearer") and b"UNAUTHORIZED" in data
     assert _tcp(port, "GET", "/v1/status", {"Authorization": "Bearer wrong"})[0] == 401
     assert _tcp(port, "GET", "/v1/status", {"Authorization": f"Basic {TOKEN}"})[0] == 401
     status, headers, _ = _tcp(port, "GET", "/v1/status", {"Authorization": f"Bearer {TOKEN}"})
@@ -174,35 +177,67 @@ def test_tcp_needs_the_token(make_loop, caplog: pytest.LogCaptureFixture) -> Non
     assert TOKEN not in caplog.text
 
 
-def test_tcp_refuses_to_expose_itself_without_a_token(tmp_path: Path) -> None:
-    for host in ("0.0.0.0", "192.0.2.10", "::", "example.com"):
+def test_tcp_refuses_to_start_without_a_credential_even_on_loopback(tmp_path: Path) -> None:
+    for host in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "192.0.2.10", "::", "example.com"):
         server = ControlServer(FakeBackend(tmp_path), selectors.DefaultSelector(), unix_path=None,
                                tcp=(host, 0), log=LOG)
-        with pytest.raises(ArbiterError, match="without a token"):
+        with pytest.raises(ArbiterError, match="without a credential") as caught:
             server.start()
+        assert "head -c 32 /dev/urandom | base64 > token" in str(caught.value)
+        assert "--control-token-file token" in str(caught.value)
         assert server.addresses == []
 
 
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.mark.parametrize("stored", ["pa:ss word", "{SHA}" + hashlib.sha1(b"pa:ss word").hexdigest()])
+def test_tcp_basic_auth_as_supervisor(make_loop, caplog: pytest.LogCaptureFixture, stored: str) -> None:
+    caplog.set_level(logging.DEBUG)
+    loop = make_loop(unix_path=None, tcp=("127.0.0.1", 0), username="admin", password=stored)
+    port = loop.port
+    status, headers, _ = _tcp(port, "GET", "/v1/status")
+    assert status == 401 and headers["www-authenticate"].startswith("Basic realm=")
+    assert _tcp(port, "GET", "/v1/status", _basic("admin", "pa:ss word"))[0] == 200
+    assert _tcp(port, "GET", "/v1/status", _basic("admin", "wrong"))[0] == 401
+    assert _tcp(port, "GET", "/v1/status", _basic("root", "pa:ss word"))[0] == 401
+    assert _tcp(port, "GET", "/v1/status", {"Authorization": "Basic not-base64!"})[0] == 401
+    assert _tcp(port, "GET", "/v1/status", {"Authorization": "Bearer pa:ss word"})[0] == 401
+    if stored.startswith("{SHA}"):  # the digest itself is not the password
+        assert _tcp(port, "GET", "/v1/status", _basic("admin", stored))[0] == 401
+    assert _tcp(port, "GET", "/healthz")[0] == 200 and _tcp(port, "GET", "/readyz")[0] == 200
+    assert "pa:ss word" not in caplog.text and stored not in caplog.text
+
+
+def test_credentials_hide_their_secrets() -> None:
+    credentials = Credentials(token="tok-secret", username="admin", password="pw-secret")
+    assert "secret" not in repr(credentials) and "secret" not in str(credentials)
+
+
 def test_host_origin_and_csrf(make_loop) -> None:
-    loop = make_loop(unix_path=None, tcp=("127.0.0.1", 0))  # loopback, no token: allowed
+    loop = make_loop(unix_path=None, tcp=("127.0.0.1", 0), token=TOKEN)
     port, csrf = loop.port, loop.server.csrf_token
     own = f"127.0.0.1:{port}"
-    assert _tcp(port, "GET", "/v1/status")[0] == 200
-    assert _tcp(port, "GET", "/v1/status", {"Host": f"localhost:{port}"})[0] == 200
+    _, headers, _ = _tcp(port, "GET", f"/login?token={TOKEN}")
+    session = {"Cookie": headers["set-cookie"].split(";")[0]}  # a browser: the session cookie, no bearer
+    assert _tcp(port, "GET", "/v1/status", session)[0] == 200
+    assert _tcp(port, "GET", "/v1/status", {**session, "Host": f"localhost:{port}"})[0] == 200
     # DNS rebinding: a hostile name that resolves to 127.0.0.1 arrives with its own Host.
-    status, _, data = _tcp(port, "GET", "/v1/status", {"Host": f"evil.example:{port}"})
+    status, _, data = _tcp(port, "GET", "/v1/status", {**session, "Host": f"evil.example:{port}"})
     assert status == 403 and b"not this server's address" in data
-    assert _tcp(port, "GET", "/v1/status", {"Host": "127.0.0.1:1"})[0] == 403
-    assert _tcp(port, "GET", "/v1/status", {"Origin": "http://evil.example"})[0] == 403
-    assert _tcp(port, "GET", "/v1/status", {"Origin": f"http://{own}"})[0] == 200
-    body, json_type = b'{"wait": false}', {"Content-Type": "application/json"}
+    assert _tcp(port, "GET", "/v1/status", {**session, "Host": "127.0.0.1:1"})[0] == 403
+    assert _tcp(port, "GET", "/v1/status", {**session, "Origin": "http://evil.example"})[0] == 403
+    assert _tcp(port, "GET", "/v1/status", {**session, "Origin": f"http://{own}"})[0] == 200
+    body, json_type = b'{"wait": false}', {"Content-Type": "application/json", **session}
     status, _, data = _tcp(port, "POST", "/v1/reload", {**json_type, "Origin": f"http://{own}"}, body)
     assert status == 403 and b"X-CSRF-Token" in data
     assert _tcp(port, "POST", "/v1/reload", {**json_type, "Sec-Fetch-Site": "same-origin",
                                               "X-CSRF-Token": "guess"}, body)[0] == 403
     status, _, _ = _tcp(port, "POST", "/v1/reload", {**json_type, "Origin": f"http://{own}", "X-CSRF-Token": csrf}, body)
     assert status == 200
-    assert _tcp(port, "POST", "/v1/reload", json_type, body)[0] == 200  # a script: no browser headers
+    script = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    assert _tcp(port, "POST", "/v1/reload", script, body)[0] == 200  # a script: no browser headers
 
 
 def test_dashboard_login_cookie(make_loop) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from arbiter.control.records import ProcessArgs
+
 from control_helpers import ServerLoop, UnixConn, call, make_loop, served, wait_until  # noqa: F401
 
 SUPERVISORCTL = shutil.which("supervisorctl")
@@ -62,7 +64,7 @@ def test_process_control_and_faults(served: ServerLoop) -> None:
     assert s.getProcessInfo("ticker")["statename"] == "STOPPED"  # wait=True: done when answered
     assert fault(s.stopProcess, "ticker") == 70        # NOT_RUNNING
     assert s.startProcess("ticker", False) is True
-    assert backend.commands[-1].args == {"names": ["ticker"], "wait": False}
+    assert backend.commands[-1].args == ProcessArgs(("ticker",), wait=False)
     wait_until(lambda: s.getProcessInfo("ticker")["statename"] == "RUNNING")
     assert fault(s.startProcess, "ticker") == 60       # ALREADY_STARTED
     assert fault(s.startProcess, "broken") == 50       # SPAWN_ERROR

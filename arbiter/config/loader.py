@@ -114,7 +114,8 @@ def read_ini(path: str) -> tuple[dict[str, Value], Extras]:
             values[name] = Value(raw, f"{path}: [supervisord] {key}")
     if options.nodaemon is not None:
         values["daemon"] = Value(not options.nodaemon, f"{path}: [supervisord] nodaemon")
-    warnings_extra = []
+    warnings_extra: list[str] = []
+    http_auth: tuple[str | None, str | None] | None = None
     if options.unix_http_server is not None and options.unix_http_server.file:
         server = options.unix_http_server
         values["control_socket"] = Value(server.file, f"{path}: [unix_http_server] file")
@@ -122,14 +123,14 @@ def read_ini(path: str) -> tuple[dict[str, Value], Extras]:
             values["control_socket_mode"] = Value(server.chmod, f"{path}: [unix_http_server] chmod")
     if options.inet_http_server is not None and options.inet_http_server.port:
         values["control_bind"] = Value(options.inet_http_server.port, f"{path}: [inet_http_server] port")
-        if options.inet_http_server.username:
-            warnings_extra.append(f"{path}: [inet_http_server] username/password (Basic auth) is not "
-                                  "supported; set a bearer token with control_token_file")
+        # Supervisor's Basic auth pair; the control server checks it (and refuses to start
+        # without a username, naming the lines to add).
+        http_auth = (options.inet_http_server.username, options.inet_http_server.password)
     warnings = list(result.warnings) + warnings_extra
     warnings += [f"{path}: [supervisord] {key} is not supported yet; ignored"
                  for key in _SUPERVISORD_IGNORED if getattr(options, key) is not None]
     groups = {name: tuple(members) for name, members in result.groups.items()}
-    return values, Extras(tuple(result.programs), groups, tuple(warnings))
+    return values, Extras(tuple(result.programs), groups, tuple(warnings), http_auth=http_auth)
 
 
 def read_pyfile(path: str) -> tuple[dict[str, Value], Extras]:

@@ -123,4 +123,7 @@ class Extras:
     programs: tuple[Any, ...] = ()  # ProgramConfig records (the programs layer sits above this one)
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # A supervisord.conf's [inet_http_server] (username, password): the TCP control API's Basic
+    # auth credential. None when the file has no such section. A secret: never printed.
+    http_auth: tuple[str | None, str | None] | None = field(default=None, repr=False)
     notes: tuple[str, ...] = ()  # facts the start log states (which file was read, and why)

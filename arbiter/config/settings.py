@@ -285,7 +285,8 @@ class Config:
         section="control")
     control_bind: str | None = setting(
         to_optional_str, None,
-        "Also serve the control API on TCP HOST:PORT (off by default; needs a token unless loopback).",
+        "Also serve the control API on TCP HOST:PORT (off by default; needs a credential, loopback too:"
+        " control_token_file).",
         ("--control-bind",), metavar="HOST:PORT", section="control")
     control_token_file: str | None = setting(
         to_optional_str, None,

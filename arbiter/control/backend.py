@@ -6,52 +6,32 @@ anything that changes state becomes a `Command` handed to `Backend.submit()`. Th
 in its own loop and later calls `command.reply(result)` or `command.fail(ControlError(...))`:
 in the same turn, or many turns later (a `reload` with `wait` replies when the reload is over).
 
-`status()` returns one dict, cheap to build (it is called on every request)::
+`status()` returns one `records.Status` (master, web workers, programs: typed records), cheap to
+build (it is called on every request). Each command carries its arguments as a record:
 
-    {"master": {
-        "pid": int, "version": str, "started": float (unix time), "uptime": float (seconds),
-        "state": "RUNNING" | "STOPPING", "generation": int, "workers_target": int,
-        "reload": {"state": "none" | "in progress" | "done" | "failed: <why>",
-                   "count": int, "failures": int},
-        # optional counters, exported by /metrics when present:
-        "worker_restarts": int, "worker_timeouts": int},
-     "workers": [{"pid": int, "age": float, "generation": int,
-                  "state": "BOOTING" | "READY" | "DRAINING" | "RETIRING",
-                  "heartbeat_age": float, "requests": int, "connections": int,
-                  "rss": int (bytes), "cpu": float (seconds)}],
-     "programs": [{"name": str, "group": str, "state": str (Supervisor state name),
-                   "statecode": int, "pid": int (0 when not running), "start": float,
-                   "stop": float, "now": float (unix times, 0 = never), "uptime": float,
-                   "exitstatus": int, "spawnerr": str, "description": str,
-                   "stdout_logfile": str, "stderr_logfile": str,
-                   # optional: "restarts": int (exported by /metrics when present)
-                   }]}
+==============  =================  ====================================================
+name            args               reply(result)
+==============  =================  ====================================================
+start           ProcessArgs        list of per-process results (dicts), or None
+stop            ProcessArgs        same
+restart         ProcessArgs        same
+signal          SignalArgs         same
+clear           ClearArgs          same (log files truncated; names ("master",): its log)
+reload          ReloadArgs         anything JSON-able (at the end when wait, else at once)
+scale           ScaleArgs          anything, e.g. {"workers_target": N}
+reread          NoArgs             {"added": [...], "changed": [...], "removed": [...]}
+update          GroupArgs          same shape: what was done (no names: all)
+add             GroupArgs          anything
+remove          GroupArgs          anything
+replace_worker  ReplaceWorkerArgs  {"pid": pid} once the worker's successor is asked for
+                                   (it boots, then pid drains: the max_requests path)
+shutdown        NoArgs             anything (reply before exiting)
+==============  =================  ====================================================
 
-Command names and their `args` (names are `prog`, `group:prog`, `group:*` or `all`):
-
-==========  ==========================================  ===================================
-name        args                                        reply(result)
-==========  ==========================================  ===================================
-start       {"names": [...], "wait": bool}              list of per-process results, or None
-stop        {"names": [...], "wait": bool}              same
-restart     {"names": [...], "wait": bool}              same
-signal      {"names": [...], "signal": "HUP"}           same
-clear       {"names": [...] or ["master"],              same (log files truncated)
-             "streams": ["stdout", "stderr"]}
-reload      {"wait": bool}                              anything JSON-able (reply at the end
-                                                        when wait, else when started)
-scale       {"spec": "+N" | "-N" | "=N"}                anything, e.g. {"workers_target": N}
-reread      {}                                          {"added": [...], "changed": [...],
-                                                         "removed": [...]} (group names)
-update      {"names": [...]} (empty = all)              same shape: what was done
-add         {"names": [group, ...]}                     anything
-remove      {"names": [group, ...]}                     anything
-shutdown    {}                                          anything (reply before exiting)
-==========  ==========================================  ===================================
-
-A per-process result is ``{"name", "group", "status": "OK" | <error code>, "description"}``;
-when a command replies None the server reports "OK" for every process the names matched.
-`wait` asks to reply once the processes reached their goal state (Supervisor's `wait=True`).
+A per-process result is ``{"name", "group", "status": "OK" | <error code>, "description"}``
+(`commands.ProcessResult` once read); when a command replies None the server reports "OK" for
+every process the names matched. `wait` asks to reply once the processes reached their goal
+state (Supervisor's `wait=True`).
 """
 
 from __future__ import annotations
@@ -60,12 +40,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from arbiter.control.records import (
+    ClearArgs,
+    CommandArgs,
+    GroupArgs,
+    NoArgs,
+    ProcessArgs,
+    ReloadArgs,
+    ReplaceWorkerArgs,
+    ScaleArgs,
+    SignalArgs,
+    Status,
+)
 from arbiter.errors import ArbiterError
 
-COMMAND_NAMES = frozenset({
-    "start", "stop", "restart", "signal", "reload", "scale", "shutdown",
-    "reread", "update", "add", "remove", "clear",
-})
+# Each command and the record its arguments come in.
+COMMAND_ARGS: dict[str, type] = {
+    "start": ProcessArgs, "stop": ProcessArgs, "restart": ProcessArgs, "signal": SignalArgs,
+    "clear": ClearArgs, "reload": ReloadArgs, "scale": ScaleArgs, "reread": NoArgs, "update": GroupArgs,
+    "add": GroupArgs, "remove": GroupArgs, "replace_worker": ReplaceWorkerArgs, "shutdown": NoArgs,
+}
+COMMAND_NAMES = frozenset(COMMAND_ARGS)
 
 # Stable error codes: the HTTP status each is sent with, and Supervisor's XML-RPC fault number
 # (supervisor/xmlrpc.py `Faults`), so supervisorctl reads our faults as it reads its own.
@@ -122,19 +117,22 @@ class Command:
     """One state change for the master loop to carry out. Call `reply` or `fail` once."""
 
     name: str
-    args: dict[str, Any] = field(default_factory=dict)
+    args: CommandArgs = field(default_factory=NoArgs)
     reply: Callable[[Any], None] = lambda result: None
     fail: Callable[[ControlError], None] = lambda error: None
 
     def __post_init__(self) -> None:
-        if self.name not in COMMAND_NAMES:
+        if self.name not in COMMAND_ARGS:
             raise ValueError(f"unknown control command {self.name!r}; expected one of {sorted(COMMAND_NAMES)}")
+        if not isinstance(self.args, COMMAND_ARGS[self.name]):
+            raise TypeError(f"command {self.name!r} takes {COMMAND_ARGS[self.name].__name__}, "
+                            f"not {type(self.args).__name__}")
 
 
 class Backend(Protocol):
-    """The master, as the control server sees it (see the module docstring for the schema)."""
+    """The master, as the control server sees it (see the module docstring)."""
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         """A snapshot of master, workers and programs; cheap, called on every request."""
         ...
 

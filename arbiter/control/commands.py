@@ -9,15 +9,34 @@ from __future__ import annotations
 
 import logging
 import signal as signal_module
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from arbiter.control.backend import Backend, Command, ControlError
 from arbiter.control.connection import HttpConnection
 from arbiter.control.names import Program
+from arbiter.control.records import CommandArgs
 
 
-def submit(backend: Backend, conn: HttpConnection, log: logging.Logger, name: str, args: dict[str, Any],
+@dataclass(frozen=True)
+class ProcessResult:
+    """What a command did to one process: `status` is "OK" or an error code."""
+
+    name: str
+    group: str
+    status: str
+    description: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "OK"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def submit(backend: Backend, conn: HttpConnection, log: logging.Logger, name: str, args: CommandArgs,
            on_reply: Callable[[Any], None], on_fail: Callable[[ControlError], None] | None = None) -> None:
     """Queue command `name` to the master; call `on_reply`/`on_fail` when it answers, if the
     request is still waiting then. Errors in those callbacks are logged, never raised into the
@@ -58,17 +77,17 @@ def _guarded(log: logging.Logger, conn: HttpConnection, action: Callable[[], Non
             conn.respond_error(ControlError("INTERNAL", "internal error; see the master's log"))
 
 
-def process_results(reply: Any, matched: list[Program]) -> list[dict[str, Any]]:
+def process_results(reply: Any, matched: Sequence[Program]) -> list[ProcessResult]:
     """Per-process results in one shape, whether the master listed them or replied None."""
     if isinstance(reply, list) and all(isinstance(r, dict) for r in reply):
         out = []
         for r in reply:
             status = str(r.get("status") or "OK")
-            out.append({"name": r.get("name"), "group": r.get("group") or r.get("name"), "status": status,
-                        "description": r.get("description") or ("OK" if status == "OK" else status)})
+            name = str(r.get("name") or "")
+            out.append(ProcessResult(name, str(r.get("group") or name), status,
+                                     str(r.get("description") or ("OK" if status == "OK" else status))))
         return out
-    return [{"name": p.get("name"), "group": p.get("group") or p.get("name"), "status": "OK",
-             "description": "OK"} for p in matched]
+    return [ProcessResult(p.name, p.group or p.name, "OK", "OK") for p in matched]
 
 
 def signal_name(value: Any) -> str:

@@ -9,12 +9,31 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from arbiter import __version__
+from arbiter.control import location
 from arbiter.control.backend import Command, ControlError
-from arbiter.control.server import ControlServer
+from arbiter.control.records import (
+    ClearArgs,
+    GroupArgs,
+    MasterInfo,
+    ProcessArgs,
+    ProgramRow,
+    ReloadArgs,
+    ReloadInfo,
+    ReplaceWorkerArgs,
+    ScaleArgs,
+    SignalArgs,
+    Status,
+    WorkerRow,
+    WorkerState,
+    program_state,
+)
+from arbiter.control.security import Credentials
+from arbiter.control.server import ControlServer, missing_credential
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.programs.errors import ProgramError
 from arbiter.web.scoreboard import SlotState
@@ -36,55 +55,76 @@ def proc_usage(pid: int) -> tuple[int, float]:
     return int(fields[21]) * _PAGE, (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+@dataclass(frozen=True)
+class Started:
+    """When the master started: `wall` (unix time) to show as a date, `monotonic` (on the
+    master's clock) to measure from."""
+
+    wall: float
+    monotonic: float
+
+    def uptime(self, now: float) -> float:
+        """Seconds since the start, `now` being a reading of the same monotonic clock."""
+        return round(max(0.0, now - self.monotonic), 3)
+
+
 class MasterBackend:
     """Implements `arbiter.control.backend.Backend` for a `Master`, and is a service of its loop
     (to settle waiting commands)."""
 
     def __init__(self, master: Any) -> None:
         self.master = master
-        self.started = time.time()
+        # Uptime from the monotonic clock (a clock step must not change it); the wall time
+        # only as the start's date.
+        self.started = Started(wall=time.time(), monotonic=master.clock())
         self._waiting: list[tuple[Callable[[], Any], Command]] = []
 
     # -- Backend ---------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         master, pool = self.master, self.master.pool
         now_ns = time.monotonic_ns()
         rss, cpu = proc_usage(master.pid)
         workers = []
         for worker in list(pool.workers.values()):
             view = pool.scoreboard.read(worker.slot.index)
-            state = view.state.name if view.state != SlotState.FREE else "BOOTING"
+            state: WorkerState = view.state.name if view.state != SlotState.FREE else "BOOTING"
             if worker.retiring and state in ("READY", "RETIRING"):
                 state = "DRAINING"
+            elif worker.wants_retirement and state == "READY":
+                state = "RETIRING"  # its replacement is on the way
             w_rss, w_cpu = proc_usage(worker.pid)
-            workers.append({
-                "pid": worker.pid, "number": worker.age, "generation": worker.generation, "state": state,
-                "age": round(master.clock() - worker.spawned_at, 3),
-                "heartbeat_age": round(max(0, now_ns - view.heartbeat_ns) / 1e9, 3),
-                "requests": view.requests, "connections": view.connections, "rss": w_rss, "cpu": w_cpu,
-            })
-        programs = [self._program_row(row) for row in master.programs.status()] if master.programs else []
-        return {
-            "master": {
-                "pid": master.pid, "version": __version__, "started": self.started,
-                "uptime": round(time.time() - self.started, 3),
-                "state": "STOPPING" if master.stopping else "RUNNING",
-                "generation": pool.generation, "workers_target": pool.target,
-                "reload": {"state": pool.last_reload, "count": pool.stats["reloads"],
-                           "failures": pool.reload_failures},
-                "worker_restarts": pool.stats["restarts"], "worker_timeouts": pool.stats["timeouts"],
-                "rss": rss, "cpu": cpu, "listeners": [listener.url() for listener in master.listeners],
-            },
-            "workers": workers,
-            "programs": programs,
-        }
+            workers.append(WorkerRow(
+                pid=worker.pid, number=worker.age, generation=worker.generation, state=state,
+                age=round(master.clock() - worker.spawned_at, 3),
+                heartbeat_age=round(max(0, now_ns - view.heartbeat_ns) / 1e9, 3),
+                requests=view.requests, connections=view.connections, rss=w_rss, cpu=w_cpu))
+        programs: list[ProgramRow] = []
+        if master.programs:
+            configs = {program.name: program for program in master.cfg.programs}
+            programs = [self._program_row(row, configs.get(row.get("program", row["name"])))
+                        for row in master.programs.status()]
+        info = MasterInfo(
+            pid=master.pid, version=__version__, started=self.started.wall,
+            uptime=self.started.uptime(master.clock()), state="STOPPING" if master.stopping else "RUNNING",
+            generation=pool.generation, workers_target=pool.target,
+            reload=ReloadInfo(state=pool.last_reload, count=pool.stats["reloads"], failures=pool.reload_failures),
+            worker_restarts=pool.stats["restarts"], worker_timeouts=pool.stats["timeouts"],
+            rss=rss, cpu=cpu, listeners=tuple(listener.url() for listener in master.listeners))
+        return Status(info, tuple(workers), tuple(programs))
 
     @staticmethod
-    def _program_row(row: dict[str, Any]) -> dict[str, Any]:
-        out = dict(row)
-        out["state"], out["statecode"] = row["statename"], row["state"]
-        return out
+    def _program_row(row: dict[str, Any], config: Any) -> ProgramRow:
+        """The program manager's row as a record; Supervisor's avail shows priority and
+        autostart (a [group:x] priority is its programs' default)."""
+        return ProgramRow(
+            name=row["name"], group=row["group"], state=program_state(row["state"]), pid=row["pid"],
+            start=row["start"], stop=row["stop"], now=row["now"], uptime=row["uptime"],
+            exitstatus=row["exitstatus"], spawnerr=row["spawnerr"] or "", description=row["description"],
+            stdout_logfile=row["stdout_logfile"], stderr_logfile=row["stderr_logfile"],
+            priority=config.priority if config is not None else 999,
+            autostart=config.autostart if config is not None else True,
+            log_dropped_bytes=row.get("log_dropped_bytes", 0), restarts=row.get("restarts"))
 
     def submit(self, command: Command) -> None:
         self.master.call_soon(lambda: self._run(command))
@@ -97,7 +137,8 @@ class MasterBackend:
         if programs is None:
             raise ControlError("BAD_NAME", f"no such process: {name}")
         try:
-            return programs.log_path(name, stream)
+            path: str | None = programs.log_path(name, stream)
+            return path
         except ProgramError as exc:
             raise _control_error(exc) from None
 
@@ -154,7 +195,8 @@ class MasterBackend:
         return self.master.programs
 
     def _names(self, command: Command) -> list[str]:
-        names = [str(name) for name in command.args.get("names") or []]
+        assert isinstance(command.args, (ProcessArgs, SignalArgs, ClearArgs, GroupArgs))
+        names = list(command.args.names)
         if not names:
             raise ControlError("BAD_ARGUMENTS", "name at least one process, group:*, or all")
         if "all" in names:
@@ -165,7 +207,7 @@ class MasterBackend:
         """Apply `act` to every name; one failing name fails a single-name command, and is
         reported in place in a many-name one."""
         names = self._names(command)
-        single = len(names) == 1 and names == command.args.get("names")
+        single = len(names) == 1 and names == list(getattr(command.args, "names", ()))
         results: list[dict[str, Any]] = []
         for name in names:
             try:
@@ -183,7 +225,7 @@ class MasterBackend:
     def _settle(self, command: Command, names: list[str], goal: str) -> None:
         if not names:
             return
-        if not command.args.get("wait", True):
+        if isinstance(command.args, ProcessArgs) and not command.args.wait:
             command.reply(None)
             return
         programs = self._programs()
@@ -207,20 +249,26 @@ class MasterBackend:
         self._settle(command, self._each(command, self._programs().restart), "running")
 
     def _do_signal(self, command: Command) -> None:
-        sig = str(command.args.get("signal", ""))
+        assert isinstance(command.args, SignalArgs)
+        sig = command.args.signal
         if self._each(command, lambda name: self._programs().signal(name, sig)):
             command.reply(None)
 
     def _do_clear(self, command: Command) -> None:
-        streams = command.args.get("streams") or ["stdout", "stderr"]
-        names = [str(name) for name in command.args.get("names") or []]
+        assert isinstance(command.args, ClearArgs)
+        streams = list(command.args.streams) or ["stdout", "stderr"]
+        names = list(command.args.names)
         if names == ["master"]:
             path = self.log_path("master", "stdout")
             if path:
                 os.truncate(path, 0)
             command.reply(None)
             return
-        if self._each(command, lambda name: [self._programs().clear_log(name, s) for s in streams]):
+        def clear(name: str) -> None:
+            for stream in streams:
+                self._programs().clear_log(name, stream)
+
+        if self._each(command, clear):
             command.reply(None)
 
     def _do_reload(self, command: Command) -> None:
@@ -229,7 +277,8 @@ class MasterBackend:
         refused = self.master.reload()
         if refused:
             raise ControlError("RELOAD_FAILED", refused)
-        if not command.args.get("wait"):
+        assert isinstance(command.args, ReloadArgs)
+        if not command.args.wait:
             command.reply({"state": pool.last_reload, "generation": pool.generation})
             return
 
@@ -243,7 +292,8 @@ class MasterBackend:
         self._waiting.append((check, command))
 
     def _do_scale(self, command: Command) -> None:
-        spec = str(command.args.get("spec", "")).strip()
+        assert isinstance(command.args, ScaleArgs)
+        spec = command.args.spec.strip()
         target = self.master.pool.target
         try:
             number = int(spec.lstrip("+-="))
@@ -254,6 +304,15 @@ class MasterBackend:
             raise ControlError("BAD_ARGUMENTS", f"scale {spec}: at least one worker must remain")
         self.master.scale(new)
         command.reply({"workers_target": self.master.pool.target})
+
+    def _do_replace_worker(self, command: Command) -> None:
+        assert isinstance(command.args, ReplaceWorkerArgs)
+        pid = command.args.pid
+        if pid not in self.master.pool.workers:
+            raise ControlError("BAD_NAME", f"no such web worker: {pid}")
+        if not self.master.pool.replace_worker(pid):
+            raise ControlError("ALREADY_STARTED", f"worker {pid} is already being replaced or stopped")
+        command.reply({"pid": pid})
 
     def _do_shutdown(self, command: Command) -> None:
         command.reply({"shutdown": True})
@@ -273,7 +332,8 @@ class MasterBackend:
 
     def _do_update(self, command: Command) -> None:
         cfg = self._new_config()
-        names = [str(name) for name in command.args.get("names") or []] or None
+        assert isinstance(command.args, GroupArgs)
+        names = list(command.args.names) or None
         command.reply(self._programs().update(cfg.programs, cfg.groups, names).as_dict())
 
     def _do_add(self, command: Command) -> None:
@@ -292,36 +352,55 @@ def _control_error(exc: ProgramError) -> ControlError:
     return ControlError(exc.fault, exc.message)
 
 
-def attach_control(master: Any, environ: dict[str, str] | None = None) -> ControlServer | None:
-    """Plug the control API into `master` from its config: the unix socket (default:
-    arbiter.sock beside the pidfile, else in the working directory), and TCP if asked."""
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
-    cfg = master.cfg
-    unix_path = cfg.control_socket
-    if unix_path is None:
-        base = os.path.dirname(os.path.abspath(cfg.pidfile)) if cfg.pidfile else master.start_cwd
-        unix_path = os.path.join(base, "arbiter.sock")
-    elif unix_path.lower() == "none":
-        unix_path = None
-    tcp = None
-    if cfg.control_bind:
-        host, _, port = cfg.control_bind.rpartition(":")
-        try:
-            tcp = (host.strip("[]") or "127.0.0.1", int(port))
-        except ValueError:
-            raise ConfigError(f"control_bind {cfg.control_bind!r}: expected HOST:PORT") from None
-    token = environ.get("ARBITER_TOKEN")
+def control_credentials(cfg: Any, environ: Mapping[str, str]) -> Credentials:
+    """The TCP control credential from the config: the token (`control_token_file`, else
+    `$ARBITER_TOKEN`) and a supervisord.conf's `[inet_http_server]` username and password.
+
+    Raises:
+        ConfigError: the token file cannot be read, or an `[inet_http_server]` has no username
+            while no token is set (naming the two lines to add).
+    """
+    token = environ.get("ARBITER_TOKEN") or None
     if cfg.control_token_file:
         try:
             with open(cfg.control_token_file) as handle:
-                token = handle.read().strip()
+                token = handle.read().strip() or None
         except OSError as exc:
             raise ConfigError(f"control_token_file {cfg.control_token_file}: {exc.strerror}") from None
+        if token is None:
+            raise ConfigError(f"control_token_file {cfg.control_token_file}: the file is empty")
+    username, password = cfg.extras.http_auth or (None, None)
+    if cfg.extras.http_auth is not None and not username and not token:
+        raise ConfigError(
+            f"{cfg.config}: [inet_http_server] has no username, and TCP control needs a credential; "
+            "add these two lines to [inet_http_server]:\n    username = NAME\n    password = SECRET\n"
+            "(the password may be {SHA} followed by its SHA-1 hex digest, as in Supervisor)")
+    return Credentials(token=token, username=username or None, password=password if username else None)
+
+
+def attach_control(master: Any, environ: Mapping[str, str] | None = None) -> ControlServer | None:
+    """Plug the control API into `master` from its config: the unix socket where
+    `arbiter.control.location` says (the rule `arbiter ctl` uses too), and TCP if asked, which
+    needs a credential.
+
+    Raises:
+        ConfigError: a bad `control_bind`, an unreadable token file, or TCP without a credential.
+    """
+    environ = os.environ if environ is None else environ
+    cfg = master.cfg
+    unix_path = location.control_socket_path(cfg, master.start_cwd)
+    try:
+        tcp = location.control_tcp_address(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    credentials = control_credentials(cfg, environ)
+    if tcp is not None and not credentials.any:
+        raise ConfigError(missing_credential(cfg.control_bind))
     if unix_path is None and tcp is None:
         return None
     backend = MasterBackend(master)
     server = ControlServer(backend, master.selector, unix_path=unix_path, unix_mode=cfg.control_socket_mode,
-                           tcp=tcp, token=token, log=master.log, clock=master.clock)
+                           tcp=tcp, credentials=credentials, log=master.log, clock=master.clock)
     master.attach(backend)
     master.attach(server)
     return server

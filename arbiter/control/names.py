@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from arbiter.control.backend import ControlError
+from arbiter.control.records import ProgramRow
 
-Program = dict[str, Any]
+Program = ProgramRow
 
 
 def namespec(program: Program) -> str:
     """`group:name`, or just `name` when the group is named after the program (Supervisor's
     `make_namespec`), which is how status lines and logs name a process."""
-    name, group = str(program.get("name", "")), str(program.get("group") or "")
-    return name if not group or group == name else f"{group}:{name}"
+    return program.namespec
 
 
 def matches(program: Program, name: str) -> bool:
     """Whether `name` designates `program`: a bare name matches a process or a whole group."""
     if name == "all":
         return True
-    group = str(program.get("group") or program.get("name"))
+    group = program.group or program.name
     if name.endswith(":*") or name.endswith(":"):
         return group == name.rsplit(":", 1)[0]
     if ":" in name:
-        return f"{group}:{program.get('name')}" == name
-    return program.get("name") == name or group == name
+        return f"{group}:{program.name}" == name
+    return program.name == name or group == name
 
 
-def select(programs: list[Program], names: list[str]) -> list[Program]:
+def select(programs: Sequence[Program], names: Sequence[str]) -> list[Program]:
     """The programs the names designate, each once, in status order.
 
     Raises:
@@ -43,7 +44,7 @@ def select(programs: list[Program], names: list[str]) -> list[Program]:
     return chosen
 
 
-def find_one(programs: list[Program], name: str) -> Program:
+def find_one(programs: Sequence[Program], name: str) -> Program:
     """The single process `name` designates (a group of one counts).
 
     Raises:
@@ -51,7 +52,7 @@ def find_one(programs: list[Program], name: str) -> Program:
     """
     found = [p for p in programs if matches(p, name)] if name != "all" else []
     if len(found) != 1:
-        exact = [p for p in found if namespec(p) == name or p.get("name") == name]
+        exact = [p for p in found if namespec(p) == name or p.name == name]
         if len(exact) != 1:
             raise ControlError("BAD_NAME", f"no such process: {name}")
         found = exact

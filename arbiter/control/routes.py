@@ -6,16 +6,30 @@ Every handler reads `backend.status()` / `backend.log_path()`, or turns the requ
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from arbiter.control import commands, metrics
 from arbiter.control.backend import Backend, ControlError
 from arbiter.control.connection import HttpConnection, Request
 from arbiter.control.logs import DEFAULT_TAIL, LogFollower, read_range
 from arbiter.control.names import check_names, find_one, namespec, select
+from arbiter.control.records import (
+    ClearArgs,
+    CommandArgs,
+    GroupArgs,
+    MasterInfo,
+    NoArgs,
+    ProcessArgs,
+    ProgramRow,
+    ReloadArgs,
+    ReplaceWorkerArgs,
+    ScaleArgs,
+    SignalArgs,
+)
 
 Handler = Callable[[HttpConnection, Request, dict[str, str]], None]
 STREAMS = ("stdout", "stderr")
@@ -24,12 +38,15 @@ _NAME = r"(?P<name>[^/]+)"
 _STREAM = r"(?P<stream>stdout|stderr)"
 
 
-def _with_usage(process: dict[str, Any]) -> dict[str, Any]:
-    """Add "rss" and "cpu" from /proc when the master did not (programs, the master itself)."""
-    if "rss" in process or not process.get("pid"):
+_Usage = TypeVar("_Usage", ProgramRow, MasterInfo)
+
+
+def _with_usage(process: _Usage) -> _Usage:
+    """Add `rss` and `cpu` from /proc when the master did not (programs, the master itself)."""
+    if process.rss is not None or not process.pid:
         return process
-    usage = metrics.proc_usage(int(process["pid"]))
-    return {**process, "rss": usage[0], "cpu": usage[1]} if usage else process
+    usage = metrics.proc_usage(process.pid)
+    return dataclasses.replace(process, rss=usage[0], cpu=usage[1]) if usage else process
 
 
 class Api:
@@ -46,6 +63,7 @@ class Api:
             ("GET", "/v1/status", self.status),
             ("POST", f"/v1/processes/{_NAME}/(?P<action>start|stop|restart|signal)", self.process_action),
             ("POST", "/v1/(?P<action>start|stop|restart|signal)", self.processes_action),
+            ("POST", r"/v1/workers/(?P<pid>[0-9]{1,10})/replace", self.replace_worker),
             ("POST", "/v1/reload", self.reload),
             ("POST", "/v1/scale", self.scale),
             ("POST", "/v1/(?P<action>reread|update|add|remove|shutdown)", self.simple_command),
@@ -96,13 +114,13 @@ class Api:
     # -- status and commands ------------------------------------------------------------------
 
     def status(self, conn: HttpConnection, request: Request, params: dict[str, str]) -> None:
-        status = dict(self.backend.status())
-        programs = status.get("programs", [])
+        status = self.backend.status()
+        programs = list(status.programs)
         if request.query.get("name"):
             programs = select(programs, [n for n in request.query["name"].split(",") if n])
-        status["programs"] = [_with_usage(p) for p in programs]
-        status["master"] = _with_usage(status.get("master", {}))
-        conn.respond_json(200, status)
+        status = dataclasses.replace(status, master=_with_usage(status.master),
+                                     programs=tuple(_with_usage(p) for p in programs))
+        conn.respond_json(200, status.to_json())
 
     def _body(self, request: Request) -> dict[str, Any]:
         body = request.json()
@@ -110,56 +128,63 @@ class Api:
             raise ControlError("BAD_REQUEST", f"request body must be a JSON object, got {type(body).__name__}")
         return body
 
-    def _process_args(self, action: str, names: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    def _process_args(self, action: str, names: list[str], body: dict[str, Any]) -> ProcessArgs | SignalArgs:
         if action == "signal":
-            return {"names": names, "signal": commands.signal_name(body.get("signal"))}
-        return {"names": names, "wait": bool(body.get("wait", True))}
+            return SignalArgs(tuple(names), commands.signal_name(body.get("signal")))
+        return ProcessArgs(tuple(names), bool(body.get("wait", True)))
 
     def process_action(self, conn: HttpConnection, request: Request, params: dict[str, str]) -> None:
         body = self._body(request)
         name, action = params["name"], params["action"]
-        matched = select(self.backend.status().get("programs", []), [name])
+        matched = select(self.backend.status().programs, [name])
 
         def done(reply: Any) -> None:
             results = commands.process_results(reply, matched)
-            if len(results) == 1 and results[0]["status"] != "OK":
-                conn.respond_error(ControlError(results[0]["status"], results[0]["description"]))
+            if len(results) == 1 and not results[0].ok:
+                conn.respond_error(ControlError(results[0].status, results[0].description))
             else:
-                conn.respond_json(200, {"result": results})
+                conn.respond_json(200, {"result": [r.to_json() for r in results]})
 
         commands.submit(self.backend, conn, self.log, action, self._process_args(action, [name], body), done)
 
     def processes_action(self, conn: HttpConnection, request: Request, params: dict[str, str]) -> None:
         body = self._body(request)
         names, action = check_names(body.get("names")), params["action"]
-        matched = select(self.backend.status().get("programs", []), names)
+        matched = select(self.backend.status().programs, names)
         commands.submit(self.backend, conn, self.log, action, self._process_args(action, names, body),
-                        lambda reply: conn.respond_json(200, {"result": commands.process_results(reply, matched)}))
+                        lambda reply: self._results(conn, reply, matched))
 
-    def _run(self, conn: HttpConnection, name: str, args: dict[str, Any]) -> None:
+    def _results(self, conn: HttpConnection, reply: Any, matched: list[ProgramRow]) -> None:
+        conn.respond_json(200, {"result": [r.to_json() for r in commands.process_results(reply, matched)]})
+
+    def _run(self, conn: HttpConnection, name: str, args: CommandArgs) -> None:
         commands.submit(self.backend, conn, self.log, name, args,
                         lambda reply: conn.respond_json(200, {"result": reply}))
 
     def reload(self, conn: HttpConnection, request: Request, params: dict[str, str]) -> None:
-        self._run(conn, "reload", {"wait": bool(self._body(request).get("wait", False))})
+        self._run(conn, "reload", ReloadArgs(bool(self._body(request).get("wait", False))))
+
+    def replace_worker(self, conn: HttpConnection, request: Request, params: dict[str, str]) -> None:
+        self._body(request)  # an empty or JSON-object body, like every POST
+        self._run(conn, "replace_worker", ReplaceWorkerArgs(int(params["pid"])))
 
     def scale(self, conn: HttpConnection, request: Request, params: dict[str, str]) -> None:
-        self._run(conn, "scale", {"spec": commands.scale_spec(self._body(request).get("spec"))})
+        self._run(conn, "scale", ScaleArgs(commands.scale_spec(self._body(request).get("spec"))))
 
     def simple_command(self, conn: HttpConnection, request: Request, params: dict[str, str]) -> None:
         body, action = self._body(request), params["action"]
-        args: dict[str, Any] = {}
+        args: CommandArgs = NoArgs()
         if action in ("add", "remove"):
-            args["names"] = check_names(body.get("names"))
+            args = GroupArgs(tuple(check_names(body.get("names"))))
         elif action == "update":
-            args["names"] = check_names(body.get("names"), required=False)
+            args = GroupArgs(tuple(check_names(body.get("names"), required=False)))
         self._run(conn, action, args)
 
     # -- logs -----------------------------------------------------------------------------------
 
     def _log_path(self, name: str, stream: str) -> str:
         if name != "master":
-            name = namespec(find_one(self.backend.status().get("programs", []), name))
+            name = namespec(find_one(self.backend.status().programs, name))
         path = self.backend.log_path(name, stream)
         if not path:
             raise ControlError("NO_FILE", f"{stream} of {name} is not captured to a file")
@@ -201,8 +226,8 @@ class Api:
     def clear_log(self, conn: HttpConnection, request: Request, params: dict[str, str]) -> None:
         name = params.get("name", "master")
         streams = [params["stream"]] if "stream" in params else (["stdout"] if name == "master" else list(STREAMS))
-        matched: list[dict[str, Any]] = []
+        matched: list[ProgramRow] = []
         if name != "master":
-            matched = select(self.backend.status().get("programs", []), [name])
-        commands.submit(self.backend, conn, self.log, "clear", {"names": [name], "streams": streams},
-                        lambda reply: conn.respond_json(200, {"result": commands.process_results(reply, matched)}))
+            matched = select(self.backend.status().programs, [name])
+        commands.submit(self.backend, conn, self.log, "clear", ClearArgs((name,), tuple(streams)),
+                        lambda reply: self._results(conn, reply, matched))

@@ -1,9 +1,12 @@
 """Who may use the control API, and the checks that keep a web page from using it on their behalf.
 
 - Unix socket: the kernel tells us the peer's uid (SO_PEERCRED); only our own uid and root pass.
-- TCP: a bearer token (`Authorization: Bearer ...`), or the dashboard's session cookie, which is
-  derived from the token so that the token itself never sits in a browser. Without a configured
-  token TCP is only allowed on loopback (checked at start).
+- TCP: a credential, always (the server refuses to start without one, loopback included): a
+  bearer token (`Authorization: Bearer ...`), or a supervisord.conf's `[inet_http_server]`
+  username and password as HTTP Basic auth (what supervisorctl, Cesi and Supervisor's client
+  library send; the password may be `{SHA}` and a SHA-1 hex digest, as Supervisor allows), or the
+  dashboard's session cookie, derived from the secret so the secret never sits in a browser.
+  Every comparison is constant-time. `/healthz` and `/readyz` need none.
 - Every request: `Host` must name us (localhost, 127.0.0.1, [::1], the bound address, or the
   socket path), unless it carries the bearer token; this defeats DNS rebinding, where a hostile
   page gets the browser to send requests to 127.0.0.1 under the page's own host name.
@@ -14,11 +17,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
 import socket
 import struct
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from arbiter.control.backend import ControlError
@@ -46,9 +52,56 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def session_value(token: str) -> str:
-    """The dashboard cookie: proves the browser was given the token, without being it."""
-    return hmac.new(token.encode(), b"arbiter dashboard session", hashlib.sha256).hexdigest()
+def session_value(secret: str) -> str:
+    """The dashboard cookie: proves the browser was given the secret, without being it."""
+    return hmac.new(secret.encode(), b"arbiter dashboard session", hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a TCP client must show: a bearer `token`, and/or a Basic (`username`, `password`)
+    pair, the password either plain or `{SHA}<hex digest>`. Never printed (no repr of secrets)."""
+
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Credentials(token={'set' if self.token else None}, username={'set' if self.username else None})"
+
+    @property
+    def any(self) -> bool:
+        return bool(self.token or self.username)
+
+    @property
+    def session_secret(self) -> str | None:
+        """What the dashboard's session cookie is derived from."""
+        if self.token:
+            return self.token
+        if self.username:
+            return f"{self.username}:{self.password or ''}"
+        return None
+
+    def bearer_ok(self, value: str) -> bool:
+        return bool(self.token) and hmac.compare_digest(value.strip().encode(), (self.token or "").encode())
+
+    def basic_ok(self, value: str) -> bool:
+        """Whether a Basic auth value (base64 of "user:password") matches, in constant time."""
+        if not self.username:
+            return False
+        try:
+            user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return False
+        expected = self.password or ""
+        if expected.startswith("{SHA}"):
+            given, expected = hashlib.sha1(password.encode()).hexdigest(), expected[5:].lower()
+        else:
+            given = password
+        # Both compared every time, so the answer's timing says nothing about which was wrong.
+        user_ok = hmac.compare_digest(user.encode(), self.username.encode())
+        password_ok = hmac.compare_digest(given.encode(), expected.encode())
+        return user_ok & password_ok
 
 
 def _cookie(request: Request, name: str) -> str | None:
@@ -62,38 +115,50 @@ def _cookie(request: Request, name: str) -> str | None:
 class Guard:
     """The checks, configured once per server."""
 
-    def __init__(self, *, uid: int, token: str | None, unix_path: str | None) -> None:
+    def __init__(self, *, uid: int, credentials: Credentials, unix_path: str | None) -> None:
         self.uid = uid
-        self.token = token
+        self.credentials = credentials
         self.unix_path = unix_path
         self.tcp_ports: set[int] = set()
         self.tcp_hosts: set[str] = set()
 
-    def has_token(self, request: Request) -> bool:
-        if not self.token:
-            return False
+    @property
+    def token(self) -> str | None:
+        return self.credentials.token
+
+    def authorized(self, request: Request) -> bool:
+        """Whether the request carries a valid bearer token or Basic credential."""
         scheme, _, value = request.header("authorization").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
+        if scheme.lower() == "bearer":
+            return self.credentials.bearer_ok(value)
+        if scheme.lower() == "basic":
+            return self.credentials.basic_ok(value)
+        return False
 
     def has_session(self, request: Request) -> bool:
         cookie = _cookie(request, SESSION_COOKIE)
-        if not self.token or not cookie:
+        secret = self.credentials.session_secret
+        if not secret or not cookie:
             return False
-        return hmac.compare_digest(cookie.encode(), session_value(self.token).encode())
+        return hmac.compare_digest(cookie.encode(), session_value(secret).encode())
 
     def check(self, request: Request, csrf_token: str) -> None:
         """Raise ControlError (401, 403) unless `request` may proceed; note what was learned
-        in `request.context` ("bearer": authenticated by token)."""
-        bearer = self.has_token(request)
-        request.context["bearer"] = bearer
+        in `request.context` ("bearer": authenticated by a credential in the request)."""
+        authorized = self.authorized(request)
+        request.context["bearer"] = authorized
         peer = request.peer
         if peer.kind == "unix" and peer.uid not in (self.uid, 0):
             raise ControlError("FORBIDDEN", f"uid {peer.uid} may not use this control socket")
-        if not bearer:
+        if not authorized:
             self._check_host(request)
-        if peer.kind == "tcp" and self.token and not bearer and request.path not in PUBLIC_PATHS \
-                and not self.has_session(request) and request.path != "/login":
-            raise ControlError("UNAUTHORIZED", "this address needs 'Authorization: Bearer <token>'")
+        # TCP always needs a credential (the server does not start without one), so a request
+        # without one is refused even if the server was somehow built without.
+        if peer.kind == "tcp" and not authorized and request.path not in PUBLIC_PATHS \
+                and not self.has_session(request) and not (request.path == "/login" and self.credentials.token):
+            wanted = " or ".join(w for w, on in (("'Authorization: Bearer <token>'", self.credentials.token),
+                                                 ("HTTP Basic auth", self.credentials.username)) if on)
+            raise ControlError("UNAUTHORIZED", f"this address needs {wanted or 'a credential'}")
         if self.is_browser(request):
             self._check_origin(request)
             if request.method not in ("GET", "HEAD") and not hmac.compare_digest(

@@ -1,5 +1,5 @@
 """The control server: listening sockets, connections and log follows, all inside the master's
-selector loop (no thread; see DESIGN.md, "Control plane").
+selector loop (no thread; see docs/design.md, "Programs and the control plane").
 
 The master registers nothing itself: `start()` registers the listening sockets with callbacks
 `key.data(key, mask)`, the master calls `tick()` once per turn and sleeps no longer than
@@ -21,7 +21,7 @@ from arbiter.control.connection import HttpConnection, Limits, Peer, Request
 from arbiter.control.dashboard import Dashboard
 from arbiter.control.logs import LogFollower
 from arbiter.control.routes import Api
-from arbiter.control.security import Guard, is_loopback, peer_credentials
+from arbiter.control.security import Credentials, Guard, peer_credentials
 from arbiter.control.xmlrpc import XmlRpc
 from arbiter.errors import ArbiterError, BindError
 from arbiter.web.sockets import remove_stale_unix_socket
@@ -42,18 +42,29 @@ class ControlStartError(ArbiterError):
     """The control server cannot listen where it was asked to."""
 
 
+def missing_credential(address: str) -> str:
+    """Why TCP control without a credential is refused, and how to make one."""
+    return (f"refusing to serve the control API on {address} without a credential: anyone who can "
+            "connect (every user of this machine, even on loopback) could read logs and stop programs. "
+            "Make a token and pass it: `head -c 32 /dev/urandom | base64 > token && chmod 600 token`, "
+            "then `--control-token-file token` (or control_token_file in the config file, or "
+            "$ARBITER_TOKEN); clients send it as 'Authorization: Bearer <token>'")
+
+
 class ControlServer:
     """HTTP/1.1 + JSON (and Supervisor's XML-RPC) for `arbiter ctl`, the dashboard and probes."""
 
     def __init__(self, backend: Backend, selector: selectors.BaseSelector, *, unix_path: str | None,
-                 unix_mode: int = 0o600, tcp: tuple[str, int] | None = None, token: str | None = None,
+                 unix_mode: int = 0o600, tcp: tuple[str, int] | None = None,
+                 credentials: Credentials | None = None,
                  log: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
         self.backend, self.selector, self.log, self.clock = backend, selector, log, clock
         self.unix_path = os.path.abspath(unix_path) if unix_path else None
-        self.unix_mode, self.tcp, self.token = unix_mode, tcp, token
+        self.unix_mode, self.tcp = unix_mode, tcp
+        self.credentials = credentials or Credentials()
         self.limits = Limits()
         self.csrf_token = secrets.token_urlsafe(32)
-        self.guard = Guard(uid=os.geteuid(), token=token, unix_path=self.unix_path)
+        self.guard = Guard(uid=os.geteuid(), credentials=self.credentials, unix_path=self.unix_path)
         self._listeners: list[tuple[socket.socket, str]] = []
         self._unix_inode: tuple[int, int] | None = None
         self._connections: set[HttpConnection] = set()
@@ -78,14 +89,12 @@ class ControlServer:
 
         Raises:
             ArbiterError: naming the address and the reason (in use, path too long, a TCP
-                address beyond loopback without a token...).
+                address without a credential...).
         """
         if not self.unix_path and not self.tcp:
             raise ControlStartError("the control server needs a unix socket path or a TCP address")
-        if self.tcp and not self.token and not is_loopback(self.tcp[0]):
-            raise ControlStartError(
-                f"refusing to serve the control API on {self.tcp[0]}:{self.tcp[1]} without a token: "
-                "anyone who can reach it could control this server; set a token or bind to 127.0.0.1")
+        if self.tcp and not self.credentials.any:
+            raise ControlStartError(missing_credential(f"{self.tcp[0]}:{self.tcp[1]}"))
         try:
             if self.unix_path:
                 self._listen_unix(self.unix_path)
@@ -102,7 +111,8 @@ class ControlServer:
 
     def _listen_unix(self, path: str) -> None:
         if len(os.fsencode(path)) > UNIX_PATH_MAX:
-            raise ControlStartError(f"control socket path {path} is longer than {UNIX_PATH_MAX} bytes; choose a shorter one")
+            raise ControlStartError(f"control socket path {path} is longer than {UNIX_PATH_MAX} bytes; "
+                                    "choose a shorter one")
         directory = os.path.dirname(path)
         if not os.path.isdir(directory):
             # Missing directories are made just open enough for whom the socket admits.
@@ -110,7 +120,8 @@ class ControlServer:
             try:
                 os.makedirs(directory, mode=dir_mode, exist_ok=True)
             except OSError as exc:
-                raise ControlStartError(f"cannot create the control socket directory {directory}: {exc.strerror}") from None
+                raise ControlStartError(
+                    f"cannot create the control socket directory {directory}: {exc.strerror}") from None
         try:
             remove_stale_unix_socket(path)
         except BindError as exc:
@@ -154,9 +165,6 @@ class ControlServer:
         self._listeners.append((sock, "tcp"))
         shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
         self._addresses.append(f"http://{shown}:{bound_port}")
-        if not self.token:
-            self.log.warning("control: http://%s:%d has no token: every user of this machine can use it",
-                             shown, bound_port)
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -209,9 +217,14 @@ class ControlServer:
                              exc.message)
             foreign = request.peer.kind == "unix" and request.peer.uid not in (self.guard.uid, 0)
             conn.respond_error(exc, close=foreign,
-                               headers=[("WWW-Authenticate", "Bearer")] if exc.http_status == 401 else None)
+                               headers=self._challenge() if exc.http_status == 401 else None)
             return
         self.api.handle(conn, request)
+
+    def _challenge(self) -> list[tuple[str, str]]:
+        # Basic first when configured: a browser then asks for the name and password itself.
+        out = [("WWW-Authenticate", 'Basic realm="arbiter", charset="UTF-8"')] if self.credentials.username else []
+        return out + ([("WWW-Authenticate", 'Bearer realm="arbiter"')] if self.credentials.token else [])
 
     def _add_follow(self, conn: HttpConnection, follower: LogFollower) -> None:
         self._follows[conn] = follower
@@ -266,7 +279,7 @@ class ControlServer:
         remove the unix socket (if it is still ours)."""
         for conn in list(self._connections):
             conn.flush_and_close()
-        for sock, kind in self._listeners:
+        for sock, _ in self._listeners:
             try:
                 self.selector.unregister(sock)
             except (KeyError, ValueError):

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import xmlrpc.client
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +23,21 @@ from arbiter.control.backend import ERROR_CODES, Backend, ControlError
 from arbiter.control.connection import HttpConnection, Request
 from arbiter.control.logs import read_range, tail
 from arbiter.control.names import Program, find_one, namespec, select
+from arbiter.control.records import (
+    RUNNING_STATES,
+    ClearArgs,
+    CommandArgs,
+    GroupArgs,
+    NoArgs,
+    ProcessArgs,
+    ReloadArgs,
+    SignalArgs,
+)
+from arbiter.programs.states import ProcessStates
 
 API_VERSION = "3.0"
 UNKNOWN_METHOD, INCORRECT_PARAMETERS, FAILED, SUCCESS = 1, 2, 30, 80
-STATE_CODES = {"STOPPED": 0, "STARTING": 10, "RUNNING": 20, "BACKOFF": 30, "STOPPING": 40,
-               "EXITED": 100, "FATAL": 200, "UNKNOWN": 1000}
-RUNNING_STATES = {"RUNNING", "BACKOFF", "STARTING"}
-SIGNALLABLE_STATES = {"RUNNING", "STARTING", "STOPPING"}
+SIGNALLABLE_STATES = frozenset({ProcessStates.RUNNING, ProcessStates.STARTING, ProcessStates.STOPPING})
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _INT_MAX = 2**31 - 1
 
@@ -37,7 +45,7 @@ _INT_MAX = 2**31 - 1
 @dataclass
 class Later:
     command: str
-    args: dict[str, Any]
+    args: CommandArgs
     convert: Callable[[Any], Any] = lambda reply: True
 
 
@@ -46,7 +54,8 @@ def _fault(error: ControlError) -> xmlrpc.client.Fault:
 
 
 def _fault_name(error: ControlError) -> str:
-    return {"SHUTTING_DOWN": "SHUTDOWN_STATE", "RELOAD_FAILED": "FAILED", "INTERNAL": "FAILED"}.get(error.code, error.code)
+    names = {"SHUTTING_DOWN": "SHUTDOWN_STATE", "RELOAD_FAILED": "FAILED", "INTERNAL": "FAILED"}
+    return names.get(error.code, error.code)
 
 
 def _clean(value: Any) -> Any:
@@ -70,38 +79,36 @@ def _clean(value: Any) -> Any:
 
 def process_info(p: Program, now: float) -> dict[str, Any]:
     """A program's status as Supervisor's `getProcessInfo` struct."""
-    state = str(p.get("state") or "UNKNOWN")
-    start, stop = int(p.get("start") or 0), int(p.get("stop") or 0)
-    description = p.get("description")
+    state = p.state.name
+    description = p.description
     if not description:
         if state == "RUNNING":
-            description = f"pid {p.get('pid')}, uptime {datetime.timedelta(seconds=int(max(now - start, 0)))}"
+            # The monotonic uptime the master measured, never a difference of wall-clock times.
+            description = f"pid {p.pid}, uptime {datetime.timedelta(seconds=int(p.uptime))}"
         elif state in ("FATAL", "BACKOFF"):
-            description = p.get("spawnerr") or f'unknown error (try "tail {p.get("name")}")'
+            description = p.spawnerr or f'unknown error (try "tail {p.name}")'
         elif state in ("STOPPED", "EXITED"):
-            description = time.strftime("%b %d %I:%M %p", time.localtime(stop)) if start else "Not started"
-    return {"name": p.get("name"), "group": p.get("group") or p.get("name"), "start": start, "stop": stop,
-            "now": int(p.get("now") or now), "state": int(p.get("statecode", STATE_CODES.get(state, 1000))),
-            "statename": state, "spawnerr": p.get("spawnerr") or "", "exitstatus": int(p.get("exitstatus") or 0),
-            "logfile": p.get("stdout_logfile") or "", "stdout_logfile": p.get("stdout_logfile") or "",
-            "stderr_logfile": p.get("stderr_logfile") or "", "pid": int(p.get("pid") or 0),
-            "description": description or ""}
+            description = time.strftime("%b %d %I:%M %p", time.localtime(p.stop)) if p.start else "Not started"
+    return {"name": p.name, "group": p.group or p.name, "start": p.start, "stop": p.stop,
+            "now": p.now or int(now), "state": int(p.state), "statename": state, "spawnerr": p.spawnerr,
+            "exitstatus": p.exitstatus, "logfile": p.stdout_logfile, "stdout_logfile": p.stdout_logfile,
+            "stderr_logfile": p.stderr_logfile, "pid": p.pid, "description": description or ""}
 
 
-def supervisor_results(reply: Any, matched: list[Program]) -> list[dict[str, Any]]:
+def supervisor_results(reply: Any, matched: Sequence[Program]) -> list[dict[str, Any]]:
     """Per-process results with Supervisor's numeric status (80 = SUCCESS)."""
     out = []
     for r in commands.process_results(reply, matched):
-        code = SUCCESS if r["status"] == "OK" else ERROR_CODES.get(r["status"], (0, FAILED))[1]
-        out.append({"name": r["name"], "group": r["group"], "status": code, "description": r["description"]})
+        code = SUCCESS if r.ok else ERROR_CODES.get(r.status, (0, FAILED))[1]
+        out.append({"name": r.name, "group": r.group, "status": code, "description": r.description})
     return out
 
 
-def _single(matched: list[Program]) -> Callable[[Any], bool]:
+def _single(matched: Sequence[Program]) -> Callable[[Any], bool]:
     def convert(reply: Any) -> bool:
         for r in commands.process_results(reply, matched):
-            if r["status"] != "OK":
-                raise ControlError(r["status"], r["description"])
+            if not r.ok:
+                raise ControlError(r.status, r.description)
         return True
     return convert
 
@@ -237,7 +244,7 @@ class XmlRpc:
             while len(results) < len(calls):
                 index, call, sync = len(results), calls[len(results)], [True]
 
-                def got(value: Any) -> None:
+                def got(value: Any, sync: list[bool] = sync) -> None:
                     if isinstance(value, xmlrpc.client.Fault):
                         results.append({"faultCode": value.faultCode, "faultString": value.faultString})
                     else:
@@ -259,7 +266,7 @@ class XmlRpc:
     # -- supervisor: state ------------------------------------------------------------------------
 
     def _programs(self) -> list[Program]:
-        return list(self.backend.status().get("programs", []))
+        return list(self.backend.status().programs)
 
     def getAPIVersion(self) -> str:
         """Return the version of the RPC API used by supervisord."""
@@ -267,7 +274,7 @@ class XmlRpc:
 
     def getSupervisorVersion(self) -> str:
         """Return the version of the server (arbiter's version)."""
-        return str(self.backend.status().get("master", {}).get("version", ""))
+        return self.backend.status().master.version
 
     def getIdentification(self) -> str:
         """Return the identifying string of the server."""
@@ -275,12 +282,12 @@ class XmlRpc:
 
     def getState(self) -> dict[str, Any]:
         """Return the current state of the server as a struct {statecode, statename}."""
-        running = self.backend.status().get("master", {}).get("state") == "RUNNING"
+        running = self.backend.status().master.state == "RUNNING"
         return {"statecode": 1, "statename": "RUNNING"} if running else {"statecode": -1, "statename": "SHUTDOWN"}
 
     def getPID(self) -> int:
         """Return the PID of the master."""
-        return int(self.backend.status().get("master", {}).get("pid") or 0)
+        return self.backend.status().master.pid
 
     def getAllProcessInfo(self) -> list[dict[str, Any]]:
         """Get info about all processes."""
@@ -295,49 +302,54 @@ class XmlRpc:
 
     def startProcess(self, name: str, wait: bool = True) -> Later:
         """Start a process ("name", "group:name" or "group:*"); wait for it to be RUNNING."""
-        return Later("start", {"names": [name], "wait": bool(wait)}, _single(select(self._programs(), [name])))
+        return Later("start", ProcessArgs((name,), bool(wait)), _single(select(self._programs(), [name])))
 
     def stopProcess(self, name: str, wait: bool = True) -> Later:
         """Stop a process; wait for it to be stopped."""
-        return Later("stop", {"names": [name], "wait": bool(wait)}, _single(select(self._programs(), [name])))
+        return Later("stop", ProcessArgs((name,), bool(wait)), _single(select(self._programs(), [name])))
 
-    def _group(self, command: str, spec: str, states: set[str], want: bool, extra: dict[str, Any]) -> Later:
-        matched = [p for p in select(self._programs(), [spec]) if (p.get("state") in states) == want]
-        wanted = {(p.get("group") or p.get("name"), p.get("name")) for p in matched}
+    def _group(self, command: str, spec: str, states: frozenset[ProcessStates], want: bool,
+               args: Callable[[tuple[str, ...]], CommandArgs]) -> Later:
+        matched = [p for p in select(self._programs(), [spec]) if (p.state in states) == want]
+        wanted = {(p.group or p.name, p.name) for p in matched}
 
         def convert(reply: Any) -> list[dict[str, Any]]:
             # Supervisor reports only the processes the predicate chose (stop all: the running).
             return [r for r in supervisor_results(reply, matched) if (r["group"], r["name"]) in wanted]
-        return Later(command, {"names": [spec], **extra}, convert)
+        return Later(command, args((spec,)), convert)
 
     def startProcessGroup(self, name: str, wait: bool = True) -> Later:
         """Start every process of group name that is not running; return per-process results."""
-        return self._group("start", f"{name}:*", RUNNING_STATES, False, {"wait": bool(wait)})
+        return self._group("start", f"{name}:*", RUNNING_STATES, False, lambda names: ProcessArgs(names, bool(wait)))
 
     def stopProcessGroup(self, name: str, wait: bool = True) -> Later:
         """Stop every running process of group name; return per-process results."""
-        return self._group("stop", f"{name}:*", RUNNING_STATES, True, {"wait": bool(wait)})
+        return self._group("stop", f"{name}:*", RUNNING_STATES, True, lambda names: ProcessArgs(names, bool(wait)))
 
     def startAllProcesses(self, wait: bool = True) -> Later:
         """Start every process that is not running; return per-process results."""
-        return self._group("start", "all", RUNNING_STATES, False, {"wait": bool(wait)})
+        return self._group("start", "all", RUNNING_STATES, False, lambda names: ProcessArgs(names, bool(wait)))
 
     def stopAllProcesses(self, wait: bool = True) -> Later:
         """Stop every running process; return per-process results."""
-        return self._group("stop", "all", RUNNING_STATES, True, {"wait": bool(wait)})
+        return self._group("stop", "all", RUNNING_STATES, True, lambda names: ProcessArgs(names, bool(wait)))
 
     def signalProcess(self, name: str, signal: str) -> Later:
         """Send a signal (name or number) to a process."""
         sig = commands.signal_name(signal)
-        return Later("signal", {"names": [name], "signal": sig}, _single(select(self._programs(), [name])))
+        return Later("signal", SignalArgs((name,), sig), _single(select(self._programs(), [name])))
+
+    def _signal_group(self, spec: str, signal: str) -> Later:
+        sig = commands.signal_name(signal)
+        return self._group("signal", spec, SIGNALLABLE_STATES, True, lambda names: SignalArgs(names, sig))
 
     def signalProcessGroup(self, name: str, signal: str) -> Later:
         """Send a signal to every signallable process of a group."""
-        return self._group("signal", f"{name}:*", SIGNALLABLE_STATES, True, {"signal": commands.signal_name(signal)})
+        return self._signal_group(f"{name}:*", signal)
 
     def signalAllProcesses(self, signal: str) -> Later:
         """Send a signal to every signallable process."""
-        return self._group("signal", "all", SIGNALLABLE_STATES, True, {"signal": commands.signal_name(signal)})
+        return self._signal_group("all", signal)
 
     # -- supervisor: logs -------------------------------------------------------------------------
 
@@ -369,12 +381,12 @@ class XmlRpc:
     def clearProcessLogs(self, name: str) -> Later:
         """Truncate name's stdout and stderr logs."""
         matched = [find_one(self._programs(), str(name))]
-        return Later("clear", {"names": [name], "streams": ["stdout", "stderr"]}, _single(matched))
+        return Later("clear", ClearArgs((name,)), _single(matched))
 
     def clearAllProcessLogs(self) -> Later:
         """Truncate every process's logs; return per-process results."""
         matched = self._programs()
-        return Later("clear", {"names": ["all"], "streams": ["stdout", "stderr"]},
+        return Later("clear", ClearArgs(("all",)),
                      lambda reply: supervisor_results(reply, matched))
 
     def readLog(self, offset: int, length: int) -> str:
@@ -383,7 +395,7 @@ class XmlRpc:
 
     def clearLog(self) -> Later:
         """Truncate the master's log."""
-        return Later("clear", {"names": ["master"], "streams": ["stdout"]})
+        return Later("clear", ClearArgs(("master",), ("stdout",)))
 
     # -- supervisor: configuration and life -------------------------------------------------------
 
@@ -392,7 +404,7 @@ class XmlRpc:
         def convert(reply: Any) -> list[list[list[str]]]:
             reply = reply if isinstance(reply, dict) else {}
             return [[list(reply.get("added", [])), list(reply.get("changed", [])), list(reply.get("removed", []))]]
-        return Later("reread", {}, convert)
+        return Later("reread", NoArgs(), convert)
 
     def getAllConfigInfo(self) -> Later:
         """Configured processes: those in use, then groups a reread found (only the keys
@@ -401,26 +413,26 @@ class XmlRpc:
 
         def convert(reply: Any) -> list[dict[str, Any]]:
             added = list(reply.get("added", [])) if isinstance(reply, dict) else []
-            def entry(name: str, group: str, inuse: bool, p: Program) -> dict[str, Any]:
-                priority = int(p.get("priority", 999))
-                return {"name": name, "group": group, "inuse": inuse, "autostart": bool(p.get("autostart", True)),
+
+            def entry(name: str, group: str, inuse: bool, autostart: bool, priority: int) -> dict[str, Any]:
+                return {"name": name, "group": group, "inuse": inuse, "autostart": autostart,
                         "group_prio": priority, "process_prio": priority}
-            return ([entry(str(p.get("name")), str(p.get("group") or p.get("name")), True, p) for p in programs]
-                    + [entry(g, g, False, {}) for g in added])
-        return Later("reread", {}, convert)
+            return ([entry(p.name, p.group or p.name, True, p.autostart, p.priority) for p in programs]
+                    + [entry(g, g, False, True, 999) for g in added])
+        return Later("reread", NoArgs(), convert)
 
     def addProcessGroup(self, name: str) -> Later:
         """Start using the configured group name."""
-        return Later("add", {"names": [str(name)]})
+        return Later("add", GroupArgs((str(name),)))
 
     def removeProcessGroup(self, name: str) -> Later:
         """Stop using group name (its processes must be stopped)."""
-        return Later("remove", {"names": [str(name)]})
+        return Later("remove", GroupArgs((str(name),)))
 
     def shutdown(self) -> Later:
         """Stop every process and the master."""
-        return Later("shutdown", {})
+        return Later("shutdown", NoArgs())
 
     def restart(self) -> Later:
         """Reload: Supervisor restarts itself; arbiter does a rolling reload of its workers."""
-        return Later("reload", {"wait": False})
+        return Later("reload", ReloadArgs(False))

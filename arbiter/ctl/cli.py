@@ -11,53 +11,43 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
+from arbiter.control.names import matches
+from arbiter.control.records import STOPPED_STATES, Status
+from arbiter.ctl.actions import Ctl, act, known, programs_of, result_spec
 from arbiter.ctl.client import (
-    EXIT_GENERIC, EXIT_INVALID_ARGS, EXIT_NOT_RUNNING, EXIT_STATUS_NOT_RUNNING, EXIT_STATUS_UNKNOWN,
-    ApiError, ControlClient, Unreachable, quote_name, resolve_socket)
-from arbiter.control.names import matches, namespec
+    EXIT_GENERIC,
+    EXIT_NOT_RUNNING,
+    EXIT_STATUS_NOT_RUNNING,
+    EXIT_STATUS_UNKNOWN,
+    ApiError,
+    ControlClient,
+    Unreachable,
+    quote_name,
+    resolve_socket,
+)
 from arbiter.ctl.tables import status_lines, workers_table
 from arbiter.errors import ArbiterError
 
-STOPPED_STATES = {"STOPPED", "EXITED", "FATAL", "UNKNOWN"}
-DEAD_CODES = {"SPAWN_ERROR", "ABNORMAL_TERMINATION", "NOT_RUNNING"}
-REASONS = {"BAD_NAME": "no such process", "NO_FILE": "no such file", "NOT_EXECUTABLE": "file is not executable",
-           "ALREADY_STARTED": "already started", "SPAWN_ERROR": "spawn error", "NOT_RUNNING": "not running",
-           "ABNORMAL_TERMINATION": "abnormal termination", "BAD_SIGNAL": "bad signal name"}
 PASSTHROUGH = {"ignore_unknown_options": True}  # so that "-100" and "-1" reach the command
-
-
-@dataclass
-class Ctl:
-    client: ControlClient | None = None
-    json: bool = False
-    status: int = 0
-    global_args: list[str] = field(default_factory=list)
-
-    def fail(self, code: int) -> None:
-        """Remember an exit status; later failures do not hide an earlier one."""
-        self.status = self.status or code
-
-    def api(self) -> ControlClient:
-        assert self.client is not None
-        return self.client
-
-    def show(self, value: Any) -> None:
-        click.echo(json.dumps(value, indent=2, default=str))
 
 
 pass_ctl = click.make_pass_decorator(Ctl)
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-s", "--socket", "socket_path", metavar="PATH", help="Control socket (default: $ARBITER_SOCKET, else ./arbiter.sock).")
-@click.option("--url", metavar="http://HOST:PORT", help="Control server over TCP instead of the socket.")
+@click.option("-s", "--socket", "socket_path", metavar="PATH",
+              help="Control socket. Else: where -c's config puts it, else $ARBITER_SOCKET, else the master's "
+              "default ($ARBITER_CONTROL_SOCKET, beside $ARBITER_PIDFILE, or ./arbiter.sock).")
+@click.option("--url", metavar="http://HOST:PORT",
+              help="Control server over TCP instead of the socket (http://NAME:SECRET@HOST:PORT for a "
+              "supervisord.conf's [inet_http_server] username and password).")
 @click.option("--token", envvar="ARBITER_TOKEN", help="Bearer token for --url (or $ARBITER_TOKEN).")
-@click.option("-c", "--config", "config", metavar="FILE", help="Read the socket path from a supervisord.conf or arbiter.toml.")
+@click.option("-c", "--config", "config", metavar="FILE",
+              help="The master's config file (.toml, .py, supervisord.conf): find its socket as the master does.")
 @click.option("--json", "as_json", is_flag=True, help="Print the server's answers as JSON.")
 @click.pass_context
 def ctl(ctx: click.Context, socket_path: str | None, url: str | None, token: str | None,
@@ -73,7 +63,7 @@ def ctl(ctx: click.Context, socket_path: str | None, url: str | None, token: str
         from arbiter.ctl.shell import Shell
 
         def names() -> list[str]:
-            return [namespec(p) for p in state.api().call("GET", "/v1/status", timeout=5).get("programs", [])]
+            return [p.namespec for p in Status.from_json(state.api().call("GET", "/v1/status", timeout=5)).programs]
 
         Shell(lambda args: main([*state.global_args, *args]), sorted(ctl.commands), names).cmdloop()
 
@@ -84,72 +74,31 @@ def ctl(ctx: click.Context, socket_path: str | None, url: str | None, token: str
 def status(c: Ctl, names: tuple[str, ...]) -> None:
     """Status of processes: NAME, GROUP:*, or all (exit 3: one is stopped, 4: unknown name)."""
     try:
-        st = c.api().call("GET", "/v1/status")
+        raw = c.api().call("GET", "/v1/status")
     except Unreachable as exc:
         click.echo(f"error: {exc}", err=True)
         c.fail(EXIT_STATUS_UNKNOWN)
         return
-    programs = st.get("programs", [])
-    chosen = programs
+    st = Status.from_json(raw)
+    chosen = list(st.programs)
     if names and "all" not in names:
         chosen = []
         for name in names:
-            found = [p for p in programs if matches(p, name)]
+            found = [p for p in st.programs if matches(p, name)]
             if not found:
                 kind = "group" if name.endswith(":*") or name.endswith(":") else "process"
                 click.echo(f"{name}: ERROR (no such {kind})")
                 c.fail(EXIT_STATUS_UNKNOWN)
             chosen += [p for p in found if p not in chosen]
     if c.json:
-        c.show({**st, "programs": chosen} if not names else chosen)
+        rows = [p.to_json() for p in chosen]
+        c.show({**raw, "programs": rows} if not names else rows)
     else:
         if not names:
             workers_table(st)
         status_lines(chosen)
-    if any(p.get("state") in STOPPED_STATES for p in chosen):
+    if any(p.state in STOPPED_STATES for p in chosen):
         c.fail(EXIT_STATUS_NOT_RUNNING)
-
-
-def _known(c: Ctl, names: tuple[str, ...], bad_group_status: int) -> list[str]:
-    """The names the server knows; unknown ones are reported as supervisorctl does."""
-    if "all" in names:
-        return ["all"]
-    programs = c.api().call("GET", "/v1/status").get("programs", [])
-    known = []
-    for name in names:
-        if any(matches(p, name) for p in programs):
-            known.append(name)
-        elif name.endswith(":*") or name.endswith(":"):
-            click.echo(f"{name.rstrip(':*')}: ERROR (no such group)")
-            c.fail(bad_group_status)
-        else:
-            click.echo(f"{name}: ERROR (no such process)")
-            c.fail(EXIT_GENERIC)
-    return known
-
-
-def _act(c: Ctl, action: str, names: tuple[str, ...], done: str, ignored: set[str], extra: dict[str, Any]) -> None:
-    if not names:
-        click.echo(f"Error: {action} requires a process name")
-        c.fail(EXIT_INVALID_ARGS if action == "start" else EXIT_GENERIC)
-        return
-    known = _known(c, names, EXIT_INVALID_ARGS if action == "start" else EXIT_GENERIC)
-    if not known:
-        return
-    try:
-        results = c.api().call("POST", f"/v1/{action}", {"names": known, **extra}, timeout=None)
-    except ApiError as exc:
-        click.echo(f"ERROR: {exc}")
-        c.fail(EXIT_GENERIC)
-        return
-    if c.json:
-        c.show(results)
-    for r in results:
-        name, code = namespec(r), r.get("status")
-        if not c.json:
-            click.echo(f"{name}: {done}" if code == "OK" else f"{name}: ERROR ({REASONS.get(code, r.get('description'))})")
-        if code != "OK" and code not in ignored:
-            c.fail(EXIT_NOT_RUNNING if code in DEAD_CODES else EXIT_GENERIC)
 
 
 @ctl.command()
@@ -157,7 +106,7 @@ def _act(c: Ctl, action: str, names: tuple[str, ...], done: str, ignored: set[st
 @pass_ctl
 def start(c: Ctl, names: tuple[str, ...]) -> None:
     """Start processes (NAME, GROUP:*, all) and wait until they run."""
-    _act(c, "start", names, "started", {"ALREADY_STARTED"}, {"wait": True})
+    act(c, "start", names, "started", {"ALREADY_STARTED"}, {"wait": True})
 
 
 @ctl.command()
@@ -165,7 +114,7 @@ def start(c: Ctl, names: tuple[str, ...]) -> None:
 @pass_ctl
 def stop(c: Ctl, names: tuple[str, ...]) -> None:
     """Stop processes (NAME, GROUP:*, all) and wait until they are stopped."""
-    _act(c, "stop", names, "stopped", {"NOT_RUNNING"}, {"wait": True})
+    act(c, "stop", names, "stopped", {"NOT_RUNNING"}, {"wait": True})
 
 
 @ctl.command()
@@ -173,7 +122,7 @@ def stop(c: Ctl, names: tuple[str, ...]) -> None:
 @pass_ctl
 def restart(c: Ctl, names: tuple[str, ...]) -> None:
     """Restart processes (NAME, GROUP:*, all)."""
-    _act(c, "restart", names, "restarted", {"NOT_RUNNING", "ALREADY_STARTED"}, {"wait": True})
+    act(c, "restart", names, "restarted", {"NOT_RUNNING", "ALREADY_STARTED"}, {"wait": True})
 
 
 @ctl.command()
@@ -182,7 +131,7 @@ def restart(c: Ctl, names: tuple[str, ...]) -> None:
 @pass_ctl
 def signal(c: Ctl, sig: str, names: tuple[str, ...]) -> None:
     """Send signal SIG (HUP, TERM, 15...) to processes."""
-    _act(c, "signal", names, "signalled", set(), {"signal": sig})
+    act(c, "signal", names, "signalled", set(), {"signal": sig})
 
 
 def _parse_tail(args: tuple[str, ...]) -> tuple[int, list[str]]:
@@ -249,7 +198,7 @@ def maintail(c: Ctl, follow: bool, args: tuple[str, ...]) -> None:
 @pass_ctl
 def clear(c: Ctl, names: tuple[str, ...]) -> None:
     """Clear the logs of processes (NAME, GROUP:*, all)."""
-    for name in _known(c, names, EXIT_GENERIC):
+    for name in known(c, names, EXIT_GENERIC):
         try:
             results = c.api().call("POST", f"/v1/logs/{quote_name(name)}/clear", {})
         except ApiError as exc:
@@ -257,7 +206,7 @@ def clear(c: Ctl, names: tuple[str, ...]) -> None:
             c.fail(EXIT_GENERIC)
             continue
         for r in results:
-            click.echo(f"{namespec(r)}: cleared" if r["status"] == "OK" else f"{namespec(r)}: ERROR (failed)")
+            click.echo(f"{result_spec(r)}: cleared" if r["status"] == "OK" else f"{result_spec(r)}: ERROR (failed)")
 
 
 @ctl.command()
@@ -265,19 +214,18 @@ def clear(c: Ctl, names: tuple[str, ...]) -> None:
 @pass_ctl
 def pid(c: Ctl, names: tuple[str, ...]) -> None:
     """The master's pid, or those of processes (NAME... or all)."""
-    st = c.api().call("GET", "/v1/status")
+    st = Status.from_json(c.api().call("GET", "/v1/status"))
     if not names:
-        click.echo(str(st["master"]["pid"]))
+        click.echo(str(st.master.pid))
         return
-    programs = st.get("programs", [])
     for name in names:
-        found = programs if name == "all" else [p for p in programs if namespec(p) == name or p.get("name") == name]
+        found = list(st.programs) if name == "all" else [p for p in st.programs if p.namespec == name or p.name == name]
         if not found:
             click.echo(f"No such process {name}")
             c.fail(EXIT_GENERIC)
         for p in found:
-            click.echo(str(p.get("pid") or 0))
-            if not p.get("pid") and name != "all":
+            click.echo(str(p.pid))
+            if not p.pid and name != "all":
                 c.fail(EXIT_NOT_RUNNING)
 
 
@@ -296,7 +244,8 @@ def reread(c: Ctl) -> None:
     result = _simple(c, "/v1/reread")
     if c.json:
         return c.show(result)
-    lines = [f"{n}: {what}" for key, what in (("added", "available"), ("changed", "changed"), ("removed", "disappeared"))
+    shown = (("added", "available"), ("changed", "changed"), ("removed", "disappeared"))
+    lines = [f"{n}: {what}" for key, what in shown
              for n in result.get(key, [])]
     click.echo("\n".join(lines) if lines else "No config updates to processes")
 
@@ -320,14 +269,14 @@ def update(c: Ctl, names: tuple[str, ...]) -> None:
 @pass_ctl
 def avail(c: Ctl) -> None:
     """Processes in use, and groups the configuration has that are not added yet."""
-    programs = c.api().call("GET", "/v1/status").get("programs", [])
+    programs = programs_of(c)
     added = _simple(c, "/v1/reread").get("added", [])
     if c.json:
-        return c.show({"in_use": [namespec(p) for p in programs], "available": added})
-    for p in programs:
-        click.echo(f"{namespec(p):<30} in use")
+        return c.show({"in_use": [p.namespec for p in programs], "available": added})
+    for p in programs:  # supervisorctl's layout: name, in use, auto/manual, group:process priority
+        click.echo(f"{p.namespec:<32} {'in use':<9} {'auto' if p.autostart else 'manual':<9} {p.priority}:{p.priority}")
     for name in added:
-        click.echo(f"{name:<30} avail")
+        click.echo(f"{name:<32} avail")
 
 
 @ctl.command()
@@ -381,15 +330,16 @@ def reload(c: Ctl, wait: bool) -> None:
         thread.join(0.5)
         if thread.is_alive() and not c.json:
             try:
-                st = c.api().call("GET", "/v1/status", timeout=5)
+                st = Status.from_json(c.api().call("GET", "/v1/status", timeout=5))
             except (ApiError, Unreachable):
                 continue
-            ws = st.get("workers", [])
-            line = (f"reload: {st['master'].get('reload', {}).get('state')}; generation {st['master'].get('generation')}; "
-                    f"{sum(w.get('state') == 'READY' for w in ws)}/{st['master'].get('workers_target')} workers ready")
+            line = (f"reload: {st.master.reload.state}; generation {st.master.generation}; "
+                    f"{sum(w.state == 'READY' for w in st.workers)}/{st.master.workers_target} workers ready")
             if line != shown:
                 click.echo(line)
                 shown = line
+    if isinstance(answer.get("error"), Unreachable):
+        raise answer["error"]  # no master: the same exit status and hint as every command
     if "error" in answer:
         click.echo(f"reload failed: {answer['error']}")
         c.fail(EXIT_GENERIC)
@@ -423,7 +373,18 @@ def shutdown(c: Ctl) -> None:
 @pass_ctl
 def version(c: Ctl) -> None:
     """The master's version."""
-    click.echo(str(c.api().call("GET", "/v1/status")["master"].get("version")))
+    click.echo(Status.from_json(c.api().call("GET", "/v1/status")).master.version)
+
+
+def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(Ctl).json = True
+
+
+# `--json` after the command too (`arbiter ctl status --json`), for every command.
+for _command in ctl.commands.values():
+    _command.params.append(click.Option(["--json"], is_flag=True, expose_value=False, is_eager=True,
+                                        callback=_set_json, help="Print the server's answers as JSON."))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,35 +1,29 @@
 """The HTTP client `arbiter ctl` uses: JSON over a unix socket (or TCP with a bearer token).
 
-Also finds the socket: `-s PATH`, else the one a `-c` config file names (`[supervisorctl]
-serverurl=unix://...` or `[unix_http_server] file=...` of a supervisord.conf, or the key
-`control_socket` of an arbiter.toml; relative paths are relative to the file), else
-`$ARBITER_SOCKET`, else `./arbiter.sock`.
+Also finds the socket (`resolve_socket`): `-s PATH`, else where the master started with the
+`-c` config file made it (the config read by the master's own loader, the path computed by the
+master's own rule), else `$ARBITER_SOCKET`, else the master's rule without a file.
 """
 
 from __future__ import annotations
 
-import configparser
+import base64
 import errno
 import http.client
 import json
 import os
 import socket
-import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from arbiter.errors import ArbiterError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from arbiter.errors import ArbiterError, ConfigError
 
 DEFAULT_SOCKET = "arbiter.sock"
 # Exit statuses, as supervisorctl's (LSB init script codes; `status` uses 3 and 4).
 EXIT_GENERIC, EXIT_INVALID_ARGS, EXIT_STATUS_NOT_RUNNING, EXIT_STATUS_UNKNOWN = 1, 2, 3, 4
 EXIT_REFUSED, EXIT_NOT_RUNNING = 4, 7
+POINTERS = "-s PATH, -c CONFIG (the file the master was started with), or $ARBITER_SOCKET"
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -54,7 +48,9 @@ class Unreachable(ArbiterError):
     """No server answers at the address: the message says where, and why."""
 
     def __init__(self, message: str, errno_: int | None) -> None:
-        super().__init__(message, EXIT_NOT_RUNNING if errno_ == errno.ENOENT else EXIT_REFUSED)
+        super().__init__(f"{message}\n(is the master running? point arbiter ctl at it with {POINTERS})",
+                         EXIT_NOT_RUNNING if errno_ == errno.ENOENT else EXIT_REFUSED)
+        self.reason = message
         self.errno = errno_
 
 
@@ -72,7 +68,8 @@ class ControlClient:
     def __init__(self, *, socket_path: str | None = None, url: str | None = None, token: str | None = None,
                  timeout: float | None = 30.0) -> None:
         self.socket_path, self.url, self.token, self.timeout = socket_path, url, token, timeout
-        self.where = url if url else f"unix://{socket_path}"
+        # Never show a password that came inside the URL.
+        self.where = _without_password(url) if url else f"unix://{socket_path}"
 
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
         if self.url:
@@ -95,16 +92,22 @@ class ControlClient:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        elif self.url and urlsplit(self.url).username is not None:
+            # http://NAME:SECRET@HOST:PORT: a supervisord.conf's [inet_http_server] pair, as Basic auth.
+            parts = urlsplit(self.url)
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         try:
             conn.request(method, path, body=data, headers=headers)
             return conn, conn.getresponse()
-        except (ConnectionError, FileNotFoundError, socket.timeout, http.client.HTTPException, OSError) as exc:
+        except (TimeoutError, ConnectionError, FileNotFoundError, http.client.HTTPException, OSError) as exc:
             conn.close()
             number = getattr(exc, "errno", None)
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise Unreachable(f"{self.where}: {reason}", number) from None
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float | None = -1.0) -> tuple[int, dict[str, str], bytes]:
+    def request(self, method: str, path: str, body: Any = None,
+                timeout: float | None = -1.0) -> tuple[int, dict[str, str], bytes]:
         conn, response = self.open(method, path, body, timeout)
         try:
             return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
@@ -124,7 +127,8 @@ class ControlClient:
             value = None
         if status >= 400:
             error = value.get("error", {}) if isinstance(value, dict) else {}
-            raise ApiError(error.get("code", f"HTTP_{status}"), error.get("message", data.decode(errors="replace")), status)
+            message = error.get("message", data.decode(errors="replace"))
+            raise ApiError(error.get("code", f"HTTP_{status}"), message, status)
         if isinstance(value, dict) and set(value) == {"result"}:
             return value["result"]
         return value
@@ -149,50 +153,57 @@ class ControlClient:
             conn.close()
 
 
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}:{parts.port}").geturl()
+
+
 def quote_name(name: str) -> str:
     return quote(name, safe=":*")
 
 
-def socket_from_config(path: str) -> str | None:
-    """The control socket a config file names, or None.
+def socket_from_config(path: str | None, environ: Mapping[str, str], cwd: str) -> str:
+    """The control socket the master would make with config file `path` (None: no file) and
+    environment `environ`: the same loader and the same rule (`arbiter.control.location`).
 
     Raises:
-        ArbiterError: the file cannot be read or parsed (the message names it).
+        ArbiterError: the file cannot be read, or it turns the socket off (exit 2).
     """
-    here = os.path.dirname(os.path.abspath(path))
+    from arbiter.config import loader
+    from arbiter.control.location import control_socket_path
+
+    cli = {"config": loader.Value(path, "option -c")} if path else {}
     try:
-        if path.endswith(".toml"):
-            with open(path, "rb") as f:
-                value = tomllib.load(f).get("control_socket")
-            return os.path.join(here, value) if value else None
-        parser = configparser.RawConfigParser(strict=False)
-        if not parser.read(path):
-            raise ArbiterError(f"{path}: cannot read the config file", EXIT_INVALID_ARGS)
-    except (OSError, ValueError, configparser.Error) as exc:
-        raise ArbiterError(f"{path}: cannot read the config file: {exc}", EXIT_INVALID_ARGS) from None
-
-    def expand(value: str) -> str:
-        value = value.replace("%(here)s", here)
-        for key, env in os.environ.items():
-            value = value.replace(f"%(ENV_{key})s", env)
-        return os.path.join(here, value)
-
-    url = parser.get("supervisorctl", "serverurl") if parser.has_option("supervisorctl", "serverurl") else ""
-    if url.startswith("unix://"):
-        return expand(url[len("unix://"):])
-    if parser.has_option("unix_http_server", "file") and parser.get("unix_http_server", "file"):
-        return expand(parser.get("unix_http_server", "file"))
-    return None
+        cfg = loader.build(cli, environ)
+    except ConfigError as exc:
+        raise ArbiterError(f"cannot read the master's configuration: {exc}", EXIT_INVALID_ARGS) from None
+    found = control_socket_path(cfg, cwd)
+    if found is None:
+        where = path or "the environment (ARBITER_CONTROL_SOCKET)"
+        raise ArbiterError(f"{where} turns the control socket off (control_socket = none); "
+                           "use --url http://HOST:PORT with a token instead", EXIT_INVALID_ARGS)
+    return found
 
 
-def resolve_socket(option: str | None, config: str | None) -> str:
-    """-s/--socket, else what -c's config file names, else $ARBITER_SOCKET, else ./arbiter.sock."""
+def resolve_socket(option: str | None, config: str | None, environ: Mapping[str, str] | None = None,
+                   cwd: str | None = None) -> str:
+    """Where the master's socket is; the first that applies wins:
+
+    1. `-s PATH`;
+    2. `-c FILE`: read as the master reads it (with the `ARBITER_*` variables over the file,
+       as for the master, so `$ARBITER_CONTROL_SOCKET` beats the file's key);
+    3. `$ARBITER_SOCKET` (a client-only variable);
+    4. the master's rule with no file: `$ARBITER_CONTROL_SOCKET`, else beside
+       `$ARBITER_PIDFILE`, else `./arbiter.sock` (`$ARBITER_CONFIG` names a file as -c does).
+    """
+    environ = os.environ if environ is None else environ
+    cwd = os.getcwd() if cwd is None else cwd
     if option:
         return option
     if config:
-        found = socket_from_config(config)
-        if found:
-            return found
-        raise ArbiterError(f"{config}: names no control socket ([supervisorctl] serverurl=unix://..., "
-                           "[unix_http_server] file=..., or control_socket in an arbiter.toml)", EXIT_INVALID_ARGS)
-    return os.environ.get("ARBITER_SOCKET") or DEFAULT_SOCKET
+        return socket_from_config(config, environ, cwd)
+    if environ.get("ARBITER_SOCKET"):
+        return environ["ARBITER_SOCKET"]
+    return socket_from_config(None, environ, cwd)

@@ -306,6 +306,16 @@ class WorkerPool:
             self.last_reload = "done"
             self.log.info("Reload done: generation %d serving with %d workers", self.generation, ready_current)
 
+    def replace_worker(self, pid: int) -> bool:
+        """Replace worker `pid` the way `max_requests` does: its successor boots first, then it
+        drains (`manage` does both). False when there is no such worker or it is already going."""
+        worker = self.workers.get(pid)
+        if worker is None or worker.retiring or worker.wants_retirement:
+            return False
+        worker.wants_retirement = True
+        self.log.info("Worker (pid:%s) to be replaced, as asked over the control API", pid)
+        return True
+
     def _retire(self, worker: WorkerProcess, now: float, sig: int = signal.SIGTERM) -> None:
         if worker.retiring and sig == signal.SIGTERM:
             return
