@@ -209,3 +209,13 @@ def test_check_config_prints_every_warning_a_start_prints(arbiter, tmp_path):
     assert any("[group" in line for line in checked)
     assert any("[eventlistener:x]" in line for line in checked)
     assert any("ARBITER_URL" in line for line in checked)
+
+
+def test_ctl_reads_the_default_file_as_the_master_does(tmp_path, monkeypatch):
+    from arbiter.ctl.client import socket_from_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gunicorn.conf.py").write_text("control_socket = 'from-gunicorn.sock'\n")
+    assert socket_from_config(None, {}, str(tmp_path)) == str(tmp_path / "from-gunicorn.sock")
+    (tmp_path / "arbiter.toml").write_text("control_socket = 'from-toml.sock'\n")
+    assert socket_from_config(None, {}, str(tmp_path)) == str(tmp_path / "from-toml.sock")
