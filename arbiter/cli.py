@@ -28,7 +28,8 @@ def _cli_values(params: dict[str, Any]) -> dict[str, config_mod.Value]:
 
 def _serve(params: dict[str, Any]) -> int:
     cli_values = _cli_values(params)
-    cfg = config_mod.build(cli_values)
+    start_cwd = os.getcwd()
+    cfg = config_mod.build(cli_values, cwd=start_cwd)
     if cfg.print_config:
         click.echo(cfg.as_text())
         return 0
@@ -44,7 +45,6 @@ def _serve(params: dict[str, Any]) -> int:
 
         tls.server_context(cfg)  # a bad certificate, cipher or CA file stops the start here
     os.umask(cfg.umask)
-    start_cwd = os.getcwd()
     app_loader.prepare_path(cfg.chdir, cfg.pythonpath)
     if cfg.check_config:
         if cfg.wsgi_app:
@@ -69,7 +69,8 @@ def _serve(params: dict[str, Any]) -> int:
     from arbiter.master.loop import Master
 
     setproctitle(f"arbiter: master [{cfg.title_name}]")
-    master = Master(cfg, reload_config=lambda: config_mod.build(cli_values), start_cwd=start_cwd)
+    master = Master(cfg, reload_config=lambda: config_mod.build(cli_values, cwd=start_cwd),
+                    start_cwd=start_cwd)
     attach_control(master)
     if cfg.statsd_host:
         from arbiter.statsd import WorkerGauge

@@ -219,3 +219,17 @@ def test_ctl_reads_the_default_file_as_the_master_does(tmp_path, monkeypatch):
     assert socket_from_config(None, {}, str(tmp_path)) == str(tmp_path / "from-gunicorn.sock")
     (tmp_path / "arbiter.toml").write_text("control_socket = 'from-toml.sock'\n")
     assert socket_from_config(None, {}, str(tmp_path)) == str(tmp_path / "from-toml.sock")
+
+
+def test_hup_rereads_the_default_file_from_where_arbiter_started(arbiter, tmp_path):
+    import signal
+
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("workers = 1\n")
+    elsewhere = tmp_path / "app"
+    elsewhere.mkdir()
+    master = arbiter(["wsgi_app:application", "--chdir", str(elsewhere)], cwd=tmp_path)
+    master.wait_ready(1)
+    conf.write_text("workers = 2\n")
+    master.signal(signal.SIGHUP)
+    master.wait_workers(lambda pids: len(pids) == 2, what="the file's new worker count after HUP")

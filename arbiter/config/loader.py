@@ -338,10 +338,14 @@ def build(cli: Mapping[str, Value], environ: Mapping[str, str] | None = None, cw
         gunicorn_args = {name: Value(raw, origin) for name, (raw, origin) in parsed.items()}
     named = cli.get("config") or env_over.get("config") or gunicorn_args.get("config")
     notes: list[str] = []
+    cwd = cwd or os.getcwd()
     path = _convert(BY_NAME["config"], named) if named is not None else None
     if path is None:
-        path, notes, unread = default_file(cwd or os.getcwd())
+        path, notes, unread = default_file(cwd)
         warnings += unread
+    elif not path.startswith("python:"):
+        # Relative to where Arbiter started: a reload (HUP) after --chdir reads the same file.
+        path = os.path.join(cwd, path)
     from_file: dict[str, Value] = {}
     extras = Extras()
     if path is not None:
