@@ -94,9 +94,6 @@ class Config:
     backlog: int = setting(
         to_positive_int, 2048, "The most pending connections per listening socket.", ("--backlog",),
         metavar="INT", section="socket")
-    reuse_port: bool = setting(
-        to_bool, False, "Set SO_REUSEPORT on the listening sockets: several servers may bind one port.",
-        ("--reuse-port",), is_flag=True, section="socket")
     workers: int = setting(
         to_positive_int, 1, "The number of web workers (default: $WEB_CONCURRENCY or 1).",
         ("-w", "--workers"), metavar="INT", section="worker", env_default="WEB_CONCURRENCY")
@@ -143,42 +140,18 @@ class Config:
         to_comma_list, ("127.0.0.1", "::1"),
         "Peers trusted to set X-Forwarded-* headers, comma separated; `*` trusts all.",
         ("--forwarded-allow-ips",), metavar="IPS", section="security")
-    proxy_protocol: str = setting(
-        to_proxy_protocol, "off", "Read HAProxy's PROXY header (v1, v2, or auto for either) from peers in "
-        "--proxy-allow-from, for their client's address; bare --proxy-protocol means auto.", ("--proxy-protocol",),
-        metavar="MODE", section="security", flag_value="auto")
-    proxy_allow_ips: tuple[str, ...] = setting(
-        to_comma_list, ("127.0.0.1", "::1"), "Peers that must send a PROXY header (others may not), comma "
-        "separated; `*` for all.", ("--proxy-allow-from",), metavar="IPS", section="security")
     preload_app: bool = setting(
         to_bool, False, "Import the app in the master before forking workers.", ("--preload",), is_flag=True,
         section="server")
     reload: bool = setting(
         to_bool, False, "Development: reload workers when the app's files change.", ("--reload",),
         is_flag=True, section="debugging")
-    reload_engine: str = setting(
-        choice("auto", "poll", "inotify"), "auto", "How --reload notices changes: auto (inotify on Linux), "
-        "inotify, or poll (for file systems without change events).", ("--reload-engine",), metavar="ENGINE",
-        section="debugging")
-    reload_extra_files: tuple[str, ...] = setting(
-        to_str_list, (), "With --reload, also reload when this file changes (templates, configs); repeatable.",
-        ("--reload-extra-file",), metavar="FILE", multiple=True, section="debugging")
-    spew: bool = setting(
-        to_bool, False, "Print every line the workers execute (a trace; very slow).", ("--spew",), is_flag=True,
-        section="debugging")
     chdir: str | None = setting(
         to_optional_str, None, "Change to this directory before loading the app.", ("--chdir",),
         metavar="DIR", section="server")
     pythonpath: tuple[str, ...] = setting(
         to_comma_list, (), "Directories added to sys.path, comma separated.", ("--pythonpath",),
         metavar="PATHS", section="server")
-    paste: str | None = setting(
-        to_optional_str, None, "Serve the WSGI app of a PasteDeploy config file (FILE or FILE#NAME) instead of APP; "
-        "its [loggers] configure logging unless --log-config is given.", ("--paste", "--paster"),
-        metavar="FILE", section="server")
-    raw_paste_global_conf: tuple[str, ...] = setting(
-        to_env_pairs, (), "A PasteDeploy global config variable (KEY=VALUE); repeatable.", ("--paste-global",),
-        metavar="KEY=VALUE", multiple=True, section="server")
     raw_env: tuple[str, ...] = setting(
         to_env_pairs, (), "Set an environment variable in the workers (KEY=VALUE); repeatable.",
         ("-e", "--env"), metavar="KEY=VALUE", multiple=True, section="server")
@@ -194,9 +167,6 @@ class Config:
     group: str | None = setting(
         to_optional_str, None, "Run workers as this group (name or gid).", ("-g", "--group"), metavar="GROUP",
         section="server")
-    initgroups: bool = setting(
-        to_bool, False, "With --user, give workers the user's supplementary groups (else they have none).",
-        ("--initgroups",), is_flag=True, section="server")
     umask: int = setting(
         to_umask, 0, "The umask of the master and workers (octal).", ("-m", "--umask"), metavar="INT",
         section="server")
@@ -215,55 +185,6 @@ class Config:
     loglevel: str = setting(
         to_log_level, "info", "Error log level: debug, info, warning, error, critical.", ("--log-level",),
         metavar="LEVEL", section="logging")
-    capture_output: bool = setting(
-        to_bool, False, "Send the app's stdout and stderr to the error log file too.", ("--capture-output",),
-        is_flag=True, section="logging")
-    logconfig: str | None = setting(
-        to_optional_str, None, "A logging config file (Python's fileConfig INI format), applied after the "
-        "settings above; its gunicorn.error/gunicorn.access loggers configure Arbiter's.", ("--log-config",),
-        metavar="FILE", section="logging")
-    logconfig_json: str | None = setting(
-        to_optional_str, None, "A logging config as JSON (Python's dictConfig schema).", ("--log-config-json",),
-        metavar="FILE", section="logging")
-    logconfig_dict: dict[str, Any] = setting(
-        to_dict, {}, "A logging config as a dict (dictConfig schema), set in a config file; wins over "
-        "--log-config-json and --log-config.", section="logging")
-    syslog: bool = setting(
-        to_bool, False, "Also send the error log (and the access log) to syslog.", ("--log-syslog",),
-        is_flag=True, section="logging")
-    syslog_addr: str = setting(
-        to_syslog_addr, "udp://localhost:514", "Where syslog listens: unix://PATH[#dgram|#stream], "
-        "udp://HOST:PORT or tcp://HOST:PORT.", ("--log-syslog-to",), metavar="SYSLOG_ADDR", section="logging")
-    syslog_prefix: str | None = setting(
-        to_optional_str, None, "The program name in syslog lines (arbiter.PREFIX.error); default: --name, "
-        "else the app.", ("--log-syslog-prefix",), metavar="SYSLOG_PREFIX", section="logging")
-    syslog_facility: str = setting(
-        to_syslog_facility, "user", "The syslog facility.", ("--log-syslog-facility",), metavar="FACILITY",
-        section="logging")
-    disable_redirect_access_to_syslog: bool = setting(
-        to_bool, False, "With --log-syslog, keep the access log out of syslog.",
-        ("--disable-redirect-access-to-syslog",), is_flag=True, section="logging")
-    enable_stdio_inheritance: bool = setting(
-        to_bool, False, "With --daemon, keep stdout and stderr where they were redirected (not a terminal).",
-        ("-R", "--enable-stdio-inheritance"), is_flag=True, section="logging")
-    root_path: str = setting(
-        to_str, "", "The path the app is mounted at behind a proxy: SCRIPT_NAME for WSGI, root_path for ASGI.",
-        ("--root-path",), metavar="PATH", section="server")
-    sendfile: bool | None = setting(
-        to_optional_bool, None, "Never send files with sendfile(2) (wsgi.file_wrapper is iterated instead).",
-        ("--no-sendfile",), is_flag=True, flag_value=False, section="server")
-    statsd_host: str | None = setting(
-        to_statsd_host, None, "Send Gunicorn's StatsD metrics to HOST:PORT or unix://PATH (UDP, never blocking).",
-        ("--statsd-host",), metavar="STATSD_ADDR", section="metrics")
-    statsd_prefix: str = setting(
-        to_str, "", "Prefix for the StatsD metric names (a dot is added).", ("--statsd-prefix",),
-        metavar="PREFIX", section="metrics")
-    enable_backlog_metric: bool = setting(
-        to_bool, False, "Also send the listening sockets' accept queue length as the gunicorn.backlog gauge.",
-        ("--enable-backlog-metric",), is_flag=True, section="metrics")
-    dogstatsd_tags: str = setting(
-        to_str, "", "DogStatsD tags added to every metric, comma separated (tag:value,...).", ("--dogstatsd-tags",),
-        metavar="TAGS", section="metrics")
     childlogdir: str | None = setting(
         to_optional_str, None,
         "Directory for program logs set to AUTO (default: the system's temporary directory).",
@@ -297,6 +218,64 @@ class Config:
         metavar="FILE", section="ssl")
     keyfile: str | None = setting(
         to_optional_str, None, "TLS private key file.", ("--keyfile",), metavar="FILE", section="ssl")
+    # -- Gunicorn's settings beyond the core ones (issue 10; what each does: docs/gunicorn.md) ------
+    reuse_port: bool = setting(
+        to_bool, False, "Set SO_REUSEPORT on the listening sockets: several servers may bind one port.",
+        ("--reuse-port",), is_flag=True, section="socket")
+    proxy_protocol: str = setting(
+        to_proxy_protocol, "off", "Read HAProxy's PROXY header (v1, v2, or auto for either) from peers in "
+        "--proxy-allow-from, for their client's address; bare --proxy-protocol means auto.", ("--proxy-protocol",),
+        metavar="MODE", section="security", flag_value="auto")
+    proxy_allow_ips: tuple[str, ...] = setting(
+        to_comma_list, ("127.0.0.1", "::1"), "Peers that must send a PROXY header (others may not), comma "
+        "separated; `*` for all.", ("--proxy-allow-from",), metavar="IPS", section="security")
+    paste: str | None = setting(
+        to_optional_str, None, "Serve the WSGI app of a PasteDeploy config file (FILE or FILE#NAME) instead of APP; "
+        "its [loggers] configure logging unless --log-config is given.", ("--paste", "--paster"),
+        metavar="FILE", section="server")
+    raw_paste_global_conf: tuple[str, ...] = setting(
+        to_env_pairs, (), "A PasteDeploy global config variable (KEY=VALUE); repeatable.", ("--paste-global",),
+        metavar="KEY=VALUE", multiple=True, section="server")
+    root_path: str = setting(
+        to_str, "", "The path the app is mounted at behind a proxy: SCRIPT_NAME for WSGI, root_path for ASGI.",
+        ("--root-path",), metavar="PATH", section="server")
+    sendfile: bool | None = setting(
+        to_optional_bool, None, "Never send files with sendfile(2) (wsgi.file_wrapper is iterated instead).",
+        ("--no-sendfile",), is_flag=True, flag_value=False, section="server")
+    initgroups: bool = setting(
+        to_bool, False, "With --user, give workers the user's supplementary groups (else they have none).",
+        ("--initgroups",), is_flag=True, section="server")
+    capture_output: bool = setting(
+        to_bool, False, "Send the app's stdout and stderr to the error log file too.", ("--capture-output",),
+        is_flag=True, section="logging")
+    logconfig: str | None = setting(
+        to_optional_str, None, "A logging config file (Python's fileConfig INI format), applied after the "
+        "settings above; its gunicorn.error/gunicorn.access loggers configure Arbiter's.", ("--log-config",),
+        metavar="FILE", section="logging")
+    logconfig_json: str | None = setting(
+        to_optional_str, None, "A logging config as JSON (Python's dictConfig schema).", ("--log-config-json",),
+        metavar="FILE", section="logging")
+    logconfig_dict: dict[str, Any] = setting(
+        to_dict, {}, "A logging config as a dict (dictConfig schema), set in a config file; wins over "
+        "--log-config-json and --log-config.", section="logging")
+    syslog: bool = setting(
+        to_bool, False, "Also send the error log (and the access log) to syslog.", ("--log-syslog",),
+        is_flag=True, section="logging")
+    syslog_addr: str = setting(
+        to_syslog_addr, "udp://localhost:514", "Where syslog listens: unix://PATH[#dgram|#stream], "
+        "udp://HOST:PORT or tcp://HOST:PORT.", ("--log-syslog-to",), metavar="SYSLOG_ADDR", section="logging")
+    syslog_prefix: str | None = setting(
+        to_optional_str, None, "The program name in syslog lines (arbiter.PREFIX.error); default: --name, "
+        "else the app.", ("--log-syslog-prefix",), metavar="SYSLOG_PREFIX", section="logging")
+    syslog_facility: str = setting(
+        to_syslog_facility, "user", "The syslog facility.", ("--log-syslog-facility",), metavar="FACILITY",
+        section="logging")
+    disable_redirect_access_to_syslog: bool = setting(
+        to_bool, False, "With --log-syslog, keep the access log out of syslog.",
+        ("--disable-redirect-access-to-syslog",), is_flag=True, section="logging")
+    enable_stdio_inheritance: bool = setting(
+        to_bool, False, "With --daemon, keep stdout and stderr where they were redirected (not a terminal).",
+        ("-R", "--enable-stdio-inheritance"), is_flag=True, section="logging")
     ssl_version: str = setting(
         to_ssl_version, "tls", "The lowest TLS version a client may use: TLS (any the library allows), "
         "TLSv1_2 or TLSv1_3.", ("--ssl-version",), metavar="VERSION", section="ssl")
@@ -312,14 +291,37 @@ class Config:
     suppress_ragged_eofs: bool = setting(
         to_bool, True, "Take a TLS connection closed without close_notify as a clean end.",
         ("--suppress-ragged-eofs",), is_flag=True, section="ssl")
-    do_handshake_on_connect: bool = ignored(
-        to_bool, False, ("--do-handshake-on-connect",),
-        "the TLS handshake always starts at accept and never blocks a worker", is_flag=True)
+    reload_engine: str = setting(
+        choice("auto", "poll", "inotify"), "auto", "How --reload notices changes: auto (inotify on Linux), "
+        "inotify, or poll (for file systems without change events).", ("--reload-engine",), metavar="ENGINE",
+        section="debugging")
+    reload_extra_files: tuple[str, ...] = setting(
+        to_str_list, (), "With --reload, also reload when this file changes (templates, configs); repeatable.",
+        ("--reload-extra-file",), metavar="FILE", multiple=True, section="debugging")
+    spew: bool = setting(
+        to_bool, False, "Print every line the workers execute (a trace; very slow).", ("--spew",), is_flag=True,
+        section="debugging")
+    statsd_host: str | None = setting(
+        to_statsd_host, None, "Send Gunicorn's StatsD metrics to HOST:PORT or unix://PATH (UDP, never blocking).",
+        ("--statsd-host",), metavar="STATSD_ADDR", section="metrics")
+    statsd_prefix: str = setting(
+        to_str, "", "Prefix for the StatsD metric names (a dot is added).", ("--statsd-prefix",),
+        metavar="PREFIX", section="metrics")
+    dogstatsd_tags: str = setting(
+        to_str, "", "DogStatsD tags added to every metric, comma separated (tag:value,...).", ("--dogstatsd-tags",),
+        metavar="TAGS", section="metrics")
+    enable_backlog_metric: bool = setting(
+        to_bool, False, "Also send the listening sockets' accept queue length as the gunicorn.backlog gauge.",
+        ("--enable-backlog-metric",), is_flag=True, section="metrics")
+
     # -- Gunicorn's flags that mean nothing here: accepted, a value other than the default logged
     # -- once at start with the reason (`ignored`) or refused at start (`refused`) ---------------
     control_socket_disable: bool = setting(
         to_bool, False, "Turn the control socket off (as `--control-socket none`).", ("--no-control-socket",),
         is_flag=True, section="control")
+    do_handshake_on_connect: bool = ignored(
+        to_bool, False, ("--do-handshake-on-connect",),
+        "the TLS handshake always starts at accept and never blocks a worker", is_flag=True)
     worker_tmp_dir: str | None = ignored(
         to_optional_str, None, ("--worker-tmp-dir",),
         "no heartbeat files here: workers report to the master through a shared-memory scoreboard",
