@@ -36,6 +36,8 @@ def _serve(params: dict[str, Any]) -> int:
     if not cfg.wsgi_app and not cfg.programs:
         raise ConfigError("nothing to run: pass APP (module:attribute), or set `wsgi_app` or [programs] in a "
                           "config file")
+    if cfg.umask is not None:  # unset: keep the umask Arbiter was started with; before any file
+        os.umask(cfg.umask)
     try:
         logs.setup(cfg)
     except OSError as exc:
@@ -44,7 +46,6 @@ def _serve(params: dict[str, Any]) -> int:
         from arbiter.web import tls
 
         tls.server_context(cfg)  # a bad certificate, cipher or CA file stops the start here
-    os.umask(cfg.umask)
     app_loader.prepare_path(cfg.chdir, cfg.pythonpath)
     if cfg.check_config:
         if cfg.wsgi_app:
@@ -107,4 +108,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         from arbiter.ctl import cli as ctl
 
         sys.exit(ctl.main(args[1:]))
+    if args[:1] == ["fleet"]:
+        from arbiter.fleet import cli as fleet
+
+        sys.exit(fleet.main(args[1:]))
     serve_command.main(args=args, prog_name="arbiter")

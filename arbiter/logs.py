@@ -12,7 +12,7 @@ import logging.config
 import logging.handlers
 import os
 import sys
-from typing import Any
+from typing import Any, Protocol
 
 from arbiter.config.convert import syslog_address
 from arbiter.errors import ConfigError
@@ -49,49 +49,84 @@ def _handler(target: str, default_stream: str) -> logging.Handler:
     return logging.FileHandler(target, encoding="utf-8")
 
 
-def setup(cfg: Any) -> logging.Logger:
+class LogSettings(Protocol):
+    """What `setup` reads from a config."""
+
+    @property
+    def errorlog(self) -> str: ...
+    @property
+    def loglevel(self) -> str: ...
+    @property
+    def accesslog(self) -> str | None: ...
+    @property
+    def errorlog_to_stdout(self) -> bool: ...
+
+
+def setup(cfg: LogSettings) -> logging.Logger:
     """Configure both loggers from `cfg.errorlog`, `cfg.loglevel` and `cfg.accesslog`, then
-    Gunicorn's extras: `--capture-output`, `--log-syslog`, and a logging config of the user's
-    (`--log-config`, `--log-config-json`, `logconfig_dict`), applied last as in Gunicorn.
+    Gunicorn's extras when `cfg` has them: `--capture-output`, `--log-syslog`, a logging config
+    of the user's (`--log-config`, `--log-config-json`, `logconfig_dict`, applied last as in
+    Gunicorn) and the StatsD log-line counters.
+
+    All or nothing: the new handlers are opened before the old ones are closed, so a log file
+    that cannot be opened leaves the logging as it was (a HUP must not silence the master).
 
     Raises:
         OSError: a log file cannot be opened (the caller names the setting).
         ConfigError: a logging config or the syslog address is wrong.
     """
     global _captured
+    handler = _handler(cfg.errorlog, "stderr")
+    handlers: list[logging.Handler] = [handler]
+    access_handlers: list[logging.Handler] = []
+    try:
+        if cfg.accesslog:
+            access_handlers.append(_handler(cfg.accesslog, "stdout"))
+            access_handlers[-1].setFormatter(logging.Formatter("%(message)s"))
+        if getattr(cfg, "syslog", False):
+            handlers.append(_syslog_handler(cfg, "error"))
+            if not cfg.disable_redirect_access_to_syslog:  # type: ignore[attr-defined]
+                access_handlers.append(_syslog_handler(cfg, "access"))
+    except (OSError, ConfigError):
+        for each in handlers + access_handlers:
+            each.close()
+        raise
     _captured = cfg.errorlog if getattr(cfg, "capture_output", False) and cfg.errorlog != "-" else None
     _capture()
+    if cfg.errorlog_to_stdout and cfg.errorlog != "-":
+        handlers.append(_StreamHandler("stdout"))  # supervisord's nodaemon=true: the terminal too
+    for each in handlers:
+        if each.formatter is None:
+            each.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
     error = logging.getLogger(ERROR_LOGGER)
-    _drop_handlers(error)
-    handler = _handler(cfg.errorlog, "stderr")
-    handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
-    error.addHandler(handler)
+    _replace_handlers(error, *handlers)
     error.setLevel(cfg.loglevel.upper())
     error.propagate = False
 
     access = logging.getLogger(ACCESS_LOGGER)
-    _drop_handlers(access)
     access.propagate = False
-    if cfg.accesslog:
-        access_handler = _handler(cfg.accesslog, "stdout")
-        access_handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(access_handler)
+    _replace_handlers(access, *access_handlers)
+    if access_handlers:
         access.setLevel(logging.INFO)
         access.disabled = False
     else:
         access.disabled = True
-    if getattr(cfg, "syslog", False):
-        error.addHandler(_syslog_handler(cfg, "error"))
-        if not cfg.disable_redirect_access_to_syslog:
-            access.addHandler(_syslog_handler(cfg, "access"))
-            access.setLevel(logging.INFO)
-            access.disabled = False
     _user_config(cfg)
     if getattr(cfg, "statsd_host", None):
         from arbiter.statsd import LogCounter
 
-        error.addHandler(LogCounter(cfg))
+        error.addHandler(LogCounter(cfg))  # after the user's config, which may replace the handlers
     return error
+
+
+def _replace_handlers(logger: logging.Logger, *handlers: logging.Handler | None) -> None:
+    old = list(logger.handlers)
+    logger.handlers.clear()
+    for handler in handlers:
+        if handler is not None:
+            logger.addHandler(handler)
+    for previous in old:
+        previous.close()  # a file handler's descriptor, else one leaks per HUP
 
 
 # -- --capture-output: the app's print() and tracebacks go to the error log file ----------------
@@ -169,20 +204,6 @@ def _user_config(cfg: Any) -> None:
             target.disabled = False
 
 
-def _drop_handlers(logger: logging.Logger) -> None:
-    """Remove a previous setup's handlers (a reload sets up again), closing their files and
-    syslog sockets; a handler a user's logging config shares with another logger stays open."""
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        if not any(handler in other.handlers for other in _all_loggers()):
-            handler.close()
-
-
-def _all_loggers() -> list[logging.Logger]:
-    found = [item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)]
-    return [*found, logging.getLogger()]
-
-
 def access_enabled() -> bool:
     return not logging.getLogger(ACCESS_LOGGER).disabled
 
@@ -207,3 +228,36 @@ def flush() -> None:
     for name in (ERROR_LOGGER, ACCESS_LOGGER):
         for handler in logging.getLogger(name).handlers:
             handler.flush()
+
+
+REPEAT_EVERY = 10.0  # seconds between the summaries of an error that persists
+
+
+class RepeatedError:
+    """One error that can persist and recur many times a second (accept() failing with EMFILE):
+    logged when it starts, then once every `every` seconds with how often it recurred meanwhile,
+    and once when it clears. Times come from the caller, so a fake clock can drive it."""
+
+    def __init__(self, log: logging.Logger, what: str, every: float = REPEAT_EVERY) -> None:
+        self.log = log
+        self.what = what
+        self.every = every
+        self.since: float | None = None  # None: not happening
+        self._count = 0
+        self._next = 0.0
+
+    def occurred(self, now: float, detail: object) -> None:
+        if self.since is None:
+            self.since, self._count, self._next = now, 0, now + self.every
+            self.log.error("%s: %s", self.what, detail)
+            return
+        self._count += 1
+        if now >= self._next:
+            self.log.error("%s: %s (%d more times in the last %.0f s)", self.what, detail, self._count,
+                           now - (self._next - self.every))
+            self._count, self._next = 0, now + self.every
+
+    def cleared(self, now: float) -> None:
+        if self.since is not None:
+            self.log.warning("%s: recovered after %.1f s", self.what, now - self.since)
+            self.since = None

@@ -16,10 +16,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from arbiter.config.settings import Config
 from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadError, WorkerBootError
 from arbiter.web import app as app_loader
 from arbiter.web import workers
 from arbiter.web.scoreboard import Slot
+from arbiter.web.workers.base import Worker
 
 log = logging.getLogger("arbiter.error")
 
@@ -77,7 +79,7 @@ def report_load_error(exc: AppLoadError, token_fd: int) -> None:
 
 def run_worker(
     *,
-    cfg: Any,
+    cfg: Config,
     age: int,
     ppid: int,
     generation: int,
@@ -86,7 +88,7 @@ def run_worker(
     preloaded: Callable[..., Any] | None,
     token_fd: int,
     post_fork: Callable[[], None],
-    on_exit: Callable[[Any], None],
+    on_exit: Callable[[Worker], None],
 ) -> None:
     """Load the app, pick the worker class, serve; exit with Gunicorn's codes. Never returns."""
     code = 0
@@ -102,7 +104,12 @@ def run_worker(
             from arbiter.web.spew import spew
 
             spew()
-        app = preloaded if preloaded is not None else app_loader.load(cfg.wsgi_app, cfg.raw_paste_global_conf)
+        if preloaded is not None:
+            app = preloaded
+        elif cfg.wsgi_app:
+            app = app_loader.load(cfg.wsgi_app, cfg.raw_paste_global_conf)
+        else:  # the master forks no worker without an app; say so if one ever did
+            raise WorkerBootError("no app to serve (wsgi_app is not set)")
         cls = workers.resolve(cfg.worker_class, app_loader.is_asgi(app))
         if cfg.proxy_protocol != "off" and getattr(cls, "interface", "wsgi") == "asgi":
             raise WorkerBootError("--proxy-protocol is not supported by the uvicorn worker yet; "
