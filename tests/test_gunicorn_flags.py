@@ -85,6 +85,7 @@ DIFFERENT_DEFAULTS = {
     "ssl_version": "named by its string; Gunicorn's default is ssl.PROTOCOL_TLS",
     "logconfig_dict": "the same empty dict",
     "syslog_addr": "the same; Gunicorn's default depends on the platform",
+    "umask": "None: keep the umask Arbiter was started with (Gunicorn's 0 leaves files world-writable)",
 }
 
 

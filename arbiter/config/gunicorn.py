@@ -150,7 +150,8 @@ NOTES: dict[str, str] = {
     "check_config": "The same, and it prints every warning a start would print.",
     "print_config": "Prints the resolved settings and exits.",
     "reload": "The same; needs watchfiles (`pip install 'arbiter[reload]'`); workers roll over.",
-    "umask": "The same.",
+    "umask": "The same when set; unset (the default) keeps the umask Arbiter was started with, where "
+             "Gunicorn's default 0 leaves files world-writable.",
     "user": "The same; the default is the user Arbiter runs as.",
     "group": "The same; the default is the group Arbiter runs as.",
     "chdir": "The same; the default is the working directory.",
