@@ -19,6 +19,7 @@ from arbiter.config import flags
 from arbiter.config import loader as config_mod
 from arbiter.errors import AppLoadError, ArbiterError, ConfigError
 from arbiter.web import app as app_loader
+from arbiter.web import workers
 
 
 def _cli_values(params: dict[str, Any]) -> dict[str, config_mod.Value]:
@@ -49,6 +50,7 @@ def _serve(params: dict[str, Any]) -> int:
     app_loader.prepare_path(cfg.chdir, cfg.pythonpath)
     if cfg.check_config:
         if cfg.wsgi_app:
+            workers.check(cfg.worker_class, threads=cfg.threads, preload=cfg.preload_app)
             app_loader.load(cfg.wsgi_app, cfg.raw_paste_global_conf)
         messages = config_mod.startup_messages(cfg)
         for level, message in messages:

@@ -145,8 +145,10 @@ NOTES: dict[str, str] = {
     "version": "Arbiter's version.",
     "config": "The same, and more: also `arbiter.toml` and a supervisord.conf; with no `-c`, "
               "`./arbiter.toml` wins over `./gunicorn.conf.py` when both exist.",
-    "worker_class": "The same classes under Gunicorn's names where Arbiter has them (sync, gthread, "
-                    "uvicorn.workers.UvicornWorker); the default picks uvicorn for an ASGI app.",
+    "worker_class": "Gunicorn's class names map to Arbiter's (sync, gthread, gevent and its spellings, "
+                    "uvicorn.workers.UvicornWorker, uvicorn_worker.UvicornWorker), checked before any socket is "
+                    "bound; eventlet and tornado are refused with a reason. The default picks uvicorn for an "
+                    "ASGI app, gthread for a WSGI app with --threads above 1, else sync.",
     "check_config": "The same, and it prints every warning a start would print.",
     "print_config": "Prints the resolved settings and exits.",
     "reload": "The same; needs watchfiles (`pip install 'arbiter[reload]'`); workers roll over.",

@@ -77,8 +77,9 @@ def load(spec: str, paste_global: Sequence[str] = ()) -> Callable[..., Any]:
             raise AppLoadError(f"app factory {spec!r} raised", details=traceback.format_exc()) from None
     if not callable(app):
         raise AppLoadError(f"{spec!r} is a {type(app).__name__}, not a callable application")
-    found: Callable[..., Any] = app
-    return found
+    loaded: Callable[..., Any] = app
+    return loaded
+
 
 
 def _load_paste(uri: str, paste_global: Sequence[str]) -> Callable[..., Any]:

@@ -29,8 +29,6 @@ import time
 from typing import Any, ClassVar
 
 from arbiter import logs
-from arbiter.errors import ConfigError, WorkerBootError
-from arbiter.web import tls
 from arbiter.web.http.connection import MIN_HEAD_TIMEOUT, RECV_SIZE, Connection, ListenerInfo
 from arbiter.web.http.environ import Trust
 from arbiter.web.http.errors import RequestError
@@ -75,7 +73,7 @@ class SyncWorker(Worker):
         self.io_timeout = self.head_timeout
         self.max_connections = max(1, int(cfg.worker_connections))
         self.graceful_timeout = float(cfg.graceful_timeout)
-        self.ssl_context = self._ssl_context() if cfg.certfile else None
+        self.ssl_context = self.tls_context()
         self.handler = WSGIHandler(self, multithread=self.multithread)
         self.trust = self.handler.trust
         self.proxy_mode = cfg.proxy_protocol  # --proxy-protocol: off, v1, v2 or auto
@@ -107,12 +105,6 @@ class SyncWorker(Worker):
             if not conn.busy:
                 self.close_conn(conn)
         self.selector.close()
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        try:
-            return tls.server_context(self.cfg)
-        except ConfigError as exc:
-            raise WorkerBootError(str(exc)) from None
 
     # -- the loop --------------------------------------------------------------------------
 
