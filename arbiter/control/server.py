@@ -55,16 +55,19 @@ class ControlServer:
     """HTTP/1.1 + JSON (and Supervisor's XML-RPC) for `arbiter ctl`, the dashboard and probes."""
 
     def __init__(self, backend: Backend, selector: selectors.BaseSelector, *, unix_path: str | None,
-                 unix_mode: int = 0o600, tcp: tuple[str, int] | None = None,
+                 unix_mode: int = 0o600, unix_owner: str | None = None, tcp: tuple[str, int] | None = None,
                  credentials: Credentials | None = None,
                  log: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
         self.backend, self.selector, self.log, self.clock = backend, selector, log, clock
         self.unix_path = os.path.abspath(unix_path) if unix_path else None
         self.unix_mode, self.tcp = unix_mode, tcp
+        self.unix_owner = _owner(unix_owner) if unix_owner else None
         self.credentials = credentials or Credentials()
         self.limits = Limits()
         self.csrf_token = secrets.token_urlsafe(32)
         self.guard = Guard(uid=os.geteuid(), credentials=self.credentials, unix_path=self.unix_path)
+        self.guard.unix_owner = self.unix_owner
+        self.guard.unix_group_access = bool(unix_mode & 0o060)
         self._listeners: list[tuple[socket.socket, str]] = []
         self._unix_inode: tuple[int, int] | None = None
         self._connections: set[HttpConnection] = set()
@@ -138,6 +141,12 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(path, self.unix_mode)
+        if self.unix_owner is not None:
+            try:
+                os.chown(path, *self.unix_owner)
+            except OSError as exc:
+                sock.close()
+                raise ControlStartError(f"cannot chown the control socket {path}: {exc.strerror}") from None
         st = os.stat(path)
         self._unix_inode = (st.st_dev, st.st_ino)
         sock.listen(64)
@@ -165,6 +174,22 @@ class ControlServer:
         self._listeners.append((sock, "tcp"))
         shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
         self._addresses.append(f"http://{shown}:{bound_port}")
+
+    def child_environment(self) -> dict[str, str]:
+        """What every program is told about this API, as Supervisor tells it: SUPERVISOR_SERVER_URL
+        (the unix socket first: no credential crosses it), and for TCP the Basic credential
+        (SUPERVISOR_USERNAME/PASSWORD, which Supervisor's client library sends)."""
+        env: dict[str, str] = {}
+        unix = [a for a in self._addresses if a.startswith("unix:")]
+        tcp = [a for a in self._addresses if a.startswith("http://")]
+        if unix:
+            env["SUPERVISOR_SERVER_URL"] = "unix://" + unix[0][len("unix:"):]
+        elif tcp:
+            env["SUPERVISOR_SERVER_URL"] = tcp[0]
+            password = self.credentials.password or ""
+            if self.credentials.username and not password.startswith("{SHA}"):
+                env["SUPERVISOR_USERNAME"], env["SUPERVISOR_PASSWORD"] = self.credentials.username, password
+        return env
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -308,3 +333,24 @@ class ControlServer:
         self._follows.clear()
         self._listeners.clear()
         self._unix_inode = None
+
+
+def _owner(spec: str) -> tuple[int, int]:
+    """(uid, gid) of `USER` or `USER:GROUP` (names or numbers; the user's group by default).
+
+    Raises:
+        ControlStartError: no such user or group.
+    """
+    import grp
+    import pwd
+
+    user, _, group = spec.partition(":")
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        gid = entry.pw_gid
+        if group:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ControlStartError(f"control_socket_owner {spec!r}: expected USER or USER:GROUP that "
+                                "exist on this machine") from None
+    return entry.pw_uid, gid
