@@ -160,7 +160,8 @@ def test_every_event_type_reaches_a_listener_with_supervisors_payloads(arbiter, 
     stopped = first("PROCESS_STATE_STOPPED", processname="talker")
     assert stopped["from_state"] == "STOPPING" and stopped["pid"] == running["pid"]
     # Output: log events per chunk, and the capture-mode message as one event, not logged.
-    logged_out = "".join(r["payload"].split("\n", 1)[1] for r in got if r["headers"]["eventname"] == "PROCESS_LOG_STDOUT")
+    logged_out = "".join(r["payload"].split("\n", 1)[1] for r in got
+                         if r["headers"]["eventname"] == "PROCESS_LOG_STDOUT")
     assert logged_out.startswith("hello out\n") and "XSUPERVISOR" not in logged_out
     assert first("PROCESS_LOG_STDOUT") == {"processname": "talker", "groupname": "talker",
                                             "pid": running["pid"], "channel": "stdout"}
@@ -181,6 +182,10 @@ def test_every_event_type_reaches_a_listener_with_supervisors_payloads(arbiter, 
     assert {(r["enabled"], r["group"], r["listener"]) for r in got} == {("1", "rec", "rec")}
 
 
+CHATTY = ("import sys, time; [(sys.stdout.write('x' * 200000 + chr(10)), time.sleep(0.05)) for _ in range(40)]; "
+          "print('last'); time.sleep(600)")
+
+
 def test_a_listener_that_stops_reading_costs_its_buffer_not_the_master(arbiter, tmp_path):
     """A stalled listener holds one event and its pool drops its oldest events (logged); the
     master keeps serving, and a second pool subscribed to the same events gets every one."""
@@ -188,7 +193,7 @@ def test_a_listener_that_stops_reading_costs_its_buffer_not_the_master(arbiter, 
     conf, sock = write_conf(tmp_path, f"""
         [program:chatty]
         ; 40 bursts of 200 KB (each more than a pipe holds), then one line, then quiet
-        command={PY} -u -c "import sys, time; [(sys.stdout.write('x' * 200000 + chr(10)), time.sleep(0.05)) for _ in range(40)]; print('last'); time.sleep(600)"
+        command={PY} -u -c "{CHATTY}"
         autostart=false
         startsecs=0
         stdout_events_enabled=true

@@ -24,10 +24,10 @@ from typing import Any, Protocol
 from arbiter import __version__, logs
 from arbiter.config.settings import Config
 from arbiter.errors import ArbiterError, ConfigError
+from arbiter.events.types import arbiter_event, supervisor_state
 from arbiter.master import host, reloader, systemd, upgrade
 from arbiter.master import signals as sigs
 from arbiter.master.pool import WorkerPool
-from arbiter.events.types import arbiter_event, supervisor_state
 from arbiter.master.reload_state import NO_RELOAD, ReloadState
 from arbiter.programs.manager import ProgramManager
 from arbiter.web import app as app_loader
