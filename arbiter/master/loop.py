@@ -156,9 +156,10 @@ class Master:
         self.programs = ProgramManager(self.cfg.programs, self.cfg.groups, self.selector, self.log,
                                        clock=self.clock, childlogdir=self.cfg.childlogdir,
                                        record_path=self._programs_record(), master_pid=self.pid,
-                                       child_env=child_env)
+                                       child_env=child_env, upgraded=self.handover is not None)
         self.pool.emit = self.event
-        self.programs.publish(supervisor_state("RUNNING"))
+        if self.handover is None:  # after an in-place upgrade the listeners know it runs
+            self.programs.publish(supervisor_state("RUNNING"))
         self.programs.start_autostart()
         if self.handover is not None:
             self.pool.adopt(self.handover, self.cfg.workers)

@@ -7,6 +7,7 @@ output), fed to the pure state machine, whose actions it carries out: spawn, sig
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import subprocess
@@ -140,6 +141,23 @@ class Process:
         self.spawns += 1
         self._on_spawn(self, popen.pid)
         self.feed(st.Spawned(popen.pid), shutting_down=shutting_down)
+
+    def adopt(self, pid: int, state: str, started_wall: float, starttime: int, fds: dict[str, int],
+              stdin_fd: int, logpaths: dict[str, str]) -> None:
+        """Take over child `pid` that the previous image of this master ran (an in-place
+        upgrade): its state, its uptime (from the wall-clock start; the monotonic clock goes on
+        across exec) and its pipes. No state is entered: no event is sent."""
+        age = max(0.0, time.time() - started_wall)
+        laststart = self._clock() - age
+        entered = st.ProcessStates.STARTING if state == "STARTING" else st.ProcessStates.RUNNING
+        self.record = st.ProcessRecord(state=entered, pid=pid, laststart=laststart)
+        if entered is st.ProcessStates.STARTING:
+            # STARTING -> RUNNING once startsecs have passed since the spawn, as before.
+            at = laststart + self.rules.startsecs
+            self.record = dataclasses.replace(self.record, delay=at)
+            self.timers[st.StartsecsElapsed] = (at, st.StartsecsElapsed())
+        self.started_wall, self.starttime, self.spawns = started_wall, starttime, 1
+        self.output.adopt(fds, stdin_fd, pid, logpaths)
 
     # ---- a changed configuration -----------------------------------------------------------
 

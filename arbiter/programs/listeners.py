@@ -28,6 +28,16 @@ from arbiter.events.types import Event
 from arbiter.programs.listener_config import Handler, ListenerConfig, resolve_handler
 
 
+def _event(event: Event) -> dict[str, Any]:
+    return {"name": event.name, "payload": event.payload, "serial": event.serial,
+            "pool_serials": event.pool_serials, "context": event.context}
+
+
+def _from(data: dict[str, Any]) -> Event:
+    return Event(data["name"], data["payload"], int(data["serial"]), dict(data["pool_serials"]),
+                 dict(data["context"]))
+
+
 @dataclass
 class _Listener:
     """One listener process as the hub sees it."""
@@ -163,6 +173,41 @@ class EventHub:
             if live and (pool.buffer or any(full in pool.in_flight for full in live)):
                 return True
         return False
+
+    # ---- an in-place upgrade ----------------------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """Everything the next image needs to go on feeding the same listeners: the serials,
+        each pool's buffer and events in flight, each listener's protocol state and what is
+        left to write to it (JSON-able; see `restore`)."""
+        return {
+            "serial": self.bus.serial,
+            "pools": {name: {"serial": pool.serial, "buffer": [_event(e) for e in pool.buffer],
+                             "in_flight": {k: _event(e) for k, e in pool.in_flight.items()}}
+                      for name, pool in self.bus.pools.items()},
+            "listeners": {full: {"pool": lst.pool, "protocol": lst.protocol.export(),
+                                 "pending": lst.pending.decode("latin-1")}
+                          for full, lst in self._listeners.items() if lst.fd >= 0},
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take up what `export` saved (after the pools are set and the listeners adopted)."""
+        self.bus.serial = int(saved.get("serial", -1))
+        for name, data in saved.get("pools", {}).items():
+            pool = self.bus.pools.get(name)
+            if pool is None:
+                continue  # a pool the new configuration no longer has
+            pool.serial = int(data["serial"])
+            pool.buffer.extend(_from(e) for e in data["buffer"])
+            pool.in_flight.update({k: _from(e) for k, e in data["in_flight"].items()})
+        for full, data in saved.get("listeners", {}).items():
+            listener = self._listeners.get(full)
+            if listener is None or listener.fd < 0:
+                continue
+            listener.protocol.restore(data["protocol"])
+            if data["pending"]:
+                self._write(full, listener, data["pending"].encode("latin-1"))
+        self.dispatch()
 
     def states(self) -> dict[str, str]:
         """Listener full name -> its protocol state (for status and tests)."""

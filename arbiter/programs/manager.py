@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from arbiter import procfs
 from arbiter.events.types import Event, due_ticks, group_change, process_state
-from arbiter.programs import errors, registry, update, values
+from arbiter.programs import adoption, errors, registry, update, values
 from arbiter.programs import states as st
 from arbiter.programs.capture import read_pacer
 from arbiter.programs.child import Process
@@ -63,6 +63,8 @@ class ProgramManager:
         master_pid: the pid the record is kept for (the master's; default: this process).
         child_env: given to every child: where the control API is (SUPERVISOR_SERVER_URL) and
             its credentials, for listeners that call back over XML-RPC.
+        upgraded: this master was just exec'd in place: the children the record names are
+            taken over (`adoption`) instead of stopped.
 
     Raises:
         ConfigError: names that do not fit together (see `config.check_programs`).
@@ -74,6 +76,7 @@ class ProgramManager:
         clock: Callable[[], float] = time.monotonic, childlogdir: str | None = None,
         *, stdout_fd: int = 1, stderr_fd: int = 2, record_path: str | None = None,
         master_pid: int | None = None, child_env: Mapping[str, str] | None = None,
+        upgraded: bool = False,
     ) -> None:
         self._log = log
         self._clock = clock
@@ -93,7 +96,15 @@ class ProgramManager:
         self._drain_until: float | None = None  # see _listeners_busy
         master_pid = os.getpid() if master_pid is None else master_pid
         self._record = registry.Recorder(record_path, master_pid, log)
-        self._orphans = registry.Orphans.left_by_predecessor(record_path, master_pid, log)
+        self.upgraded = upgraded
+        if upgraded:
+            entries, saved_events = registry.adoptable(record_path, master_pid, log)
+            self._orphans = registry.Orphans(adoption.adopt(self._procs, entries, self.events, log), log)
+            if saved_events:
+                self.events.restore(saved_events)
+            self._record.changed = True
+        else:
+            self._orphans = registry.Orphans.left_by_predecessor(record_path, master_pid, log)
         self._orphans.begin(clock())
 
     # ---- what the master loop calls ---------------------------------------------------
@@ -110,7 +121,8 @@ class ProgramManager:
     def start_autostart(self) -> None:
         """Start every autostart program, by priority; one with depends_on waits for those."""
         for group in dict.fromkeys(proc.spec.group for proc in self._procs):
-            self.events.publish(group_change(True, group))
+            if not self.upgraded:  # after an upgrade, the listeners knew them already
+                self.events.publish(group_change(True, group))
         for proc in self._procs:
             if proc.spec.program.autostart and proc.state is S.STOPPED and proc.record.laststart is None:
                 proc.intent = queue_start(proc.intent, admin=False)
@@ -265,6 +277,17 @@ class ProgramManager:
         """Reopen every log file (after logrotate moved them away; the master's USR1)."""
         for proc in self._procs:
             proc.output.reopen()
+
+    def hand_over(self) -> list[int]:
+        """Before an in-place exec: record every running child with its pipes and the event
+        listeners' state (`adoption`), and return the descriptors the next image must inherit.
+        Changes nothing else: if the exec fails, this master goes on as before.
+
+        Raises:
+            OSError: the record cannot be written (then the upgrade must not go on).
+        """
+        entries = self._record.write(self._procs, events=self.events.export())
+        return [fd for entry in entries for fd in entry.fds]
 
     def close(self) -> None:
         """Read what pipes still hold, then close pipes and log files (the master is exiting)."""

@@ -123,26 +123,49 @@ class ProcessOutput:
             spawned.stdin_pipe = None
         for channel, (read_end, write_end) in spawned.pipes.items():
             os.close(write_end)  # so end of file comes when the child (and its children) close
-            self.pipe_fds[channel] = read_end
-            if channel == "stdout" and self.listener:
-                assert self.protocol is not None
-                self.readers.append(PipeReader(read_end, LineFramer(), self.protocol, self._selector,
-                                               on_close=self.readers.remove))
-                continue
-            sink = self._sinks[channel]
-            assert sink is not None
-            timestamps = self.spec.program.log_timestamps
-            if isinstance(sink, MasterStream):
-                # Read as is, kept as is in memory, framed for the shared stream on its way.
-                tee = _Tee(self.memory[channel], LineFramer(self.spec.name, timestamps, whole_lines=True), sink)
-                write = self._tap(channel, pid, tee.write)
-                reader = PipeReader(read_end, LineFramer(), write, self._selector,
-                                    on_close=tee.closed(self.readers.remove), pacer=self._pacer)
-            else:
-                reader = PipeReader(read_end, LineFramer("", timestamps), self._tap(channel, pid, sink.write),
-                                    self._selector, on_close=self.readers.remove, pacer=self._pacer)
-            self.readers.append(reader)
+            self._read(channel, read_end, pid)
         spawned.pipes.clear()
+
+    def adopt(self, fds: dict[str, int], stdin_fd: int, pid: int, logpaths: dict[str, str]) -> None:
+        """Take over a running child's pipes after an in-place upgrade (see registry): read the
+        read ends `fds` (channel -> fd) again, into the same files (`logpaths`, for AUTO ones)."""
+        for channel, path in logpaths.items():
+            if path and getattr(self.spec, f"{channel}_logfile") == values.AUTO and channel not in self._sinks:
+                self._sinks[channel] = self._file(channel, path)
+        for fd in [*fds.values(), stdin_fd]:
+            if fd >= 0:
+                os.set_inheritable(fd, False)  # kept open across exec on purpose; not further
+        if stdin_fd >= 0:
+            self.stdin_fd = stdin_fd
+        for channel, fd in fds.items():
+            if fd >= 0:
+                self._sink(channel)
+                self._read(channel, fd, pid)
+
+    def _read(self, channel: str, read_end: int, pid: int) -> None:
+        """Read `read_end`, the pipe of `channel` of child `pid`, into its sink."""
+        self.pipe_fds[channel] = read_end
+        if channel == "stdout" and self.listener:
+            assert self.protocol is not None
+            self.readers.append(PipeReader(read_end, LineFramer(), self.protocol, self._selector,
+                                           on_close=self.readers.remove))
+            return
+        sink = self._sinks[channel]
+        if sink is None:  # an adopted child whose output the new configuration discards
+            self.readers.append(PipeReader(read_end, LineFramer(), lambda data: None, self._selector,
+                                           on_close=self.readers.remove))
+            return
+        timestamps = self.spec.program.log_timestamps
+        if isinstance(sink, MasterStream):
+            # Read as is, kept as is in memory, framed for the shared stream on its way.
+            tee = _Tee(self.memory[channel], LineFramer(self.spec.name, timestamps, whole_lines=True), sink)
+            write = self._tap(channel, pid, tee.write)
+            reader = PipeReader(read_end, LineFramer(), write, self._selector,
+                                on_close=tee.closed(self.readers.remove), pacer=self._pacer)
+        else:
+            reader = PipeReader(read_end, LineFramer("", timestamps), self._tap(channel, pid, sink.write),
+                                self._selector, on_close=self.readers.remove, pacer=self._pacer)
+        self.readers.append(reader)
 
     def _tap(self, channel: str, pid: int,
              write: Callable[[bytes | memoryview], None]) -> Callable[[bytes | memoryview], None]:
@@ -203,7 +226,7 @@ class ProcessOutput:
     def _sink(self, channel: str) -> Sink | None:
         if channel in self._sinks:
             return self._sinks[channel]
-        program, target = self.spec.program, getattr(self.spec, f"{channel}_logfile")
+        target = getattr(self.spec, f"{channel}_logfile")
         sink: Sink | None = None
         if channel == "stdout" and self.listener:
             target = None  # a listener's stdout is the event protocol, not a log
@@ -213,13 +236,15 @@ class ProcessOutput:
         elif target == values.AUTO:
             target = self._auto_logfile(channel)
         if target not in (None, values.MASTER):
-            self.logpaths[channel] = target
-            sink = RotatingLogFile(
-                target, getattr(program, f"{channel}_logfile_maxbytes"),
-                getattr(program, f"{channel}_logfile_backups"), self._log, self._clock,
-            )
+            sink = self._file(channel, target)
         self._sinks[channel] = sink
         return sink
+
+    def _file(self, channel: str, path: str) -> RotatingLogFile:
+        program = self.spec.program
+        self.logpaths[channel] = path
+        return RotatingLogFile(path, getattr(program, f"{channel}_logfile_maxbytes"),
+                               getattr(program, f"{channel}_logfile_backups"), self._log, self._clock)
 
     def _auto_logfile(self, channel: str) -> str | None:
         """Supervisor's AUTO: a file of the process's own, named after it, in childlogdir."""
