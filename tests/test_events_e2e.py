@@ -5,9 +5,13 @@ that stops reading, and a pool of two."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import textwrap
 import time
 import xmlrpc.client
@@ -256,3 +260,63 @@ def test_a_pool_of_two_shares_events_each_once(arbiter, tmp_path):
     assert {r["headers"]["pool"] for r in got} == {"pair"}
     master.signal(signal.SIGTERM)
     assert master.wait_exit(30) == 0
+
+
+CALLER = ("import os, sys; from supervisor import childutils; "
+          "childutils.getRPCInterface(os.environ).supervisor.sendRemoteCommEvent('from', str(os.getuid())); "
+          "import time; time.sleep(600)")
+
+
+def _python_for_nobody() -> str | None:
+    """An interpreter `nobody` may run: ours unless it lives in a private home (pyenv in /root)."""
+    for candidate in (sys.executable, "/usr/bin/python3"):
+        path = Path(candidate)
+        if path.exists() and all(os.stat(p).st_mode & 0o001 for p in path.resolve().parents):
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to run a program as nobody")
+@pytest.mark.parametrize("how", ["unix-chown", "tcp-basic"])
+def test_a_program_running_as_another_user_calls_back_with_supervisors_client(arbiter, how):
+    """SUPERVISOR_SERVER_URL (and, over TCP, SUPERVISOR_USERNAME/PASSWORD) are all a program
+    run as `nobody` needs to call the master with Supervisor's own client library."""
+    python = _python_for_nobody()
+    if python is None:
+        pytest.skip("no Python interpreter that nobody may run")
+    shared = Path(tempfile.mkdtemp(prefix="arbiter-events-"))
+    try:
+        os.chmod(shared, 0o755)  # nobody runs Supervisor's client library from a copy in here
+        shutil.copytree(Path(supervisor_xmlrpc.__file__).parent, shared / "supervisor")
+        out = shared / "events.jsonl"
+        server_conf = (f"[unix_http_server]\nfile={shared}/control.sock\nchmod=0700\nchown=nobody\n"
+                       if how == "unix-chown" else
+                       "[inet_http_server]\nport=127.0.0.1:0\nusername=watcher\npassword=s3cret\n")
+        conf = shared / "supervisord.conf"
+        conf.write_text("[supervisord]\n" + server_conf + textwrap.dedent(f"""
+            [program:caller]
+            command={python} -c "{CALLER}"
+            environment=PYTHONPATH="{shared}"
+            user=nobody
+            startsecs=0
+            autorestart=false
+
+            [eventlistener:rec]
+            command={PY} {RECORDER} {out}
+            events=REMOTE_COMMUNICATION
+            startsecs=0
+        """))
+        if how == "tcp-basic":  # TCP only: no unix socket, which children would be pointed at first
+            master = arbiter(["-c", str(conf), "--control-socket", "none"], bind=False)
+        else:
+            master = arbiter(["-c", str(conf)], bind=False, control=False)
+        wait_until(lambda: records(out), timeout=20, what="the event the program sent")
+        (got,) = records(out)
+        assert got["payload"] == f"type:from\n{pwd.getpwnam('nobody').pw_uid}"
+        url = got["server_url"]
+        assert url == (f"unix://{shared}/control.sock" if how == "unix-chown" else url)
+        assert url.startswith("unix://" if how == "unix-chown" else "http://127.0.0.1:")
+        master.signal(signal.SIGTERM)
+        assert master.wait_exit(30) == 0
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
