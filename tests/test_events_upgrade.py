@@ -18,7 +18,8 @@ from conftest import APPS, wait_until
 supervisor_xmlrpc = pytest.importorskip("supervisor.xmlrpc")
 PY = sys.executable
 # Counts as fast as a busy program logs, on stdout or stderr.
-TICKER = "import itertools, sys, time\nfor i in itertools.count(): print(i, file=sys.{0}, flush=True); time.sleep(0.002)"
+TICKER = ("import itertools, sys, time\n"
+          "for i in itertools.count(): print(i, file=sys.{0}, flush=True); time.sleep(0.002)")
 
 
 def rpc(sock: Path) -> Any:
@@ -106,7 +107,7 @@ def test_an_upgrade_whose_code_does_not_load_leaves_programs_alone(arbiter, tmp_
     module.write_text("def app(environ, start_response):\n"
                       "    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n")
     conf = tmp_path / "arbiter.toml"
-    conf.write_text(textwrap.dedent(f"""\
+    conf.write_text(textwrap.dedent("""\
         [programs.steady]
         command = ["sleep", "600"]
         startsecs = 0
