@@ -18,14 +18,17 @@ import errno
 import logging
 import os
 import selectors
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from arbiter.events.listener import ListenerProtocol, ListenerState, Verdict, default_handler
 from arbiter.events.pool import EventBus, EventPool
-from arbiter.events.types import Event
+from arbiter.events.types import Event, process_state
+from arbiter.programs.config import ProgramConfig
 from arbiter.programs.listener_config import Handler, ListenerConfig, resolve_handler
+from arbiter.programs.state_events import Change
+from arbiter.programs.states import ProcessStates
 
 
 def _event(event: Event) -> dict[str, Any]:
@@ -85,6 +88,30 @@ class EventHub:
     def remove_pool(self, name: str) -> None:
         self.bus.pools.pop(name, None)
         self._handlers.pop(name, None)
+
+    def sync_pools(self, programs: Iterable[ProgramConfig]) -> None:
+        """One pool per listener program of `programs` (every process's newest configuration).
+
+        Raises:
+            ValueError: a result handler cannot be imported (naming the pool).
+        """
+        wanted = {program.name: program.listener for program in programs if program.listener is not None}
+        for name in set(self.bus.pools) - set(wanted):
+            self.remove_pool(name)
+        for name, config in wanted.items():
+            try:
+                self.set_pool(name, config)
+            except ValueError as exc:
+                raise ValueError(f"event listener {name}: result_handler: expected {exc}") from None
+
+    def state_changed(self, name: str, group: str, entered: list[Change], listener: str | None) -> None:
+        """PROCESS_STATE_* for each state process `name` entered; `listener`: its full name
+        when it is a listener, which is sent events only while RUNNING."""
+        for change in entered:
+            self.publish(process_state(change.state.name, name, group, change.from_state.name,
+                                       tries=change.tries, expected=change.expected, pid=change.pid))
+        if listener is not None and entered:
+            self.running(listener, entered[-1].state is ProcessStates.RUNNING)
 
     # ---- events -----------------------------------------------------------------------
 

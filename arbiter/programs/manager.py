@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from arbiter import procfs
-from arbiter.events.types import Event, due_ticks, group_change, process_state
+from arbiter.events.types import Event, due_ticks, group_change
 from arbiter.programs import adoption, errors, registry, update, values
 from arbiter.programs import states as st
 from arbiter.programs.capture import read_pacer
@@ -480,26 +480,15 @@ class ProgramManager:
 
     def _changed(self, proc: Process, entered: list[Change]) -> None:
         """PROCESS_STATE_* for each state `proc` entered."""
-        spec = proc.spec
-        for change in entered:
-            self.events.publish(process_state(change.state.name, spec.name, spec.group,
-                                              change.from_state.name, tries=change.tries,
-                                              expected=change.expected, pid=change.pid))
-        if proc.output.listener:
-            self.events.running(proc.fullname, proc.state is S.RUNNING)
+        self.events.state_changed(proc.spec.name, proc.spec.group, entered,
+                                  listener=proc.fullname if proc.output.listener else None)
 
     def _sync_pools(self) -> None:
         """One event pool per listener program configured (its newest configuration)."""
-        wanted = {proc.spec.program.name: proc.spec.program.listener for proc in self._procs
-                  if proc.spec.program.listener is not None}
-        for name in set(self.events.bus.pools) - set(wanted):
-            self.events.remove_pool(name)
-        for name, listener in wanted.items():
-            assert listener is not None
-            try:
-                self.events.set_pool(name, listener)
-            except ValueError as exc:
-                raise errors.Failed(f"event listener {name}: result_handler: expected {exc}") from None
+        try:
+            self.events.sync_pools(proc.spec.program for proc in self._procs)
+        except ValueError as exc:
+            raise errors.Failed(str(exc)) from None
 
     def _spawned(self, proc: Process, pid: int) -> None:
         self._procs.spawned(proc, pid)
