@@ -286,7 +286,12 @@ class ProgramManager:
         Raises:
             OSError: the record cannot be written (then the upgrade must not go on).
         """
-        entries = self._record.write(self._procs, events=self.events.export())
+        saved = self.events.export()
+        entries = self._record.write(self._procs, events=saved)
+        in_flight = sum(len(pool["in_flight"]) for pool in saved["pools"].values())
+        buffered = sum(len(pool["buffer"]) for pool in saved["pools"].values())
+        self._log.info("Upgrade: handing over %d programs, %d events in flight to listeners and "
+                       "%d buffered", len(entries), in_flight, buffered)
         return [fd for entry in entries for fd in entry.fds]
 
     def close(self) -> None:
