@@ -317,3 +317,29 @@ def test_a_program_running_as_another_user_calls_back_with_supervisors_client(ar
         assert master.wait_exit(30) == 0
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_failed_reload_is_an_event_with_its_reason(arbiter, tmp_path):
+    app_dir = tmp_path / "deploy"
+    app_dir.mkdir()
+    module = app_dir / "deployed_app.py"
+    module.write_text("def app(environ, start_response):\n"
+                      "    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n")
+    out = tmp_path / "reloads.jsonl"
+    conf = tmp_path / "arbiter.toml"
+    conf.write_text(textwrap.dedent(f"""\
+        [eventlisteners.rec]
+        command = ["{PY}", "{RECORDER}", "{out}"]
+        events = ["ARBITER_RELOAD"]
+        startsecs = 0
+    """))
+    master = arbiter(["-c", str(conf), "deployed_app:app", "-w", "1", "--chdir", str(app_dir)])
+    master.wait_ready(1)
+    module.write_text("raise ImportError('a broken deploy')\n")
+    master.signal(signal.SIGHUP)
+    wait_until(lambda: "ARBITER_RELOAD_FAILED" in names(out), timeout=20, what="the failed reload")
+    assert [(r["headers"]["eventname"], r["payload"]) for r in records(out)] == [
+        ("ARBITER_RELOAD_STARTED", "generation:2"),
+        ("ARBITER_RELOAD_FAILED", "generation:2\nApp failed to load."),
+    ]
+    assert master.get("/") == (200, b"ok")

@@ -91,6 +91,7 @@ class Master:
         self.programs: ProgramManager | None = None
         self._ready_sent = False
         self._reload_state = NO_RELOAD
+        self._reloading = 0  # the generation the last reload started (for ARBITER_RELOAD_FAILED)
         self.stopping = False
         self.graceful = True
         self.exit_code = 0
@@ -313,9 +314,10 @@ class Master:
     def _reload_event(self, state: ReloadState) -> None:
         generation = self.pool.generation
         if state.in_progress:
+            self._reloading = generation  # an abandoned generation is no longer the pool's
             self.event("ARBITER_RELOAD_STARTED", generation=generation)
         elif state.has_failed:
-            self.event("ARBITER_RELOAD_FAILED", state.error, generation=generation)
+            self.event("ARBITER_RELOAD_FAILED", state.error, generation=max(generation, self._reloading))
         else:
             self.event("ARBITER_RELOAD_FINISHED", generation=generation, workers=self.pool.ready_count())
 
