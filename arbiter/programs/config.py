@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from arbiter.config.convert import to_positive_int, to_str
 from arbiter.errors import ConfigError
 from arbiter.programs import values as v
 from arbiter.programs.listener_config import LISTENER_KEYS, ListenerConfig, split_listener
 from arbiter.programs.states import Autorestart, Rules
-from arbiter.config.convert import to_positive_int, to_str
 
 if TYPE_CHECKING:
     from arbiter.programs.ini import IniResult

@@ -20,11 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from arbiter.config.convert import to_log_level, to_str
 from arbiter.errors import ConfigError
 from arbiter.programs import values as v
 from arbiter.programs.config import PROGRAM_KEYS, ProgramConfig, build_program, check_programs, expand
 from arbiter.programs.listener_config import LISTENER_KEYS
-from arbiter.config.convert import to_log_level, to_str
 
 
 @dataclass(frozen=True)
