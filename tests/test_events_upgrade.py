@@ -54,7 +54,7 @@ def test_an_upgrade_keeps_programs_their_pids_logs_and_listeners(arbiter, tmp_pa
         stderr_logfile = "{tmp_path}/err.log"
 
         [eventlisteners.rec]
-        command = ["{PY}", "{APPS / 'event_recorder.py'}", "{events}", "--delay", "3"]
+        command = ["{PY}", "{APPS / 'event_recorder.py'}", "{events}", "--hold", "during:{tmp_path}/go"]
         events = ["REMOTE_COMMUNICATION"]
         buffer_size = 100
     """))
@@ -68,12 +68,13 @@ def test_an_upgrade_keeps_programs_their_pids_logs_and_listeners(arbiter, tmp_pa
     before = {p["name"]: p for p in server.supervisor.getAllProcessInfo()}
     lines_before = len(numbers(tmp_path / "out.log"))
 
-    # An event the listener is still handling (3 s) while the master execs: the new image
-    # takes its answer.
+    # An event the listener is still handling (until the test says go) while the master execs:
+    # the new image takes its answer.
     server.supervisor.sendRemoteCommEvent("during", "2")
     master.signal(signal.SIGHUP if how == "hup-preload" else signal.SIGUSR2)
     master.wait_log(r"Upgrade: handing over 3 programs, 1 events in flight to listeners and 0 buffered")
     master.wait_log(r"Upgraded in place \(pid \d+\): adopted 2 workers", timeout=30)
+    (tmp_path / "go").touch()
     master.wait_log(r"adopted: 'out' with pid \d+, RUNNING")
     wait_until(sock.exists, what="the control socket again")
     master.wait_log(r"Reload done: generation 2", timeout=30)

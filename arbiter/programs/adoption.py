@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 
 from arbiter.programs import registry
 from arbiter.programs.listeners import EventHub
@@ -35,7 +36,7 @@ def adopt(procs: ProcessSet, entries: list[registry.Entry], hub: EventHub,
                 _close(fd)
             continue
         proc.adopt(entry.pid, entry.state, entry.started, entry.starttime,
-                   {"stdout": entry.stdout_fd, "stderr": entry.stderr_fd}, entry.stdin_fd,
+                   {"stdout": _pipe(entry.stdout_fd), "stderr": _pipe(entry.stderr_fd)}, _pipe(entry.stdin_fd),
                    {"stdout": entry.stdout_logfile, "stderr": entry.stderr_logfile})
         procs.spawned(proc, entry.pid)
         if proc.output.listener:
@@ -45,6 +46,15 @@ def adopt(procs: ProcessSet, entries: list[registry.Entry], hub: EventHub,
         if entry.state == "STOPPING":
             proc.feed(StopRequested())  # it was being stopped: the stop goes on
     return leftover
+
+
+def _pipe(fd: int) -> int:
+    """`fd` if it is an open pipe (what the record says it is), else -1: a number that names
+    something else in this image is never read or closed as if it were the child's pipe."""
+    try:
+        return fd if fd >= 0 and stat.S_ISFIFO(os.fstat(fd).st_mode) else -1
+    except OSError:
+        return -1
 
 
 def _close(fd: int) -> None:

@@ -5,6 +5,7 @@ and process name of this listener, and what it answered. Options:
   --reject TYPE   answer FAIL the first time an event of TYPE arrives (it must come again)
   --delay S       take S seconds per event (so a pool of two shares a burst)
   --stall-after N after N events, say READY and then never read stdin again
+  --hold WORD:PATH  an event whose payload holds WORD is answered only once PATH exists
 """
 
 import json
@@ -16,7 +17,7 @@ import time
 def main() -> None:
     args = sys.argv[1:]
     out = args.pop(0)
-    reject, delay, stall_after = None, 0.0, None
+    reject, delay, stall_after, hold = None, 0.0, None, None
     while args:
         flag, value = args.pop(0), args.pop(0)
         if flag == "--reject":
@@ -25,6 +26,8 @@ def main() -> None:
             delay = float(value)
         elif flag == "--stall-after":
             stall_after = int(value)
+        elif flag == "--hold":
+            hold = value.split(":", 1)
     handled = 0
     stdin, stdout = sys.stdin, sys.stdout  # text: `len` counts characters, as Supervisor sends
     while True:
@@ -42,6 +45,8 @@ def main() -> None:
             reject, answer = None, "FAIL"
         if delay:
             time.sleep(delay)
+        while hold is not None and hold[0] in payload and not os.path.exists(hold[1]):
+            time.sleep(0.02)
         record = {"listener": os.environ.get("SUPERVISOR_PROCESS_NAME"), "pid": os.getpid(),
                   "headers": headers, "payload": payload, "answer": answer,
                   "server_url": os.environ.get("SUPERVISOR_SERVER_URL"),
