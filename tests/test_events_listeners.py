@@ -43,6 +43,12 @@ def test_an_eventlistener_section_has_supervisors_keys_and_defaults(tmp_path):
     assert result.warnings == []
 
 
+def test_a_listeners_stdout_logfile_is_named_as_unused(tmp_path):
+    result = load(tmp_path, "[eventlistener:w]\ncommand=x\nevents=TICK_5\nstdout_logfile=/tmp/w.log\n")
+    assert len(result.warnings) == 1 and "[eventlistener:w] stdout_logfile: an event listener's stdout is" \
+        in result.warnings[0]
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ("command=x\n", r"supervisord.conf:2: \[eventlistener:w\]: an event listener needs an 'events' line"),
     ("command=x\nevents=PROCESS_STATE,NOPE\n", r"\[eventlistener:w\] events = .*unknown: 'NOPE'"),

@@ -269,6 +269,12 @@ def build_program(
         if warnings is None:
             raise ConfigError(message)
         warnings.append(message)
+    if pool is not None and values.get("stdout_logfile", v.AUTO) not in (None, v.AUTO):
+        message = (f"{where('stdout_logfile')}: an event listener's stdout is the event protocol, "
+                   "not a log; stdout_logfile is not used (its stderr is captured as usual)")
+        if warnings is None:
+            raise ConfigError(message)
+        warnings.append(message)
     program = ProgramConfig(name=name, here=here, origin=origin, **values)
     for channel in ("stdout", "stderr"):
         target = getattr(program, f"{channel}_logfile")
