@@ -211,7 +211,8 @@ def test_a_listener_that_stops_reading_costs_its_buffer_not_the_master(arbiter, 
         [eventlistener:fast]
         command={PY} {RECORDER} {fast}
         events=PROCESS_LOG
-        buffer_size=100
+        ; room for every chunk of the 8 MB even if this listener falls behind on a loaded machine
+        buffer_size=10000
     """)
     master = arbiter(["-c", str(conf), "wsgi_app:app", "-w", "1"], control=False)
     master.wait_ready(1)
