@@ -28,9 +28,11 @@ PY = sys.executable
 
 
 def records(path: Path) -> list[dict[str, Any]]:
+    """The events the recorder wrote; a line it is still writing is not one yet."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
 
 
 def names(path: Path) -> list[str]:
