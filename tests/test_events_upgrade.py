@@ -27,14 +27,14 @@ def rpc(sock: Path) -> Any:
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
 
-def numbers_text(path: Path) -> list[str]:
+def whole_lines(path: Path) -> list[str]:
     """The whole lines of `path` (the last may still be being written)."""
     text = path.read_text()
     return text[: text.rfind("\n") + 1].splitlines()
 
 
 def numbers(path: Path) -> list[int]:
-    return [int(line) for line in numbers_text(path)]
+    return [int(line) for line in whole_lines(path)]
 
 
 @pytest.mark.parametrize("how", ["usr2", "hup-preload"])
@@ -91,8 +91,8 @@ def test_an_upgrade_keeps_programs_their_pids_logs_and_listeners(arbiter, tmp_pa
         assert after[name]["now"] - after[name]["start"] >= before[name]["now"] - before[name]["start"]
     # The listener goes on with the same process, and the serials go on from where they were.
     rpc(sock).supervisor.sendRemoteCommEvent("after", "3")
-    wait_until(lambda: "after" in "".join(numbers_text(events)), timeout=15, what="an event after the upgrade")
-    remote = [r for r in map(json.loads, numbers_text(events))
+    wait_until(lambda: "after" in "".join(whole_lines(events)), timeout=15, what="an event after the upgrade")
+    remote = [r for r in map(json.loads, whole_lines(events))
               if r["headers"]["eventname"] == "REMOTE_COMMUNICATION"]
     assert [r["payload"] for r in remote] == ["type:before\n1", "type:during\n2", "type:after\n3"]
     assert {r["pid"] for r in remote} == {before["rec"]["pid"]}
