@@ -58,7 +58,8 @@ def run(request: pytest.FixtureRequest, arbiter: Callable[..., Any], tmp_path: P
             if SUPERVISORD is None:
                 pytest.skip("supervisord not installed (pip install supervisor)")
             log = open(tmp_path / "supervisord.out", "wb")
-            started.append(subprocess.Popen([SUPERVISORD, "-n", "-c", str(conf)], stdout=log,
+            # In tmp_path: supervisord's default logfile is ./supervisord.log.
+            started.append(subprocess.Popen([SUPERVISORD, "-n", "-c", str(conf)], stdout=log, cwd=tmp_path,
                                             stderr=subprocess.STDOUT, start_new_session=True))
         wait_until(sock.exists, what="the control socket")
         return sock
