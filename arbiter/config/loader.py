@@ -88,7 +88,8 @@ def read_toml(path: str) -> tuple[dict[str, Value], Extras]:
         origin = f"{path}:{line}" if line else path
         setting = lookup(key)
         if setting is None or setting.convert is to_hook:
-            raise _unknown(key, origin, also=("programs", "groups", "eventlisteners"))  # `[program.x]` means [programs.x]
+            # `[program.x]` means [programs.x]
+            raise _unknown(key, origin, also=("programs", "groups", "eventlisteners"))
         values[setting.name] = Value(raw, origin)
     return values, extras
 
