@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import stop_all  # noqa: E402
+from _harness import use_bytecode_cache, stop_all  # noqa: E402
 from _peers import BENCH, ROOT, contenders, launch, listening_socket, wait_pids_serving  # noqa: E402
 
 TARGETS = {("arbiter --preload", "gunicorn --preload"): 0.6, ("arbiter", "gunicorn"): 1.0}
@@ -42,6 +42,8 @@ def main() -> int:
     parser.add_argument("--app", default="fastapi_hello:app", help="module:attribute in benchmarks/apps")
     parser.add_argument("--only", default="", help="comma-separated server names (default: all)")
     parser.add_argument("--cap", type=float, default=30.0, help="longest wait for one server")
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="leave PYTHONDONTWRITEBYTECODE as it is (a source checkout then recompiles Arbiter at every start)")
     args = parser.parse_args()
 
     def on_signal(signum, frame):
@@ -50,6 +52,7 @@ def main() -> int:
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(int(60 + args.rounds * 5 * (args.cap + 10)))
 
+    bytecode = "" if args.no_bytecode_cache else use_bytecode_cache()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH / "apps"), str(ROOT)]),
            "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     sock = listening_socket()
@@ -57,7 +60,7 @@ def main() -> int:
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
     print(f"boot_bench: {args.app}, {args.workers} workers, {args.rounds} rounds, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.2f}", flush=True)
+          f"load {os.getloadavg()[0]:.2f}; {bytecode or 'PYTHONDONTWRITEBYTECODE left as is'}", flush=True)
     times: dict[str, list[float]] = {n: [] for n in names}
     status = 0
     try:
