@@ -6,6 +6,11 @@ starve the other pipes (Supervisor's most reported flaw is burning a core here).
 returns goes to the log file straight from that buffer when no prefix is added (no copy, no
 allocation per read).
 
+Where the bytes go to a log file as they are (no timestamps), the file takes them from the pipe
+with splice(2) (`RotatingLogFile.splice_from`): they are never copied into the master at all,
+and one system call moves what a pipe holds (up to 1 MiB). See docs/design.md for which settings
+keep the bytes in the master.
+
 A child that writes many small pieces (one line per write) would wake the master for each few
 kilobytes; `PipeReader` batches those: after a small read from a busy pipe it leaves the pipe
 alone for a few milliseconds (not watched for data; `ReadPacer`'s timer, itself in the selector,
@@ -203,13 +208,15 @@ class PipeReader:
     def __init__(
         self, fd: int, framer: LineFramer, sink: Callable[[bytes | memoryview], None],
         selector: selectors.BaseSelector, on_close: Callable[[PipeReader], None] | None = None,
-        pacer: ReadPacer | None = None,
+        pacer: ReadPacer | None = None, splice: Callable[[int, int], int] | None = None,
     ) -> None:
         self.fd = fd
         self.closed = False
         self._framer = framer
         self._passthrough = framer.passthrough
         self._sink = sink
+        # The sink's own splice_from, when the bytes need not pass through the master.
+        self._splice = splice if framer.passthrough else None
         self._selector = selector
         self._on_close = on_close
         self._pacer = pacer
@@ -285,6 +292,21 @@ class PipeReader:
         a short read does not end it (end of file is likely next, and is then seen now)."""
         total = 0
         while total < budget and not self.closed:
+            if self._splice is not None:
+                want = budget - total
+                try:
+                    moved = self._splice(self.fd, want)
+                except (BlockingIOError, InterruptedError):
+                    break
+                if moved == 0:
+                    self.close()
+                    break
+                if moved > 0:
+                    total += moved
+                    if moved < min(want, READ_SIZE) and not to_end:
+                        break  # the pipe is likely empty (or the file near its rotation)
+                    continue
+                # NO_SPLICE: this time the bytes go through the master.
             try:
                 size = os.readv(self.fd, _BUFFERS)
             except (BlockingIOError, InterruptedError):

@@ -96,8 +96,10 @@ class ProcessOutput:
             shared = isinstance(sink, MasterStream)
             framer = LineFramer(self.spec.name if shared else "", self.spec.program.log_timestamps,
                                 whole_lines=shared)
+            # A file takes the bytes straight from the pipe (splice) when nothing is added to them.
+            splice = sink.splice_from if isinstance(sink, RotatingLogFile) else None
             self.readers.append(PipeReader(read_end, framer, sink.write, self._selector,
-                                           on_close=self.readers.remove, pacer=self._pacer))
+                                           on_close=self.readers.remove, pacer=self._pacer, splice=splice))
         spawned.pipes.clear()
 
     def drain(self) -> None:
