@@ -58,11 +58,12 @@ def _serve(params: dict[str, Any]) -> int:
         return 0
     if not cfg.wsgi_app and not cfg.programs:
         raise ConfigError("nothing to run: pass APP (module:attribute), or set `wsgi_app` or [programs] in a config file")
+    if cfg.umask is not None:  # unset: keep the umask Arbiter was started with; before any file
+        os.umask(cfg.umask)
     try:
         logs.setup(cfg)
     except OSError as exc:
         raise ConfigError(f"cannot open log file {exc.filename}: {exc.strerror}") from None
-    os.umask(cfg.umask)
     start_cwd = os.getcwd()
     app_loader.prepare_path(cfg.chdir, cfg.pythonpath)
     if cfg.check_config:
@@ -120,4 +121,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         from arbiter.ctl import cli as ctl
 
         sys.exit(ctl.main(args[1:]))
+    if args[:1] == ["fleet"]:
+        from arbiter.fleet import cli as fleet
+
+        sys.exit(fleet.main(args[1:]))
     serve_command.main(args=args, prog_name="arbiter")

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,8 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Hypothesis writes a patch for each failing example it finds; keep those out of the repository.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "arbiter-hypothesis"))
 APPS = Path(__file__).resolve().parent / "apps"
 
 
@@ -52,7 +55,7 @@ class Arbiter:
     """One `arbiter` master under test, with its log captured to a file."""
 
     def __init__(self, args: list[str], tmp_path: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, shell_prefix: str = "") -> None:
         self.args = args
         self.log_path = tmp_path / f"arbiter-{len(list(tmp_path.glob('arbiter-*.log')))}.log"
         full_env = dict(os.environ)
@@ -61,8 +64,11 @@ class Arbiter:
         full_env["PYTHONUNBUFFERED"] = "1"
         full_env.update(env or {})
         self._log = open(self.log_path, "wb")
+        command = [sys.executable, "-m", "arbiter", *args]
+        if shell_prefix:  # e.g. "umask 022": run by a shell that then becomes the master (exec)
+            command = ["/bin/sh", "-c", f'{shell_prefix}; exec "$0" "$@"', *command]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "arbiter", *args],
+            command,
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=full_env, cwd=str(cwd or ROOT), start_new_session=True,
         )
@@ -102,8 +108,9 @@ class Arbiter:
             return []
         for child in children:
             try:
-                if child.status() != psutil.STATUS_ZOMBIE and child.cmdline()[:1] != [] and \
-                        child.cmdline()[0].startswith("arbiter: worker"):
+                # One read of the command line: a child exiting between two reads gives [].
+                title = child.cmdline()[:1]
+                if child.status() != psutil.STATUS_ZOMBIE and title and title[0].startswith("arbiter: worker"):
                     pids.append(child.pid)
             except psutil.NoSuchProcess:
                 pass

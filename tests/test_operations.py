@@ -190,3 +190,106 @@ def test_systemd_socket_activation_adopts_the_passed_socket(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_hup_reapplies_the_log_level_and_an_unwritable_errorlog_is_not_fatal(arbiter, tmp_path):
+    conf = tmp_path / "arbiter_conf.py"
+    conf.write_text('workers = 1\nloglevel = "info"\n')
+    master = arbiter(["-c", str(conf), "wsgi_app:app"])
+    master.wait_ready(1)
+    assert "[DEBUG]" not in master.log()
+    conf.write_text('workers = 1\nloglevel = "debug"\n')
+    master.signal(signal.SIGHUP)
+    master.wait_log(r"Reload done: generation 2")
+    master.wait_log(r"\[DEBUG\] Worker \(pid:\d+\) ready")  # the new level, in master and workers
+    # A log that cannot be opened: said in the old log, the reload goes on, the master lives.
+    missing = tmp_path / "no-such-dir" / "error.log"
+    conf.write_text(f'workers = 1\nloglevel = "debug"\nerrorlog = {str(missing)!r}\n')
+    master.signal(signal.SIGHUP)
+    master.wait_log(rf"\[ERROR\] Reload: cannot open log file {re.escape(str(missing))}: No such file or directory")
+    master.wait_log(r"Reload done: generation 3")
+    assert master.get("/")[0] == 200
+    assert master.proc.poll() is None
+
+
+def _unix_get(path: str, target: str) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(f"GET {target} HTTP/1.0\r\n\r\n".encode())
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("caller, flag, files, sock_mode", [
+    ("umask 022", [], 0o644, 0o755),  # the caller's umask is kept
+    ("umask 000", [], 0o666, 0o775),  # unset: the socket still is not world-writable
+    ("umask 022", ["--umask", "077"], 0o600, 0o700),  # Gunicorn's --umask wins, sockets too
+])
+def test_umask_is_the_callers_unless_set_and_nothing_of_ours_is_world_writable(
+        arbiter, tmp_path, caller, flag, files, sock_mode):
+    pidfile, errorlog, written, sock = (tmp_path / "a.pid", tmp_path / "error.log", tmp_path / "app.txt",
+                                        tmp_path / "web.sock")
+    master = arbiter(["write_app:app", "-b", f"unix:{sock}", "--pid", str(pidfile), "--error-logfile",
+                      str(errorlog), *flag], shell_prefix=caller)
+    wait_until(lambda: sock.exists() and pidfile.exists(), what="the socket and the pidfile")
+    assert _unix_get(str(sock), f"/?path={written}").split(b"\r\n")[0].endswith(b" 200 OK")
+
+    def mode(path):
+        return os.stat(path).st_mode & 0o777
+
+    assert mode(written) == files
+    assert mode(errorlog) == files
+    assert mode(pidfile) == 0o644 & files
+    assert mode(sock) == sock_mode
+    for path in (pidfile, sock):
+        assert not mode(path) & 0o002
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit() == 0
+
+
+@pytest.mark.parametrize("silent", [False, True])
+def test_supervisord_conf_with_nodaemon_logs_to_the_terminal_too_unless_silent(arbiter, tmp_path, silent):
+    logfile = tmp_path / "supervisord.log"
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(textwrap.dedent(f"""\
+        [supervisord]
+        nodaemon=true
+        logfile={logfile}
+        {"silent=true" if silent else ""}
+
+        [program:sleeper]
+        command=sleep 600
+        startsecs=0
+    """))
+    master = arbiter(["-c", str(conf)], bind=False)
+    wait_until(lambda: logfile.exists() and "sleeper entered RUNNING state" in logfile.read_text(),
+               what="the program running, in the log file")
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(20) == 0
+    terminal = master.log()  # the master's stdout and stderr
+    if silent:
+        assert "Starting arbiter" not in terminal
+    else:
+        for line in ("Starting arbiter", "success: sleeper entered RUNNING state", "Shutting down: Master"):
+            assert line in terminal and line in logfile.read_text()
+
+
+def test_a_worker_out_of_file_descriptors_logs_it_once_not_twice_a_second(arbiter):
+    master = arbiter(["wsgi_app:app", "-k", "sync", "-w", "1"], shell_prefix="ulimit -n 48")
+    master.wait_ready(1)
+    clients = []
+    try:
+        for _ in range(60):  # more than the worker has descriptors for: accept() fails with EMFILE
+            clients.append(socket.create_connection(("127.0.0.1", master.port), timeout=5))
+        master.wait_log(r"Cannot accept connections: \[Errno 24\]")
+        # Before, the same line came every 0.5 s (each retry); wait through a few retries.
+        time.sleep(1.6)
+    finally:
+        for client in clients:
+            client.close()
+    master.wait_log(r"Cannot accept connections: recovered after")
+    assert len(re.findall(r"Cannot accept connections: \[Errno 24\]", master.log())) == 1
+    assert master.get("/")[0] == 200

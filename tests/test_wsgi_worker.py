@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from arbiter.web.scoreboard import SlotState
+from http_corpus import LLHTTP_REFUSES, LLHTTP_STATUS, WRAPPER_REFUSES
 from http_helpers import Client, app, get, request, serve, wait_until
+
+from arbiter.web.scoreboard import SlotState
 
 WORKERS = ["sync", "gthread"]
 
@@ -243,7 +245,8 @@ def test_app_exception_gives_500_and_the_worker_goes_on(worker) -> None:
 # -- malformed requests -------------------------------------------------------------------------------
 
 MALFORMED = {
-    "CL and TE": (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "CL and TE": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     "duplicate CL": (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd", 400),
     "conflicting CL": (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", 400),
     "unknown coding": (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
@@ -271,6 +274,23 @@ def test_malformed_request_gets_4xx_then_close_and_the_worker_serves_on(worker, 
         reply = client.read_response()
         assert reply.status == status, reply
         assert reply.header("connection") == "close" and reply.body
+        assert client.at_eof()
+    assert get(worker).body == b"hello"
+
+
+# The shared smuggling corpus (tests/http_corpus.py), end to end: exact statuses where it has them.
+CORPUS = {**{name: (data, LLHTTP_STATUS.get(name)) for name, data in LLHTTP_REFUSES.items()}, **WRAPPER_REFUSES}
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_smuggling_corpus_is_refused_then_close_and_the_worker_serves_on(worker, name: str) -> None:
+    data, status = CORPUS[name]
+    with worker.connect() as sock:
+        client = Client(sock)
+        client.send(data)
+        reply = client.read_response()
+        assert reply.status == status if status else 400 <= reply.status < 600, reply
+        assert reply.header("connection") == "close"
         assert client.at_eof()
     assert get(worker).body == b"hello"
 

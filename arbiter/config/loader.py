@@ -93,8 +93,7 @@ def read_toml(path: str) -> tuple[dict[str, Value], Extras]:
 _SUPERVISORD_KEYS = {"logfile": "errorlog", "loglevel": "loglevel", "pidfile": "pidfile", "umask": "umask",
                      "childlogdir": "childlogdir", "identifier": "proc_name", "minfds": "minfds",
                      "minprocs": "minprocs"}
-_SUPERVISORD_IGNORED = ("logfile_maxbytes", "logfile_backups", "user", "directory", "nocleanup", "strip_ansi",
-                        "silent")
+_SUPERVISORD_IGNORED = ("logfile_maxbytes", "logfile_backups", "user", "directory", "nocleanup", "strip_ansi")
 
 
 def read_ini(path: str) -> tuple[dict[str, Value], Extras]:
@@ -110,6 +109,8 @@ def read_ini(path: str) -> tuple[dict[str, Value], Extras]:
             values[name] = Value(raw, f"{path}: [supervisord] {key}")
     if options.nodaemon is not None:
         values["daemon"] = Value(not options.nodaemon, f"{path}: [supervisord] nodaemon")
+        if options.nodaemon and not options.silent:  # supervisord logs to its terminal too then
+            values["errorlog_to_stdout"] = Value(True, f"{path}: [supervisord] nodaemon")
     warnings_extra: list[str] = []
     http_auth: tuple[str | None, str | None] | None = None
     if options.unix_http_server is not None and options.unix_http_server.file:

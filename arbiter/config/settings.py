@@ -166,14 +166,17 @@ class Config:
         to_seconds, 2.0, "Seconds an idle keep-alive connection is kept open.", ("--keep-alive",),
         metavar="SECONDS", section="worker")
     limit_request_line: int = setting(
-        to_non_negative_int, 4094, "The most bytes in the request line (0: unlimited).",
-        ("--limit-request-line",), metavar="INT", section="security")
+        to_non_negative_int, 4094,
+        "The most bytes in the request line, without its CRLF (0: no limit of its own; above 8190: 8190, as "
+        "Gunicorn).", ("--limit-request-line",), metavar="INT", section="security")
     limit_request_fields: int = setting(
-        to_non_negative_int, 100, "The most header fields in a request (0: unlimited).",
+        to_non_negative_int, 100, "The most header fields in a request (0 or above 32768: 32768, as Gunicorn).",
         ("--limit-request-fields",), metavar="INT", section="security")
     limit_request_field_size: int = setting(
-        to_non_negative_int, 8190, "The most bytes in one header field (0: unlimited).",
-        ("--limit-request-field-size",), metavar="INT", section="security")
+        to_non_negative_int, 8190,
+        "The most bytes in one header field line, CRLF included (0: no check per field, but the head is still "
+        "bounded as if each field were at most 8190 bytes, as Gunicorn).", ("--limit-request-field-size",),
+        metavar="INT", section="security")
     forwarded_allow_ips: tuple[str, ...] = setting(
         to_comma_list, ("127.0.0.1", "::1"),
         "Peers trusted to set X-Forwarded-* headers, comma separated; `*` trusts all.",
@@ -205,9 +208,11 @@ class Config:
     group: str | None = setting(
         to_optional_str, None, "Run workers as this group (name or gid).", ("-g", "--group"), metavar="GROUP",
         section="server")
-    umask: int = setting(
-        to_umask, 0, "The umask of the master and workers (octal).", ("-m", "--umask"), metavar="INT",
-        section="server")
+    umask: int | None = setting(
+        to_umask, None,
+        "The umask of the master and workers (octal), also applied while binding unix sockets. Unset: "
+        "the umask Arbiter was started with, and unix sockets are never world-writable.",
+        ("-m", "--umask"), metavar="INT", section="server")
     daemon: bool = setting(
         to_bool, False, "Detach from the terminal.", ("-D", "--daemon"), is_flag=True, section="server")
     accesslog: str | None = setting(
@@ -223,6 +228,10 @@ class Config:
     loglevel: str = setting(
         to_log_level, "info", "Error log level: debug, info, warning, error, critical.", ("--log-level",),
         metavar="LEVEL", section="logging")
+    errorlog_to_stdout: bool = setting(
+        to_bool, False,
+        "Also write the error log to stdout when it goes to a file. A supervisord.conf with nodaemon=true "
+        "sets it (unless silent=true), as supervisord logs to its terminal then.", section="logging")
     childlogdir: str | None = setting(
         to_optional_str, None,
         "Directory for program logs set to AUTO (default: the system's temporary directory).",
@@ -251,6 +260,11 @@ class Config:
         to_optional_str, None,
         "File holding the bearer token for the TCP control API (or set $ARBITER_TOKEN).",
         ("--control-token-file",), metavar="FILE", section="control")
+    metrics_token_file: str | None = setting(
+        to_optional_str, None,
+        "File holding a read-only bearer token that opens GET /metrics on the TCP control API and "
+        "nothing else (one Prometheus credential for a fleet).",
+        ("--metrics-token-file",), metavar="FILE", section="control")
     certfile: str | None = setting(
         to_optional_str, None, "TLS certificate file (turns TLS on, with keyfile).", ("--certfile",),
         metavar="FILE", section="ssl")

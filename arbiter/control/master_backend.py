@@ -7,11 +7,13 @@ with wait) park a condition that is checked every turn until it settles.
 
 from __future__ import annotations
 
+import logging
 import os
+import selectors
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from arbiter import __version__
 from arbiter.control import location
@@ -37,6 +39,52 @@ from arbiter.control.server import ControlServer, missing_credential
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.programs.errors import ProgramError
 from arbiter.web.scoreboard import SlotState
+
+if TYPE_CHECKING:
+    from arbiter.config.settings import Config
+    from arbiter.master.loop import Service
+    from arbiter.master.pool import WorkerPool
+    from arbiter.programs.manager import ProgramManager
+    from arbiter.web.sockets import Listener
+
+# A slot's state as a status row names it (a slot just claimed may still read FREE).
+_WORKER_STATE: dict[SlotState, WorkerState] = {
+    SlotState.FREE: "BOOTING", SlotState.BOOTING: "BOOTING", SlotState.READY: "READY",
+    SlotState.DRAINING: "DRAINING", SlotState.RETIRING: "RETIRING",
+}
+
+
+class ControlledMaster(Protocol):
+    """What the control API uses of the master (arbiter.master.loop.Master)."""
+
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def log(self) -> logging.Logger: ...
+    @property
+    def start_cwd(self) -> str: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def pool(self) -> WorkerPool: ...
+    @property
+    def programs(self) -> ProgramManager | None: ...
+    @property
+    def listeners(self) -> Sequence[Listener]: ...
+    @property
+    def selector(self) -> selectors.BaseSelector: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def reload_config(self) -> Callable[[], Config] | None: ...
+    def call_soon(self, fn: Callable[[], None]) -> None: ...
+    def attach(self, service: Service) -> None: ...
+    def reload(self) -> str | None: ...
+    def scale(self, count: int, minimum: int = 1) -> None: ...
+    def stop(self, graceful: bool = True, exit_code: int = 0) -> None: ...
+
 
 SETTLED = object()  # a waiting command's check: done, reply with nothing more to say
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -72,7 +120,7 @@ class MasterBackend:
     """Implements `arbiter.control.backend.Backend` for a `Master`, and is a service of its loop
     (to settle waiting commands)."""
 
-    def __init__(self, master: Any) -> None:
+    def __init__(self, master: ControlledMaster) -> None:
         self.master = master
         # Uptime from the monotonic clock (a clock step must not change it); the wall time
         # only as the start's date.
@@ -88,7 +136,7 @@ class MasterBackend:
         workers = []
         for worker in list(pool.workers.values()):
             view = pool.scoreboard.read(worker.slot.index)
-            state: WorkerState = view.state.name if view.state != SlotState.FREE else "BOOTING"
+            state = _WORKER_STATE[view.state]
             if worker.retiring and state in ("READY", "RETIRING"):
                 state = "DRAINING"
             elif worker.wants_retirement and state == "READY":
@@ -108,7 +156,7 @@ class MasterBackend:
             pid=master.pid, version=__version__, started=self.started.wall,
             uptime=self.started.uptime(master.clock()), state="STOPPING" if master.stopping else "RUNNING",
             generation=pool.generation, workers_target=pool.target,
-            reload=ReloadInfo(state=pool.last_reload, count=pool.stats["reloads"], failures=pool.reload_failures),
+            reload=ReloadInfo(state=str(pool.last_reload), count=pool.stats["reloads"], failures=pool.reload_failures),
             worker_restarts=pool.stats["restarts"], worker_timeouts=pool.stats["timeouts"],
             rss=rss, cpu=cpu, listeners=tuple(listener.url() for listener in master.listeners))
         return Status(info, tuple(workers), tuple(programs))
@@ -279,15 +327,15 @@ class MasterBackend:
             raise ControlError("RELOAD_FAILED", refused)
         assert isinstance(command.args, ReloadArgs)
         if not command.args.wait:
-            command.reply({"state": pool.last_reload, "generation": pool.generation})
+            command.reply({"state": str(pool.last_reload), "generation": pool.generation})
             return
 
         def check() -> Any:
-            if pool.stats["reloads"] == before or pool.last_reload == "in progress":
+            if pool.stats["reloads"] == before or pool.last_reload.in_progress:
                 return None
-            if pool.last_reload.startswith("failed"):
-                raise ControlError("RELOAD_FAILED", pool.last_reload)
-            return {"state": pool.last_reload, "generation": pool.generation}
+            if pool.last_reload.has_failed:
+                raise ControlError("RELOAD_FAILED", str(pool.last_reload))
+            return {"state": str(pool.last_reload), "generation": pool.generation}
 
         self._waiting.append((check, command))
 
@@ -378,7 +426,7 @@ def control_credentials(cfg: Any, environ: Mapping[str, str]) -> Credentials:
     return Credentials(token=token, username=username or None, password=password if username else None)
 
 
-def attach_control(master: Any, environ: Mapping[str, str] | None = None) -> ControlServer | None:
+def attach_control(master: ControlledMaster, environ: Mapping[str, str] | None = None) -> ControlServer | None:
     """Plug the control API into `master` from its config: the unix socket where
     `arbiter.control.location` says (the rule `arbiter ctl` uses too), and TCP if asked, which
     needs a credential.
@@ -395,12 +443,18 @@ def attach_control(master: Any, environ: Mapping[str, str] | None = None) -> Con
         raise ConfigError(str(exc)) from None
     credentials = control_credentials(cfg, environ)
     if tcp is not None and not credentials.any:
-        raise ConfigError(missing_credential(cfg.control_bind))
+        raise ConfigError(missing_credential(cfg.control_bind or ""))  # set, since tcp is
     if unix_path is None and tcp is None:
         return None
     backend = MasterBackend(master)
     server = ControlServer(backend, master.selector, unix_path=unix_path, unix_mode=cfg.control_socket_mode,
                            tcp=tcp, credentials=credentials, log=master.log, clock=master.clock)
+    if cfg.metrics_token_file:
+        try:
+            with open(cfg.metrics_token_file) as handle:
+                server.guard.metrics_token = handle.read().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"metrics_token_file {cfg.metrics_token_file}: {exc.strerror}") from None
     master.attach(backend)
     master.attach(server)
     return server

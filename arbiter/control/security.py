@@ -121,6 +121,7 @@ class Guard:
         self.unix_path = unix_path
         self.tcp_ports: set[int] = set()
         self.tcp_hosts: set[str] = set()
+        self.metrics_token: str | None = None  # opens GET /metrics only (metrics_token_file)
 
     @property
     def token(self) -> str | None:
@@ -145,7 +146,7 @@ class Guard:
     def check(self, request: Request, csrf_token: str) -> None:
         """Raise ControlError (401, 403) unless `request` may proceed; note what was learned
         in `request.context` ("bearer": authenticated by a credential in the request)."""
-        authorized = self.authorized(request)
+        authorized = self.authorized(request) or self._metrics_only(request)
         request.context["bearer"] = authorized
         peer = request.peer
         if peer.kind == "unix" and peer.uid not in (self.uid, 0):
@@ -164,6 +165,12 @@ class Guard:
             if request.method not in ("GET", "HEAD") and not hmac.compare_digest(
                     request.header("x-csrf-token").encode(), csrf_token.encode()):
                 raise ControlError("FORBIDDEN", "missing or wrong X-CSRF-Token (reload the dashboard)")
+
+    def _metrics_only(self, request: Request) -> bool:
+        if not self.metrics_token or request.path != "/metrics" or request.method not in ("GET", "HEAD"):
+            return False
+        scheme, _, value = request.header("authorization").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.metrics_token.encode())
 
     @staticmethod
     def is_browser(request: Request) -> bool:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
+from collections.abc import Iterator
 
 
 def write_pidfile(path: str | None, pid: int) -> None:
@@ -12,9 +14,31 @@ def write_pidfile(path: str | None, pid: int) -> None:
     if not path:
         return
     tmp = f"{path}.{pid}.tmp"
-    with open(tmp, "w") as handle:
+    # At most 0644 whatever the umask (even 0): others may read which pid to signal, never
+    # change it; a stricter umask makes it stricter still.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as handle:
         handle.write(f"{pid}\n")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def socket_umask(configured: int | None) -> Iterator[None]:
+    """The umask while binding unix sockets (their mode comes from it): `umask` if set, as
+    Gunicorn's --umask; else the current one with "others may write" masked out, so a socket
+    is never world-writable by accident."""
+    wanted = configured if configured is not None else _current_umask() | 0o002
+    previous = os.umask(wanted)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _current_umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 def remove_pidfile(path: str | None, pid: int) -> None:

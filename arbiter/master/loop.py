@@ -19,13 +19,15 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from arbiter import __version__, logs
+from arbiter.config.settings import Config
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.master import host, reloader, systemd, upgrade
 from arbiter.master import signals as sigs
 from arbiter.master.pool import WorkerPool
+from arbiter.master.reload_state import NO_RELOAD
 from arbiter.programs.manager import ProgramManager
 from arbiter.web import app as app_loader
 from arbiter.web import sockets, workers
@@ -38,6 +40,16 @@ HOUSEKEEPING = 0.01  # at most this long between bookkeeping passes when I/O kee
 SUSPEND_GAP = 3.0  # a select this much longer than asked means the master itself was stopped
 
 
+class Service(Protocol):
+    """Something that lives in the master's loop beside the workers (the control server)."""
+
+    def start(self) -> None: ...
+    def tick(self) -> None: ...
+    def next_deadline(self) -> float | None: ...
+    def close_in_child(self) -> None: ...
+    def close(self) -> None: ...
+
+
 class Master:
     """Runs the web workers (and, through the same loop, everything else the master serves).
 
@@ -47,9 +59,9 @@ class Master:
 
     def __init__(
         self,
-        cfg: Any,
+        cfg: Config,
         *,
-        reload_config: Callable[[], Any] | None = None,
+        reload_config: Callable[[], Config] | None = None,
         start_cwd: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -73,11 +85,11 @@ class Master:
         self._reloader: reloader.Watcher | None = None
         # Things that live in this loop beside the workers (the control server): each has
         # start(), tick(), next_deadline(), close_in_child() and close().
-        self.services: list[Any] = []
+        self.services: list[Service] = []
         self._soon: collections.deque[Callable[[], None]] = collections.deque()
         self.programs: ProgramManager | None = None
         self._ready_sent = False
-        self._reload_state = "none"
+        self._reload_state = NO_RELOAD
         self.stopping = False
         self.graceful = True
         self.exit_code = 0
@@ -108,10 +120,11 @@ class Master:
         host.raise_limits(self.cfg.minfds, self.cfg.minprocs, self.log)
         if self.cfg.reload:
             self._reloader = reloader.Watcher(self)
-        self.listeners = self._bind() if self.cfg.wsgi_app else []
-        started: list[Any] = []
+        with host.socket_umask(self.cfg.umask):
+            self.listeners = self._bind() if self.cfg.wsgi_app else []
+        started: list[Service] = []
         try:
-            if self.cfg.preload_app:
+            if self.cfg.preload_app and self.cfg.wsgi_app:
                 self.preloaded = app_loader.load(self.cfg.wsgi_app)
             for service in self.services:
                 service.start()
@@ -168,13 +181,13 @@ class Master:
             for fd in set(self.handover.listeners.values()) - kept:
                 os.close(fd)  # an address the new config no longer binds
             return listeners
-        inherited = sockets.systemd_fds(os.environ)
-        if inherited:
-            self.log.info("Using %d socket(s) from systemd socket activation", len(inherited))
+        activated = sockets.systemd_fds(os.environ)
+        if activated:
+            self.log.info("Using %d socket(s) from systemd socket activation", len(activated))
             for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
                 os.environ.pop(name, None)  # ours alone: children must not take them for theirs
-            self.cfg = dataclasses.replace(self.cfg, bind=tuple(f"fd://{fd}" for fd in inherited))
-            return sockets.adopt_systemd(inherited)
+            self.cfg = dataclasses.replace(self.cfg, bind=tuple(f"fd://{fd}" for fd in activated))
+            return sockets.adopt_systemd(activated)
         return sockets.create_listeners(self.cfg.bind, self.cfg.backlog)
 
     def _log_start(self) -> None:
@@ -247,12 +260,12 @@ class Master:
             self.notify.ready(status)
         if self.pool.last_reload != self._reload_state:
             self._reload_state = self.pool.last_reload
-            if self._reload_state == "in progress":
+            if self._reload_state.in_progress:
                 self.notify.reloading(f"Reloading: {status}")
             else:
                 self.notify.ready(f"Reload {self._reload_state}; {status}")
 
-    def attach(self, service: Any) -> None:
+    def attach(self, service: Service) -> None:
         """Run `service` in this loop (before run()): started after the sockets are bound,
         ticked every turn, closed at exit, and closed without cleanup in forked workers."""
         self.services.append(service)
@@ -330,9 +343,11 @@ class Master:
         self.upgrade()
 
     def handle_ttin(self) -> None:
-        self.scale(self.pool.target + 1)
+        self.log.info("Handling signal: ttin")
+        self.scale(self.pool.target + 1)  # logs "Workers: N -> N+1"
 
     def handle_ttou(self) -> None:
+        self.log.info("Handling signal: ttou")
         self.scale(self.pool.target - 1)
 
     def handle_usr1(self) -> None:
@@ -380,7 +395,8 @@ class Master:
                 return f"the config has an error: {exc}"
             if cfg.bind != self.cfg.bind:
                 try:
-                    self.listeners = sockets.rebind(self.listeners, cfg.bind, cfg.backlog)
+                    with host.socket_umask(cfg.umask):
+                        self.listeners = sockets.rebind(self.listeners, cfg.bind, cfg.backlog)
                 except ArbiterError as exc:
                     self.log.error("Reload refused (still serving the old config): %s", exc)
                     return str(exc)
@@ -392,12 +408,21 @@ class Master:
             self.cfg = self.pool.cfg = cfg
         if self.pool.target == 0:  # after WINCH, HUP brings the workers back, as in Gunicorn
             self.scale(self.cfg.workers)
-            logs.setup(cfg)
+        self._reopen_logs()
         hook = self.cfg.hook("on_reload")
         if hook:
             hook(self)
         self.pool.begin_reload()
         return None
+
+    def _reopen_logs(self) -> None:
+        """Apply loglevel, errorlog and accesslog again (a HUP's promise, changed or not). A log
+        that cannot be opened keeps the old ones and is reported there: never fatal on reload."""
+        try:
+            logs.setup(self.cfg)
+        except OSError as exc:
+            self.log.error("Reload: cannot open log file %s: %s; logging continues as before",
+                           exc.filename, exc.strerror)
 
     def upgrade(self) -> None:
         """Check that the new code loads (in a child), then re-execute the master in place."""

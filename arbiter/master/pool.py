@@ -20,11 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from arbiter.master import signals as sigs
-from arbiter.web import boot as worker_boot
+from arbiter.config.settings import Config
 from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
+from arbiter.master import signals as sigs
+from arbiter.master.reload_state import NO_RELOAD, RELOAD_DONE, RELOADING, ReloadState
+from arbiter.master.upgrade import AdoptedWorker, HandOver
+from arbiter.web import boot as worker_boot
 from arbiter.web.scoreboard import Scoreboard, Slot, SlotState
 from arbiter.web.sockets import Listener
+from arbiter.web.workers.base import Worker
 
 ABORT_GRACE = 1.0  # seconds between SIGABRT and SIGKILL for a hung worker
 MAX_SPAWN_BACKOFF = 30.0
@@ -51,21 +55,33 @@ class WorkerProcess:
         return self.retiring_since is not None
 
 
+Spawner = Callable[["WorkerProcess"], int]  # starts a worker's process, returns its pid
+Kill = Callable[[int, int], None]  # os.kill's shape
+
+
 class WorkerPool:
+    """The web workers. `spawner` and `kill` are the pool's only ways to touch processes: the
+    master passes none and gets fork and os.kill; unit tests pass fakes and a fake clock, and
+    drive the same logic without a process."""
+
     def __init__(
         self,
         *,
-        cfg: Any,
-        server: Any,
+        cfg: Config,
+        server: object,
         listeners: Sequence[Listener],
         scoreboard: Scoreboard,
         close_in_child: Callable[[], None],
         preloaded: Callable[..., Any] | None,
         log: logging.Logger,
         clock: Callable[[], float] = time.monotonic,
+        spawner: Spawner | None = None,
+        kill: Kill = os.kill,
     ) -> None:
+        self.server = server  # what hooks receive as `server`: the master
+        self.spawner: Spawner = spawner or self._fork
+        self.kill = kill
         self.cfg = cfg
-        self.server = server
         self.listeners = list(listeners)
         self.scoreboard = scoreboard
         self.close_in_child = close_in_child
@@ -80,7 +96,7 @@ class WorkerPool:
         self._spawn_not_before = 0.0
         self.served_ok = False  # some worker of some generation has been READY
         self.reload_failures = 0
-        self.last_reload: str = "none"  # none | in progress | done | failed: reason
+        self.last_reload = NO_RELOAD
         self.stats: collections.Counter[str] = collections.Counter()  # reloads, restarts, timeouts
         # One byte per generation: the first worker that fails to load the app prints why.
         self._token_r, self._token_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -108,13 +124,27 @@ class WorkerPool:
 
     # -- spawning (master side) ------------------------------------------------------------
 
-    def spawn(self) -> WorkerProcess:
+    def spawn(self) -> WorkerProcess | None:
+        """Start one worker of the current generation; None if the system refused a process."""
         self.age += 1
         slot = self.scoreboard.claim(self.generation)
         worker = WorkerProcess(age=self.age, generation=self.generation, slot=slot, spawned_at=self.clock())
         hook = self.cfg.hook("pre_fork")
         if hook:
             hook(self.server, worker)
+        try:
+            pid = self.spawner(worker)
+        except OSError as exc:  # EAGAIN, ENOMEM: out of processes or memory; try again later
+            self.scoreboard.release(slot.index)
+            self._back_off(f"Cannot fork a worker: {exc.strerror}.")
+            return None
+        worker.pid = pid
+        self.scoreboard.bind_pid(slot, pid)
+        self.workers[pid] = worker
+        self.log.info("Booting worker with pid: %s", pid)
+        return worker
+
+    def _fork(self, worker: WorkerProcess) -> int:
         ppid = os.getpid()
         with sigs.blocked(sigs.MASTER_SIGNALS):
             pid = os.fork()
@@ -122,11 +152,7 @@ class WorkerPool:
                 self.close_in_child()
         if pid == 0:
             self._child(worker, ppid)  # never returns
-        worker.pid = pid
-        self.scoreboard.bind_pid(slot, pid)
-        self.workers[pid] = worker
-        self.log.info("Booting worker with pid: %s", pid)
-        return worker
+        return pid
 
     def _child(self, worker: WorkerProcess, ppid: int) -> None:
         worker.pid = os.getpid()
@@ -139,7 +165,7 @@ class WorkerPool:
             if hook:
                 hook(self.server, worker)
 
-        def on_exit(instance: Any) -> None:
+        def on_exit(instance: Worker) -> None:
             hook = self.cfg.hook("worker_exit")
             if hook:
                 hook(self.server, instance)
@@ -198,18 +224,21 @@ class WorkerPool:
             return None
         # A replacement failed while others serve, or a crash at first boot: retry, but never
         # in a tight loop.
+        self._back_off(reason)
+        self._refill_token()
+        return None
+
+    def _back_off(self, reason: str) -> None:
         self._spawn_backoff = min(MAX_SPAWN_BACKOFF, max(1.0, self._spawn_backoff * 2))
         self._spawn_not_before = self.clock() + self._spawn_backoff
         self.log.error("%s Retrying in %.0f s.", reason, self._spawn_backoff)
-        self._refill_token()
-        return None
 
     def abandon_generation(self, reason: str) -> None:
         """The new generation cannot boot: keep the old one serving, and say so."""
         failed = self.generation
         self.generation = max(w.generation for w in self.workers.values() if w.generation != failed)
         self.reload_failures += 1
-        self.last_reload = f"failed: {reason}"
+        self.last_reload = ReloadState.failed(reason)
         self.log.error("Reload failed: %s Generation %d abandoned; generation %d keeps serving.",
                        reason, failed, self.generation)
         for worker in list(self.workers.values()):
@@ -224,7 +253,7 @@ class WorkerPool:
             pass
         os.write(self._token_w, b"t")
 
-    def adopt(self, handover: Any, configured: int) -> None:
+    def adopt(self, handover: HandOver, configured: int) -> None:
         """Take over the workers a previous master image ran (after an in-place upgrade)."""
         now = self.clock()
         self.age = handover.age
@@ -236,16 +265,14 @@ class WorkerPool:
             self.workers[item.pid] = worker
             self.served_ok = self.served_ok or item.ready
 
-    def handover_workers(self) -> list[Any]:
-        from arbiter.master.upgrade import AdoptedWorker
-
+    def handover_workers(self) -> list[AdoptedWorker]:
         return [AdoptedWorker(pid=w.pid, age=w.age, generation=w.generation, slot=w.slot.index, ready=w.ready)
                 for w in self.workers.values()]
 
     def begin_reload(self) -> None:
         self.stats["reloads"] += 1
         self.generation += 1
-        self.last_reload = "in progress"
+        self.last_reload = RELOADING
         self._refill_token()
         self.log.info("Reloading: starting generation %d", self.generation)
 
@@ -273,8 +300,10 @@ class WorkerPool:
                 continue
             # A booting worker has `timeout` to become ready; a ready one, between heartbeats.
             # A master that was itself stopped (SIGSTOP, a paused VM) cannot tell how long its
-            # workers were silent, so silence counts only from when it was last awake.
-            last = max(view.heartbeat_ns / 1e9 if worker.ready else worker.spawned_at, awake_since)
+            # workers were silent, so silence counts only from when it was last awake; and no
+            # worker has been silent since before it was forked.
+            heard = view.heartbeat_ns / 1e9 if worker.ready else 0.0
+            last = max(heard, worker.spawned_at, awake_since)
             if timeout and now - last > timeout:
                 self.stats["timeouts"] += 1
                 self.log.critical("WORKER TIMEOUT (pid:%s)%s", worker.pid, "" if worker.ready else " while booting")
@@ -294,7 +323,8 @@ class WorkerPool:
             missing = min(missing, self.cfg.reload_batch - booting)
         if missing > 0 and now >= self._spawn_not_before:
             for _ in range(missing):
-                self.spawn()
+                if self.spawn() is None:
+                    break
         # Keep as many old workers as it takes, with the ready new ones, to serve at full count.
         keep = max(0, self.target - ready_current)
         for worker in sorted(old, key=lambda w: w.age)[: max(0, len(old) - keep)]:
@@ -302,8 +332,8 @@ class WorkerPool:
         if len(current) > self.target:  # TTOU: retire the newest
             for worker in sorted(current, key=lambda w: w.age, reverse=True)[: len(current) - self.target]:
                 self._retire(worker, now)
-        if self.last_reload == "in progress" and not old and ready_current >= self.target:
-            self.last_reload = "done"
+        if self.last_reload.in_progress and not old and ready_current >= self.target:
+            self.last_reload = RELOAD_DONE
             self.log.info("Reload done: generation %d serving with %d workers", self.generation, ready_current)
 
     def replace_worker(self, pid: int) -> bool:
@@ -324,7 +354,7 @@ class WorkerPool:
 
     def _signal(self, worker: WorkerProcess, sig: int) -> None:
         try:
-            os.kill(worker.pid, sig)
+            self.kill(worker.pid, sig)
         except ProcessLookupError:
             pass
 

@@ -7,19 +7,39 @@ output in its selector and starts a rolling reload for each line.
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import subprocess
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from arbiter.errors import ArbiterError
+
+if TYPE_CHECKING:
+    from arbiter.config.settings import Config
+
+
+class WatchHost(Protocol):
+    """What the watcher uses of the master."""
+
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def selector(self) -> selectors.BaseSelector: ...
+    @property
+    def log(self) -> logging.Logger: ...
+    def adopt_child(self, pid: int, on_exit: Callable[[int], None]) -> None: ...
+    def reload(self) -> str | None: ...
 
 
 class Watcher:
     """The master's side: starts the watcher process and reloads on each line it prints."""
 
-    def __init__(self, master: Any) -> None:
+    def __init__(self, master: WatchHost) -> None:
         try:
             import watchfiles  # noqa: F401
         except ImportError:

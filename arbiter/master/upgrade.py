@@ -13,14 +13,24 @@ Before exec'ing, the master checks that the new code loads, in a child process
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from arbiter import logs
+from arbiter.master.reload_state import ReloadState
+
+if TYPE_CHECKING:
+    from arbiter.config.settings import Config
+    from arbiter.master.pool import WorkerPool
+    from arbiter.master.systemd import Notifier
+    from arbiter.programs.manager import ProgramManager
+    from arbiter.web.scoreboard import Scoreboard
+    from arbiter.web.sockets import Listener
 
 ENV = "ARBITER_REEXEC"
 
@@ -55,7 +65,7 @@ class HandOver:
         return cls(**data)
 
 
-def take(environ: dict[str, str]) -> HandOver | None:
+def take(environ: MutableMapping[str, str]) -> HandOver | None:
     """The hand-over left by the previous image, removed from the environment so that workers
     and programs never see it."""
     text = environ.pop(ENV, None)
@@ -82,10 +92,44 @@ def reexec(handover: HandOver, inherit: Sequence[int], environ: Mapping[str, str
     os.execve(sys.executable, command(), env)
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class UpgradeHost(Protocol):
+    """What the upgrader uses of the master (read-only: it changes only the pool's reload state)."""
+
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def log(self) -> logging.Logger: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def start_cwd(self) -> str: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def pool(self) -> WorkerPool: ...
+    @property
+    def programs(self) -> ProgramManager | None: ...
+    @property
+    def listeners(self) -> Sequence[Listener]: ...
+    @property
+    def scoreboard(self) -> Scoreboard: ...
+    @property
+    def notify(self) -> Notifier: ...
+    @property
+    def services(self) -> Sequence[_Closable]: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    def adopt_child(self, pid: int, on_exit: Callable[[int], None]) -> None: ...
+
+
 class Upgrader:
     """Runs one upgrade at a time for a master: the check child, then the re-exec."""
 
-    def __init__(self, master: Any) -> None:
+    def __init__(self, master: UpgradeHost) -> None:
         self.master = master
         self._check: subprocess.Popen[bytes] | None = None
         self._deadline = 0.0
@@ -119,7 +163,7 @@ class Upgrader:
         if proc is not None:
             proc.returncode = code  # reaped by the master; Popen must not wait for it again
         if code != 0 or master.stopping:
-            master.pool.last_reload = f"failed: upgrade check exited {code}"
+            master.pool.last_reload = ReloadState.failed(f"upgrade check exited {code}")
             master.log.error("Upgrade refused: the new code does not load (check exited %d); still serving", code)
             return
         if master.programs is not None and not master.programs.all_stopped():

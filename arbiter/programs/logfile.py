@@ -43,8 +43,8 @@ class RotatingLogFile:
 
     A file is rotated when the next write would not fit (so no empty file is left behind), at
     a line end: a line in progress is finished first (the file may pass `maxbytes` by up to
-    LINE_SLACK for it), so lines stay whole unless one is longer than that. `maxbytes=0` never rotates; `backups=0` truncates at `maxbytes`
-    (Supervisor's meaning: keep no history).
+    LINE_SLACK for it), so lines stay whole unless one is longer than that. `maxbytes=0` never
+    rotates; `backups=0` truncates at `maxbytes` (Supervisor's meaning: keep no history).
     """
 
     def __init__(

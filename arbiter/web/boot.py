@@ -16,10 +16,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from arbiter.config.settings import Config
+from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadError, WorkerBootError
 from arbiter.web import app as app_loader
 from arbiter.web import workers
-from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadError, WorkerBootError
 from arbiter.web.scoreboard import Slot
+from arbiter.web.workers.base import Worker
 
 log = logging.getLogger("arbiter.error")
 
@@ -73,7 +75,7 @@ def report_load_error(exc: AppLoadError, token_fd: int) -> None:
 
 def run_worker(
     *,
-    cfg: Any,
+    cfg: Config,
     age: int,
     ppid: int,
     generation: int,
@@ -82,7 +84,7 @@ def run_worker(
     preloaded: Callable[..., Any] | None,
     token_fd: int,
     post_fork: Callable[[], None],
-    on_exit: Callable[[Any], None],
+    on_exit: Callable[[Worker], None],
 ) -> None:
     """Load the app, pick the worker class, serve; exit with Gunicorn's codes. Never returns."""
     code = 0
@@ -94,7 +96,12 @@ def run_worker(
             key, _, value = pair.partition("=")
             os.environ[key] = value
         drop_privileges(cfg.user, cfg.group)
-        app = preloaded if preloaded is not None else app_loader.load(cfg.wsgi_app)
+        if preloaded is not None:
+            app = preloaded
+        elif cfg.wsgi_app:
+            app = app_loader.load(cfg.wsgi_app)
+        else:  # the master forks no worker without an app; say so if one ever did
+            raise WorkerBootError("no app to serve (wsgi_app is not set)")
         cls = workers.resolve(cfg.worker_class, app_loader.is_asgi(app))
         worker = cls(age=age, ppid=ppid, sockets=sockets, app=app, cfg=cfg, slot=slot, generation=generation)
         booted = True

@@ -23,17 +23,38 @@ from dataclasses import dataclass
 SLOT_SIZE = 64
 DEFAULT_SLOTS = 1024
 
-# Offsets inside a slot. Every 8-byte field is 8-byte aligned so a store is never torn on x86-64
-# and aarch64.
-_PID = struct.Struct("=i")  # offset 0
-_GENERATION = struct.Struct("=I")  # offset 4
-_STATE = struct.Struct("=B")  # offset 8
-_HEARTBEAT = struct.Struct("=q")  # offset 16
-_REQUESTS = struct.Struct("=Q")  # offset 24
-_CONNECTIONS = struct.Struct("=I")  # offset 32
-_BOOTED = struct.Struct("=q")  # offset 40
+# Layout of a slot: pid i32 @0, generation u32 @4, state u8 @8, heartbeat i64 @16, requests u64
+# @24, connections u32 @32, booted i64 @40. Every field is aligned to its size.
 _SLOT = struct.Struct("=iIB7xqQI4xq16x")
 assert _SLOT.size == SLOT_SIZE
+
+# A field a live worker writes while the master reads it is stored through a memoryview cast to
+# the field's type: one aligned store of the whole field, which a reader never sees half done.
+# Never `struct.pack_into` for those: it zeroes the field first and then writes it, so a reader
+# in between sees 0 (a heartbeat of 0 reads as "silent since the machine booted", a state of 0 as
+# FREE), once in every few thousand writes under load.
+_Q_HEARTBEAT, _Q_REQUESTS, _Q_BOOTED = 2, 3, 5  # in 8-byte words from the slot's start
+_W_PID, _W_CONNECTIONS = 0, 8  # in 4-byte words
+_B_STATE = 8  # in bytes
+
+
+class _Views:
+    """Typed views of the whole board, one per field width; closed with the board."""
+
+    __slots__ = ("b", "i32", "u32", "i64", "u64")
+
+    def __init__(self, buf: mmap.mmap) -> None:
+        whole = memoryview(buf)
+        self.b = whole.cast("B")
+        self.i32 = whole.cast("i")
+        self.u32 = whole.cast("I")
+        self.i64 = whole.cast("q")
+        self.u64 = whole.cast("Q")
+        whole.release()
+
+    def release(self) -> None:
+        for view in (self.b, self.i32, self.u32, self.i64, self.u64):
+            view.release()
 
 
 class SlotState(enum.IntEnum):
@@ -63,34 +84,42 @@ class SlotView:
 class Slot:
     """A worker's handle on its own slot. Every method is a plain memory store: no system call."""
 
-    __slots__ = ("_buf", "_base", "index")
+    __slots__ = ("_v", "_q", "_w", "_b", "index")
 
-    def __init__(self, buf: mmap.mmap, index: int) -> None:
-        self._buf = buf
+    def __init__(self, views: _Views, index: int) -> None:
+        self._v = views
         self.index = index
-        self._base = index * SLOT_SIZE
+        self._b = index * SLOT_SIZE
+        self._w = index * SLOT_SIZE // 4
+        self._q = index * SLOT_SIZE // 8
 
-    def heartbeat(self) -> None:
-        _HEARTBEAT.pack_into(self._buf, self._base + 16, time.monotonic_ns())
+    def heartbeat(self, at_ns: int | None = None) -> None:
+        """Stamp the slot with now (`at_ns`: a given time, for tests with a fake clock)."""
+        self._v.i64[self._q + _Q_HEARTBEAT] = time.monotonic_ns() if at_ns is None else at_ns
 
-    def set_state(self, state: SlotState) -> None:
-        _STATE.pack_into(self._buf, self._base + 8, int(state))
-        self.heartbeat()
+    def set_state(self, state: SlotState, at_ns: int | None = None) -> None:
+        # The heartbeat first: a master that sees the new state also sees a fresh stamp.
+        self.heartbeat(at_ns)
+        self._v.b[self._b + _B_STATE] = int(state)
 
     def add_request(self) -> None:
-        offset = self._base + 24
-        _REQUESTS.pack_into(self._buf, offset, _REQUESTS.unpack_from(self._buf, offset)[0] + 1)
+        self._v.u64[self._q + _Q_REQUESTS] += 1
 
     def set_connections(self, count: int) -> None:
-        _CONNECTIONS.pack_into(self._buf, self._base + 32, count)
+        self._v.u32[self._w + _W_CONNECTIONS] = count
 
     @property
     def requests(self) -> int:
-        return _REQUESTS.unpack_from(self._buf, self._base + 24)[0]
+        value: int = self._v.u64[self._q + _Q_REQUESTS]
+        return value
 
 
 class Scoreboard:
-    """The master's side: allocates slots to workers and reads them all each loop turn."""
+    """The master's side: allocates slots to workers and reads them all each loop turn.
+
+    Which slots are taken is the master's own record, never read back from the board: the board
+    is written by the workers, and a worker's word must not decide which slot the next one gets.
+    """
 
     def __init__(self, slots: int = DEFAULT_SLOTS, fd: int | None = None) -> None:
         """Create a new board, or adopt the one behind `fd` (after the master re-executed itself).
@@ -103,23 +132,32 @@ class Scoreboard:
             os.ftruncate(fd, slots * SLOT_SIZE)
         self.fd = fd
         self._buf = mmap.mmap(fd, slots * SLOT_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._views = _Views(self._buf)
+        self._taken: set[int] = set()
 
     def claim(self, generation: int) -> Slot:
-        """Reserve a free slot for a worker about to be forked; the child fills in its pid."""
+        """Reserve a free slot for a worker about to be forked; the child fills in its pid.
+
+        Raises:
+            RuntimeError: every slot is taken.
+        """
         for index in range(self.size):
-            if _STATE.unpack_from(self._buf, index * SLOT_SIZE + 8)[0] == SlotState.FREE:
-                base = index * SLOT_SIZE
-                _SLOT.pack_into(self._buf, base, 0, generation, SlotState.BOOTING, time.monotonic_ns(), 0, 0, 0)
-                return Slot(self._buf, index)
+            if index not in self._taken:
+                self._taken.add(index)
+                _SLOT.pack_into(self._buf, index * SLOT_SIZE, 0, generation, SlotState.BOOTING,
+                                time.monotonic_ns(), 0, 0, 0)  # no worker uses it: a whole write is safe
+                return Slot(self._views, index)
         raise RuntimeError(f"scoreboard full: all {self.size} worker slots are in use")
 
     def bind_pid(self, slot: Slot, pid: int) -> None:
         """Record the child's pid and boot time (done by the master right after fork)."""
-        _PID.pack_into(self._buf, slot.index * SLOT_SIZE, pid)
-        _BOOTED.pack_into(self._buf, slot.index * SLOT_SIZE + 40, time.monotonic_ns())
+        self._views.i32[slot.index * SLOT_SIZE // 4 + _W_PID] = pid
+        self._views.i64[slot.index * SLOT_SIZE // 8 + _Q_BOOTED] = time.monotonic_ns()
 
     def release(self, index: int) -> None:
+        """Free a slot whose worker has been reaped (nothing writes it any more)."""
         _SLOT.pack_into(self._buf, index * SLOT_SIZE, 0, 0, SlotState.FREE, 0, 0, 0, 0)
+        self._taken.discard(index)
 
     def read(self, index: int) -> SlotView:
         pid, generation, state, heartbeat, requests, connections, booted = _SLOT.unpack_from(
@@ -128,8 +166,11 @@ class Scoreboard:
         return SlotView(index, pid, generation, SlotState(state), heartbeat, requests, connections, booted)
 
     def slot(self, index: int) -> Slot:
-        return Slot(self._buf, index)
+        """The slot of a worker adopted from the previous master image: taken from now on."""
+        self._taken.add(index)
+        return Slot(self._views, index)
 
     def close(self) -> None:
+        self._views.release()
         self._buf.close()
         os.close(self.fd)

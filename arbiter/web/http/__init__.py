@@ -2,6 +2,7 @@
 
 Modules, one job each:
 - `parser`: request parsing on httptools (llhttp) with Gunicorn's limits, pipelining-aware;
+- `rules`: what a request must be beyond llhttp's checks, and the status of each refusal;
 - `connection`: a client socket, its parser, and bounded-time I/O while an app runs;
 - `body`: `wsgi.input`, read from the socket on demand (Content-Length or chunked);
 - `environ`: the PEP 3333 environ, and which peers may set proxy headers;

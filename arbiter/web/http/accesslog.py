@@ -128,7 +128,7 @@ _SIMPLE: dict[str, Any] = {
 def _find(headers: Any, name: str) -> str:
     for key, value in headers or ():
         if key.lower() == name:
-            return value
+            return str(value)
     return "-"
 
 

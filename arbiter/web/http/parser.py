@@ -3,19 +3,24 @@
 llhttp does the parsing and already rejects most smuggling vectors (see `tests/test_http_parser.py`
 for the exact list): Content-Length together with Transfer-Encoding, duplicate or non-numeric
 Content-Length, NUL / bare CR / bare LF / other control bytes in the head, obs-fold, bad header
-tokens, unknown or lowercase methods, `HTTP/1.2`, bad chunk framing. What it lets through, and
-this module refuses:
+tokens, unknown or lowercase methods (501 for a token, 400 for anything else), `HTTP/1.2`, bad
+chunk framing and chunk extensions with spaces. What it lets through, and we refuse (the rules
+themselves are in `arbiter.web.http.rules`):
 
 - request line, header count and header field size over the configured limits (414 / 431), and
   a head growing past what those limits allow while still incomplete (431);
 - HTTP versions other than 1.0 and 1.1 (llhttp accepts 0.9 and 2.0) (400);
 - any Transfer-Encoding but a sole `chunked`, e.g. `gzip, chunked` (501), and any
   Transfer-Encoding in HTTP/1.0 (400);
-- a repeated Host header (400, RFC 9112 section 3.2).
+- a repeated Host (RFC 9112 section 3.2) or Content-Type header (400);
+- a target in a form its method may not use: `GET *`, `OPTIONS *x` (400);
+- a chunked trailer carrying a field that only means something in a head, such as Host or
+  Content-Length (400; other trailers are counted against the limits and dropped, as Gunicorn).
 
 A parser belongs to one connection. Data is fed as it arrives; requests whose head is complete
 queue up in `ready` (pipelining answers them in order) while their bodies keep arriving into
-`Request.body`. A parse error never raises out of `feed`: requests completed before it are still
+`Request.body`. Nothing raises out of `feed` (bad input, or an exception from our own code or
+httptools' while parsing it, which becomes a 400): requests completed before it are still
 answered, then the error is (`error`), or, if it happened inside a body, the app reading that body
 gets it (`Request.error`).
 """
@@ -25,23 +30,38 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httptools
 
 from arbiter.web.http.errors import RequestError, bad_request
+from arbiter.web.http.rules import (
+    METHOD_PEEK,
+    check_trailer,
+    check_transfer_encoding,
+    map_error,
+    method_refusal,
+    split_target,
+    unexpected,
+)
 
-# Gunicorn's ceilings where a limit of 0 would otherwise mean "no limit at all".
+# Gunicorn's ceilings (gunicorn/http/message.py): a request line limit above 8190 is 8190; a
+# header count of 0 or above 32768 is 32768; a field size of 0 checks no single field but still
+# bounds the whole head as if each field could take 8190 bytes.
+MAX_REQUEST_LINE = 8190
 MAX_FIELDS = 32768
+DEFAULT_FIELD_SIZE = 8190
 # Reads are at most this large, so a head may overshoot its byte budget by this much before
 # the check below sees it; the budget is a memory bound, the exact limits are checked per field.
 READ_SLACK = 65536
-# Bound on trailer and chunk-extension bytes seen without any body data, when limits are 0.
-UNLIMITED_HEAD = 1 << 20
+# The request line's share of the head's byte budget when its limit is 0 ("unlimited" in
+# Gunicorn, which then reads a line of any length into memory; we stop at 1 MiB).
+UNLIMITED_LINE = 1 << 20
 
-KIND_PLAIN, KIND_CONTENT_LENGTH, KIND_TRANSFER_ENCODING, KIND_EXPECT, KIND_HOST, KIND_SCRIPT_NAME, KIND_PROXY = range(7)
+(KIND_PLAIN, KIND_CONTENT_LENGTH, KIND_TRANSFER_ENCODING, KIND_EXPECT, KIND_HOST, KIND_SCRIPT_NAME, KIND_PROXY,
+ KIND_CONTENT_TYPE) = range(8)
 _SPECIAL_KINDS = {
     "CONTENT-LENGTH": KIND_CONTENT_LENGTH,
+    "CONTENT-TYPE": KIND_CONTENT_TYPE,
     "TRANSFER-ENCODING": KIND_TRANSFER_ENCODING,
     "EXPECT": KIND_EXPECT,
     "HOST": KIND_HOST,
@@ -79,7 +99,13 @@ def _name_info(raw: bytes) -> tuple[str, str | None, int]:
 
 @dataclass(frozen=True)
 class Limits:
-    """Request limits from the config; 0 means unlimited, as in Gunicorn."""
+    """Request limits as configured; the properties apply Gunicorn's meaning of 0 and its ceilings.
+
+    As Gunicorn counts: the request line without its CRLF (`GET / HTTP/1.1` is 14 bytes), a
+    header field as its whole line with the CRLF (`Host: a` is 9 bytes). llhttp hands us the
+    name and the value without the whitespace after the colon, so a field counts as
+    `Name: value` plus CRLF, exact for the usual single space.
+    """
 
     request_line: int = 4094
     fields: int = 100
@@ -90,15 +116,25 @@ class Limits:
         return cls(cfg.limit_request_line, cfg.limit_request_fields, cfg.limit_request_field_size)
 
     @property
+    def line_limit(self) -> int:
+        """The longest request line in bytes; 0 for no limit of its own."""
+        return min(self.request_line, MAX_REQUEST_LINE) if self.request_line > 0 else 0
+
+    @property
     def max_fields(self) -> int:
         return self.fields if 0 < self.fields <= MAX_FIELDS else MAX_FIELDS
 
     @property
+    def field_limit(self) -> int:
+        """The longest header field line (CRLF included) in bytes; 0 for no per-field check."""
+        return max(self.field_size, 0)
+
+    @property
     def head_bytes(self) -> int:
-        """The most bytes an incomplete head may take; 0 when a limit is off."""
-        if not self.request_line or not self.field_size:
-            return 0
-        return self.request_line + 2 + self.max_fields * (self.field_size + 2) + 2 + READ_SLACK
+        """The most bytes an incomplete head may take (a memory bound, whatever the limits)."""
+        line = self.line_limit or UNLIMITED_LINE
+        field = self.field_limit or DEFAULT_FIELD_SIZE
+        return line + 2 + self.max_fields * (field + 2) + 2 + READ_SLACK
 
 
 class Request:
@@ -111,8 +147,8 @@ class Request:
     __slots__ = (
         "method", "uri", "path", "query", "version", "protocol", "headers", "env", "keep_alive",
         "content_length", "chunked", "transfer_encodings", "expect", "expect_continue",
-        "script_name", "proxied", "host_seen", "url", "head_done", "complete", "body", "received",
-        "discard", "error", "continue_sent",
+        "script_name", "proxied", "host_seen", "type_seen", "url", "head_done", "complete", "body",
+        "received", "discard", "error", "continue_sent",
     )
 
     def __init__(self) -> None:
@@ -133,6 +169,7 @@ class Request:
         self.script_name: str | None = None
         self.proxied = False  # carries headers a trusted proxy may set
         self.host_seen = False
+        self.type_seen = False
         self.url = b""
         self.head_done = False
         self.complete = False
@@ -152,17 +189,17 @@ class RequestParser:
     __slots__ = (
         "_parser", "_limits", "_line_limit", "_field_limit", "_max_fields", "_head_limit",
         "_trailer_limit", "ready", "current", "error", "closed", "partial", "discarded",
-        "_in_head", "_head_bytes", "_since_body", "_fields", "_last_keep_alive",
+        "_in_head", "_head_bytes", "_since_body", "_fields", "_last_keep_alive", "_start",
     )
 
     def __init__(self, limits: Limits) -> None:
         self._parser = httptools.HttpRequestParser(self)
         self._limits = limits
-        self._line_limit = limits.request_line
-        self._field_limit = limits.field_size
+        self._line_limit = limits.line_limit
+        self._field_limit = limits.field_limit
         self._max_fields = limits.max_fields
         self._head_limit = limits.head_bytes
-        self._trailer_limit = self._head_limit or UNLIMITED_HEAD
+        self._trailer_limit = self._head_limit
         self.ready: deque[Request] = deque()
         self.current: Request | None = None  # the message being parsed
         self.error: RequestError | None = None  # a bad head: answer it once `ready` is empty
@@ -174,6 +211,10 @@ class RequestParser:
         self._since_body = 0
         self._fields = 0
         self._last_keep_alive = True
+        # The first bytes of the message being parsed, None when unknown (it began right after
+        # another one inside a read): only to tell a method llhttp does not know (501) from a
+        # request line that is not one (400).
+        self._start: bytes | None = b""
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -181,6 +222,10 @@ class RequestParser:
         """Parse `data`; never raises for bad input (see the module docstring)."""
         if self.closed:
             return
+        if self.current is None:
+            self._start = bytes(data[:METHOD_PEEK])  # a new message begins here (after any CRLF)
+        elif self._start is not None and len(self._start) < METHOD_PEEK:
+            self._start += bytes(data[:METHOD_PEEK - len(self._start)])
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -191,19 +236,27 @@ class RequestParser:
                 self.ready[-1].keep_alive = False
             return
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if not isinstance(cause, RequestError):
-                raise
-            self._fail(cause)
+            cause = exc.__cause__ or exc.__context__
+            if cause is not None and not isinstance(cause, Exception):
+                raise cause from None  # SystemExit from a signal handler that ran in a callback
+            self._fail(cause if isinstance(cause, RequestError) else unexpected(cause))
             return
         except httptools.HttpParserInvalidMethodError:
-            self._fail(bad_request("invalid method"))
+            # Where the failing message began is known unless it followed another one within
+            # a read (pipelining); then it is taken for malformed.
+            self._fail(method_refusal(self._start or b""))
             return
         except httptools.HttpParserInvalidURLError:
             self._fail(bad_request("invalid request target"))
             return
         except httptools.HttpParserError as exc:
-            self._fail(_map_error(str(exc)))
+            self._fail(map_error(str(exc)))
+            return
+        except Exception as exc:
+            # Not a parse error llhttp reported: a fault of ours or httptools' on strange input.
+            # The class of bug that killed workers (issue 8): whatever it is, the input is
+            # refused and the worker serves on.
+            self._fail(unexpected(exc))
             return
         if self._in_head:
             self._head_bytes += len(data)
@@ -246,13 +299,17 @@ class RequestParser:
         self._fields += 1
         if self._fields > self._max_fields:
             raise RequestError(431, "Request Header Fields Too Large", f"more than {self._max_fields} header fields")
-        if self._field_limit and len(name) + len(value) + 2 > self._field_limit:
+        # `Name: value` and its CRLF, as Gunicorn counts a field line (see `Limits`).
+        if self._field_limit and len(name) + len(value) + 4 > self._field_limit:
             raise RequestError(
                 431, "Request Header Fields Too Large", f"header field longer than {self._field_limit} bytes"
             )
-        if cur.head_done:
-            return  # a chunked trailer: counted against the limits, not passed on (as Gunicorn)
         upper, key, kind = _NAMES.get(name) or _name_info(name)
+        if cur.head_done:
+            # A chunked trailer: counted against the limits, never passed on (as Gunicorn: WSGI
+            # has no trailers); one that only means something in a head is refused.
+            check_trailer(upper)
+            return
         text = value.decode("latin-1")
         if text and text[-1] in " \t":
             text = text.rstrip(" \t")
@@ -278,6 +335,11 @@ class RequestParser:
             if cur.host_seen:
                 raise bad_request("more than one Host header")
             cur.host_seen = True
+        elif kind == KIND_CONTENT_TYPE:
+            # Joined into one CONTENT_TYPE, two would read as a type no client sent.
+            if cur.type_seen:
+                raise bad_request("more than one Content-Type header")
+            cur.type_seen = True
         elif kind == KIND_SCRIPT_NAME:
             cur.script_name = text
             cur.proxied = True
@@ -299,10 +361,10 @@ class RequestParser:
         cur.method = method
         cur.keep_alive = parser.should_keep_alive()
         if cur.transfer_encodings:
-            _check_transfer_encoding(cur)
+            check_transfer_encoding(cur)
         if cur.expect == "100-continue" and cur.version == (1, 1):
             cur.expect_continue = True  # RFC 9110 10.1.1: HTTP/1.0 expectations are ignored
-        _split_target(cur)
+        split_target(cur)
         cur.head_done = True
         self._in_head = False
         self._head_bytes = 0
@@ -322,58 +384,10 @@ class RequestParser:
     def on_message_complete(self) -> None:
         cur = self.current
         assert cur is not None
+        self._start = None  # the next message begins somewhere in this read
         cur.complete = True
         self._last_keep_alive = cur.keep_alive
         self.current = None
         self.partial = False
         self._in_head = True
         self._head_bytes = 0
-
-
-def _check_transfer_encoding(cur: Request) -> None:
-    codings = [c.strip().lower() for value in cur.transfer_encodings for c in value.split(",")]
-    if cur.version < (1, 1):
-        raise bad_request("Transfer-Encoding is not allowed in HTTP/1.0")
-    if codings != ["chunked"]:
-        # We cannot decode gzip & co., and passing encoded bytes on as the body would hand the
-        # app something other than what Content-Type says.
-        raise RequestError(501, "Not Implemented", "unsupported transfer coding")
-    cur.chunked = True
-
-
-def _split_target(cur: Request) -> None:
-    raw = cur.url
-    uri = raw.decode("latin-1")  # llhttp lets no byte over 0x7f into the target
-    cur.uri = uri
-    if uri[:1] == "/":
-        path, _, query = uri.partition("?")
-        if "#" in query:
-            query = query.partition("#")[0]
-        elif "#" in path:
-            path = path.partition("#")[0]
-        cur.path, cur.query = path, query
-    elif "://" in uri:  # absolute form, as sent to proxies
-        parts = urlsplit(uri)
-        cur.path, cur.query = parts.path or "/", parts.query
-    else:  # "*" (OPTIONS) or authority form (CONNECT)
-        cur.path, cur.query = uri, ""
-
-
-_ERROR_MESSAGES = (
-    ("Invalid HTTP version", "invalid HTTP version"),
-    ("Expected HTTP/", "invalid HTTP version"),
-    ("Content-Length", "invalid or ambiguous Content-Length"),
-    ("Transfer-Encoding", "invalid or ambiguous Transfer-Encoding"),
-    ("header", "invalid header"),
-    ("chunk", "invalid chunked body"),
-)
-
-
-def _map_error(message: str) -> RequestError:
-    if "Transfer-Encoding" in message and "invalid" in message and "Content-Length" not in message:
-        if message.startswith("Request has invalid"):
-            return RequestError(501, "Not Implemented", "unsupported transfer coding")
-    for needle, detail in _ERROR_MESSAGES:
-        if needle in message:
-            return bad_request(detail)
-    return bad_request("malformed request")

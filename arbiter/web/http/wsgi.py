@@ -21,7 +21,7 @@ from arbiter.web.http.accesslog import AccessLog
 from arbiter.web.http.body import Body
 from arbiter.web.http.connection import Connection, ListenerInfo
 from arbiter.web.http.environ import Trust, base_environ, build_environ
-from arbiter.web.http.errors import ClientDisconnected, InvalidResponse, RequestError
+from arbiter.web.http.errors import ClientDisconnected, InvalidResponse, RequestError, bad_request
 from arbiter.web.http.parser import Request
 from arbiter.web.http.response import Response, error_response
 
@@ -93,6 +93,8 @@ class WSGIHandler:
             if not keep:
                 return False
             if not req.complete:
+                if parser.closed:
+                    return False  # the body broke off (a bad chunk, a refused trailer): no more
                 # The app left part of the body unread: drop the rest as it arrives.
                 req.discard = True
                 parser.discarded = 0
@@ -105,7 +107,10 @@ class WSGIHandler:
 
     def send_error(self, conn: Connection, err: RequestError) -> None:
         """Answer a refused request and leave the connection to be closed."""
-        self.log.debug("Invalid request from %s: %s %s", conn.remote_addr or "unix socket", err.status, err.detail)
+        # Debug only: clients choose what they send, and must not be able to fill the log. A
+        # cause is an exception no check meant to raise (a fault of ours): its traceback comes too.
+        self.log.debug("Invalid request from %s: %s %s", conn.remote_addr or "unix socket", err.status, err.detail,
+                       exc_info=err.__cause__)
         payload = error_response(err.status, err.reason, err.detail)
         try:
             conn.send(payload)
@@ -119,8 +124,17 @@ class WSGIHandler:
         started = time.monotonic() if self.access_log is not None else 0.0
         resp = Response(conn, req, self.keepalive and req.keep_alive, self.worker)
         try:
+            if req.error is not None:
+                # Its body already turned out malformed (it arrived with the head): refused
+                # before the app runs, whether or not the app would have read it.
+                raise req.error
             environ = build_environ(self.base_for(conn.listener), conn, req, self.trust)
-        except RequestError as err:
+        except Exception as exc:
+            # A RequestError says what is wrong; anything else came from interpreting what the
+            # client sent (its path, its proxy headers), so it is refused as a bad request too.
+            err = exc if isinstance(exc, RequestError) else bad_request("malformed request")
+            if err is not exc:
+                err.__cause__ = exc
             self.send_error(conn, err)
             self._log_access(req, _Minimal(f"{err.status} {err.reason}", 0), {}, started)
             return False

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 from arbiter import logs
+from arbiter.config.settings import Config
 from arbiter.web.scoreboard import Slot, SlotState
 
 PR_SET_PDEATHSIG = 1
@@ -58,7 +59,7 @@ class Worker:
         ppid: int,
         sockets: Sequence[socket.socket],
         app: Callable[..., Any],
-        cfg: Any,
+        cfg: Config,
         slot: Slot,
         generation: int,
     ) -> None:

@@ -28,6 +28,7 @@ import ssl
 import time
 from typing import Any, ClassVar
 
+from arbiter import logs
 from arbiter.errors import WorkerBootError
 from arbiter.web.http.connection import MIN_HEAD_TIMEOUT, RECV_SIZE, Connection, ListenerInfo
 from arbiter.web.http.parser import Limits
@@ -78,6 +79,7 @@ class SyncWorker(Worker):
         self.listeners: list[ListenerInfo] = []
         self.accepting = False
         self.resume_accept_at = 0.0
+        self.accept_trouble = logs.RepeatedError(self.log, "Cannot accept connections")
         self.stop_deadline: float | None = None
         self._buf = bytearray(RECV_SIZE)
         self._view = memoryview(self._buf)
@@ -178,12 +180,14 @@ class SyncWorker(Worker):
             except BlockingIOError:
                 break
             except OSError as exc:
-                if exc.errno in _ACCEPT_EXHAUSTED:
-                    self.log.error("Cannot accept connections: %s; retrying in %.1fs", exc, ACCEPT_BACKOFF)
+                if exc.errno in _ACCEPT_EXHAUSTED:  # logged once, then a count every 10 s
+                    self.accept_trouble.occurred(now, f"{exc}; retrying every {ACCEPT_BACKOFF:.1f}s")
                     self.resume_accept_at = now + ACCEPT_BACKOFF
                     self._set_accepting(False)
                     break
                 continue  # ECONNABORTED and the like: that client is gone, try the next
+            if self.accept_trouble.since is not None:
+                self.accept_trouble.cleared(now)
             sock = socket.socket(listener.family, listener.type, listener.proto, fileno=fd)
             sock.setblocking(False)
             if tls:
@@ -256,6 +260,10 @@ class SyncWorker(Worker):
         keep = False
         try:
             keep = self.handler.serve(conn)
+        except Exception:
+            # The handler answers app and client errors itself; anything reaching here is a
+            # fault of ours, and costs this connection, never the worker and its other clients.
+            self.log.exception("Error serving connection from %s", conn.remote_addr)
         finally:
             self.after_serve(conn, keep, time.monotonic())
 
