@@ -55,6 +55,7 @@ class RotatingLogFile:
         self.maxbytes = maxbytes
         self.backups = backups
         self.dropped_bytes = 0
+        self.spliced_bytes = 0  # of all written, those that went pipe -> file in the kernel
         self.errors = 0
         self._log = log
         self._clock = clock
@@ -143,6 +144,7 @@ class RotatingLogFile:
             self._size = size + moved
         if moved:
             self._mid_line = None
+            self.spliced_bytes += moved
         return moved
 
     def _fill_hole(self, at: int, size: int) -> None:
