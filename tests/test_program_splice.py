@@ -207,12 +207,13 @@ FILE_LIMIT = """
 
 def test_a_file_that_cannot_grow_is_reported_and_the_child_never_blocks(tmp_path: Path) -> None:
     path = tmp_path / "full.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(FILE_LIMIT), str(path)],
-                            capture_output=True, timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                            capture_output=True, timeout=60, env=env)
     out, err = result.stdout.decode(), result.stderr.decode()
     assert result.returncode == 0, err
     assert path.stat().st_size == 1 << 20  # up to the limit, spliced
-    assert "child 0 dropped %d spliced %d" % (3 << 20, 1 << 20) in out, out + err
+    assert f"child 0 dropped {3 << 20} spliced {1 << 20}" in out, out + err
     assert err.count("cannot write log file") == 1, err
 
 
