@@ -266,7 +266,7 @@ def rows(total: int) -> list[tuple]:
                 (flood, "intact", "stream intact (rounds)", None, None),
                 (flood, "master_cpu_s", "master CPU user+sys (s)", "{:.2f}", ("ratio", 0.5)),
                 (flood, "master_sys_s", "  of which sys (s)", "{:.2f}", None),
-                (flood, "kib_per_read", "KiB per master read (avg)", "{:.1f}", None)]
+                (flood, "kib_per_read", "KiB per master read(2) (avg)", "{:.1f}", None)]
     out += [("spawn-100", "first_spawned_s", "start -> first spawned (s)", "{:.3f}", None),
             ("spawn-100", "spawned_s", f"start -> all {NUMPROCS} spawned (s)", "{:.3f}", ("ratio", 1 / 3)),
             ("spawn-100", "spawning_s", "first -> last spawned (s)", "{:.3f}", None),
