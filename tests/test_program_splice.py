@@ -86,15 +86,17 @@ def test_splice_moves_the_pipe_into_the_file_and_sees_end_of_file(tmp_path: Path
         logfile.close()
 
 
-# Lines of 1 to 300 bytes, written in 64 KiB pieces (a line may straddle two writes).
+# Lines of 1 to 300 bytes, written in 512 KiB pieces (a line may straddle two writes): bulk,
+# so the reader moves to splice after its first full read.
 FLOOD = """
     import os, random, sys
     rng = random.Random(int(sys.argv[1]))
     out = bytearray()
     for n in range(int(sys.argv[2])):
         out += b"%d:" % n + bytes([97 + rng.randrange(26)]) * rng.randrange(300) + b"\\n"
-    for i in range(0, len(out), 65536):
-        os.write(1, out[i:i + 65536])
+    view = memoryview(out)
+    for i in range(0, len(out), 1 << 19):
+        os.write(1, view[i:i + (1 << 19)])
 """
 
 
@@ -121,16 +123,16 @@ def test_spliced_output_rotates_at_line_ends_with_every_byte_in_order(
         body = f.read_bytes()
         assert body.endswith(b"\n")  # rotated at a line end
         assert maxbytes - 400 < len(body) <= maxbytes  # filled with whole lines up to maxbytes
-    # Most bytes went pipe -> file in the kernel; only the last LINE_SLACK of each file did not.
-    assert logfile.spliced_bytes > len(files) * (maxbytes - 2 * LINE_SLACK)
+    # Much went pipe -> file in the kernel: all but each file's last LINE_SLACK could have, and
+    # the reader moves back to reads whenever a splice brings little.
+    assert logfile.spliced_bytes > len(files) * (maxbytes - LINE_SLACK) // 3
 
 
 COUNTER = """
     import os, sys, time
     for n in range(int(sys.argv[1])):
-        os.write(1, b"%08d\\n" % n * 100)  # 900 bytes: one atomic pipe write, 100 whole lines
-        if n % 50 == 0:
-            time.sleep(0.001)
+        os.write(1, b"%08d\\n" % n * 20000)  # 180 KB: bulk, read by splice
+        time.sleep(0.002)
 """
 
 
@@ -140,12 +142,12 @@ def test_copytruncate_by_someone_else_leaves_no_hole(tmp_path: Path, log: loggin
     again at offset 0 (with O_APPEND that is the kernel's doing; with splice it is ours)."""
     path = tmp_path / "app.log"
     logfile = RotatingLogFile(str(path), 0, 0, log)
-    child, read_end = writer(COUNTER, "20000")
+    child, read_end = writer(COUNTER, "300")  # 54 MB
     truncations = []
 
     def truncate_now_and_then() -> None:
         size = path.stat().st_size
-        if size > 200_000 * (len(truncations) + 1) // 4:
+        if size > 5_000_000:
             os.truncate(path, 0)  # what `logrotate copytruncate` does after its copy
             truncations.append(size)
 
@@ -154,8 +156,8 @@ def test_copytruncate_by_someone_else_leaves_no_hole(tmp_path: Path, log: loggin
     body = path.read_bytes()
     assert len(truncations) >= 3
     assert b"\0" not in body  # no hole of NULs where the old content was
-    stream = b"".join(b"%08d\n" % n * 100 for n in range(20000))
-    assert stream.endswith(body) and body.startswith(b"0") and len(body) % 9 == 0
+    stream = b"".join(b"%08d\n" % n * 20000 for n in range(300))
+    assert body and stream.endswith(body)  # what came after the last truncation, all of it
     assert logfile.spliced_bytes > 0
 
 
@@ -194,7 +196,8 @@ FILE_LIMIT = """
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
     logfile = RotatingLogFile(sys.argv[1], 0, 0, logging.getLogger("capture"))
     read_end, write_end = make_pipe()
-    child = subprocess.Popen(["head", "-c", str(4 << 20), "/dev/zero"], stdout=write_end)  # a pipe: no limit
+    child = subprocess.Popen([sys.executable, "-c", "import os; os.write(1, bytes(4 << 20))"],
+                             stdout=write_end)  # bulk, to a pipe: no limit there
     os.close(write_end)
     selector = selectors.DefaultSelector()
     reader = PipeReader(read_end, LineFramer(), logfile.write, selector, splice=logfile.splice_from)
@@ -213,7 +216,8 @@ def test_a_file_that_cannot_grow_is_reported_and_the_child_never_blocks(tmp_path
     out, err = result.stdout.decode(), result.stderr.decode()
     assert result.returncode == 0, err
     assert path.stat().st_size == 1 << 20  # up to the limit, spliced
-    assert f"child 0 dropped {3 << 20} spliced {1 << 20}" in out, out + err
+    assert f"child 0 dropped {3 << 20} spliced " in out, out + err  # the rest, dropped
+    assert 0 < int(out.split("spliced ")[1]) < 1 << 20  # the first 128 KiB read, then spliced
     assert err.count("cannot write log file") == 1, err
 
 

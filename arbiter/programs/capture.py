@@ -215,8 +215,11 @@ class PipeReader:
         self._framer = framer
         self._passthrough = framer.passthrough
         self._sink = sink
-        # The sink's own splice_from, when the bytes need not pass through the master.
+        # The sink's own splice_from, when the bytes need not pass through the master; used
+        # while the pipe brings bulk (a read filled the buffer, a splice moved as much): for a
+        # little at a time a splice to a file costs more than a read and a write.
         self._splice = splice if framer.passthrough else None
+        self._bulk = False
         self._selector = selector
         self._on_close = on_close
         self._pacer = pacer
@@ -292,7 +295,8 @@ class PipeReader:
         a short read does not end it (end of file is likely next, and is then seen now)."""
         total = 0
         while total < budget and not self.closed:
-            if self._splice is not None:
+            if self._bulk:
+                assert self._splice is not None
                 want = budget - total
                 try:
                     moved = self._splice(self.fd, want)
@@ -303,6 +307,7 @@ class PipeReader:
                     break
                 if moved > 0:
                     total += moved
+                    self._bulk = moved >= READ_CHUNK
                     if moved < min(want, READ_SIZE) and not to_end:
                         break  # the pipe is likely empty (or the file near its rotation)
                     continue
@@ -317,6 +322,8 @@ class PipeReader:
                 self.close()
                 break
             total += size
+            if size == READ_CHUNK and self._splice is not None:
+                self._bulk = True  # a full buffer: splice the rest
             if self._passthrough:
                 self._sink(_VIEW if size == READ_CHUNK else _VIEW[:size])  # no copy
             else:
