@@ -131,7 +131,7 @@ def test_spliced_output_rotates_at_line_ends_with_every_byte_in_order(
 COUNTER = """
     import os, sys, time
     for n in range(int(sys.argv[1])):
-        os.write(1, b"%08d\\n" % n * 20000)  # 180 KB: bulk, read by splice
+        os.write(1, b"%08d\\n" % n * 70000)  # 630 KB: bulk, spliced
         time.sleep(0.002)
 """
 
@@ -142,7 +142,7 @@ def test_copytruncate_by_someone_else_leaves_no_hole(tmp_path: Path, log: loggin
     again at offset 0 (with O_APPEND that is the kernel's doing; with splice it is ours)."""
     path = tmp_path / "app.log"
     logfile = RotatingLogFile(str(path), 0, 0, log)
-    child, read_end = writer(COUNTER, "300")  # 54 MB
+    child, read_end = writer(COUNTER, "100")  # 63 MB
     truncations = []
 
     def truncate_now_and_then() -> None:
@@ -156,7 +156,7 @@ def test_copytruncate_by_someone_else_leaves_no_hole(tmp_path: Path, log: loggin
     body = path.read_bytes()
     assert len(truncations) >= 3
     assert b"\0" not in body  # no hole of NULs where the old content was
-    stream = b"".join(b"%08d\n" % n * 20000 for n in range(300))
+    stream = b"".join(b"%08d\n" % n * 70000 for n in range(100))
     assert body and stream.endswith(body)  # what came after the last truncation, all of it
     assert logfile.spliced_bytes > 0
 

@@ -33,6 +33,11 @@ READ_CHUNK = 128 << 10  # one read: it and the page it is written to stay in a c
 TURN_BUDGET = 4 << 20  # most bytes read from one pipe in one loop turn
 DRAIN_BUDGET = 16 << 20  # most bytes read at once when the child has exited
 PARTIAL_LIMIT = 64 << 10  # a "line" longer than this is passed on without waiting for its end
+# splice(2) to a file costs more than a read and a write for a little data; so a pipe is spliced
+# only while it brings bulk: from the third full read in one go (the pipe held >= 384 KiB, more
+# than a paced pipe of small writes gathers, see PARK_FILL), until a splice moves < 256 KiB.
+SPLICE_AFTER_READS = 3
+SPLICE_KEEP = 256 << 10
 
 # Batching small writes (see PipeReader): a busy pipe is left unread for the time it takes, at
 # the rate just seen, to fill to 1/PARK_FILL of its size, at most PARK_MAX (the most latency
@@ -216,8 +221,7 @@ class PipeReader:
         self._passthrough = framer.passthrough
         self._sink = sink
         # The sink's own splice_from, when the bytes need not pass through the master; used
-        # while the pipe brings bulk (a read filled the buffer, a splice moved as much): for a
-        # little at a time a splice to a file costs more than a read and a write.
+        # while the pipe brings bulk (SPLICE_AFTER_READS, SPLICE_KEEP).
         self._splice = splice if framer.passthrough else None
         self._bulk = False
         self._selector = selector
@@ -293,7 +297,7 @@ class PipeReader:
     def read(self, budget: int, to_end: bool = False) -> int:
         """Read until the pipe is empty, or `budget` bytes; the number of bytes read. `to_end`:
         a short read does not end it (end of file is likely next, and is then seen now)."""
-        total = 0
+        total = full_reads = 0
         while total < budget and not self.closed:
             if self._bulk:
                 assert self._splice is not None
@@ -307,7 +311,7 @@ class PipeReader:
                     break
                 if moved > 0:
                     total += moved
-                    self._bulk = moved >= READ_CHUNK
+                    self._bulk = moved >= SPLICE_KEEP
                     if moved < min(want, READ_SIZE) and not to_end:
                         break  # the pipe is likely empty (or the file near its rotation)
                     continue
@@ -323,7 +327,8 @@ class PipeReader:
                 break
             total += size
             if size == READ_CHUNK and self._splice is not None:
-                self._bulk = True  # a full buffer: splice the rest
+                full_reads += 1
+                self._bulk = full_reads >= SPLICE_AFTER_READS  # bulk: splice the rest
             if self._passthrough:
                 self._sink(_VIEW if size == READ_CHUNK else _VIEW[:size])  # no copy
             else:
