@@ -231,3 +231,16 @@ def test_no_splice_for_what_is_not_a_regular_file(log: logging.Logger) -> None:
         os.close(write_end)
     finally:
         logfile.close()
+
+
+def test_a_file_emptied_right_after_a_splice_is_not_taken_for_a_hole(tmp_path: Path) -> None:
+    """lseek(SEEK_DATA) on an empty file fails with ENXIO: truncated after our write, not before."""
+    from arbiter.programs.logfile import _data_starts_after_zero
+
+    fd = os.open(tmp_path / "empty.log", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        assert not _data_starts_after_zero(fd)
+        os.pwrite(fd, b"x\n", 8192)  # a hole, then data
+        assert _data_starts_after_zero(fd)
+    finally:
+        os.close(fd)

@@ -138,7 +138,7 @@ class RotatingLogFile:
             # Disk full and such: this write goes through the master, which reports and counts
             # the failure as always; splicing resumes once the file is writable again.
             return NO_SPLICE
-        if moved and size and os.lseek(fd, 0, os.SEEK_DATA) > 0:
+        if moved and size and _data_starts_after_zero(fd):
             self._fill_hole(size, moved)
         else:
             self._size = size + moved
@@ -152,7 +152,8 @@ class RotatingLogFile:
         `size` bytes at `at`. Move them to the start, as an O_APPEND write would have put them."""
         assert self._splice_fd is not None
         try:
-            with open(self.path, "rb") as handle:
+            # Through our descriptor's inode, wherever the path points by now.
+            with open(f"/proc/self/fd/{self._splice_fd}", "rb") as handle:
                 handle.seek(at)
                 data = handle.read(size)
             os.pwrite(self._splice_fd, data, 0)
@@ -299,6 +300,15 @@ class RotatingLogFile:
 
     def _drop(self, size: int) -> None:
         self.dropped_bytes += size
+
+
+def _data_starts_after_zero(fd: int) -> bool:
+    """The file starts with a hole (a truncation raced our write). False when it is empty (it
+    was truncated after our write: the next fstat sees that) or cannot tell."""
+    try:
+        return os.lseek(fd, 0, os.SEEK_DATA) > 0
+    except OSError:  # ENXIO: no data at all
+        return False
 
 
 def _last_byte(path: str, size: int) -> bytes:
