@@ -34,7 +34,7 @@ LINE_SLACK = 64 << 10
 # What the master's stream may hold while its reader is slow; past this, output is dropped.
 PENDING_LIMIT = 1 << 20
 # Most bytes one splice(2) moves; a pipe holds at most this (process.make_pipe asks for it).
-SPLICE_MAX = 1 << 20
+SPLICE_MAX = 1 << 20  # most bytes one splice(2) moves (a pipe holds at most READ_SIZE)
 NO_SPLICE = -1  # splice_from: not now, read the pipe instead
 
 
