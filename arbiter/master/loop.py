@@ -170,9 +170,10 @@ class Master:
         hook = self.cfg.hook("when_ready")
         if hook:
             hook(self)
-        if self.preloaded is not None:
-            # Objects created by the import never change again; keeping the collector off them
-            # keeps their pages shared with every forked worker instead of copied on write.
+        if self.cfg.wsgi_app:
+            # Objects created by the imports so far (the preloaded app, the server modules
+            # preimported above) never change again; keeping the collector off them keeps
+            # their pages shared with every forked worker instead of copied on write.
             gc.freeze()
         try:
             while not self._finished():

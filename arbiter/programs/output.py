@@ -163,8 +163,12 @@ class ProcessOutput:
             reader = PipeReader(read_end, LineFramer(), write, self._selector,
                                 on_close=tee.closed(self.readers.remove), pacer=self._pacer)
         else:
-            reader = PipeReader(read_end, LineFramer("", timestamps), self._tap(channel, pid, sink.write),
-                                self._selector, on_close=self.readers.remove, pacer=self._pacer)
+            write = self._tap(channel, pid, sink.write)
+            # Without timestamps and with no events to make, the file takes the bytes straight
+            # from the pipe (splice): they never enter the master (see capture.py).
+            splice = sink.splice_from if write == sink.write else None
+            reader = PipeReader(read_end, LineFramer("", timestamps), write, self._selector,
+                                on_close=self.readers.remove, pacer=self._pacer, splice=splice)
         self.readers.append(reader)
 
     def _tap(self, channel: str, pid: int,
