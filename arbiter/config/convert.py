@@ -133,6 +133,20 @@ def to_env_pairs(value: Any) -> tuple[str, ...]:
     return items
 
 
+def to_positive_seconds(value: Any) -> float:
+    number = to_seconds(value)
+    if number <= 0:
+        raise ValueError("a number of seconds above 0")
+    return number
+
+
+def to_memory_measure(value: Any) -> str:
+    text = to_str(value).strip().lower()
+    if text not in ("uss", "pss", "rss"):
+        raise ValueError("one of uss, pss, rss")
+    return text
+
+
 _SIZE_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20,
                "G": 1 << 30, "GB": 1 << 30, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
 

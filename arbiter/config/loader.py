@@ -239,4 +239,7 @@ def build(cli: Mapping[str, Value], environ: Mapping[str, str] | None = None) ->
     if values.get("threads", 1) > 1 and values.get("worker_class", "auto") == "sync":
         # Gunicorn's rule: sync with threads is gthread.
         values["worker_class"] = "gthread"
+    if 0 < values.get("max_workers", 0) < values.get("workers", 1):
+        raise ConfigError(f"max_workers ({values['max_workers']}) must be 0 (off) or at least workers "
+                          f"({values.get('workers', 1)}), the floor autoscaling starts from")
     return Config(**values, extras=extras)
