@@ -51,7 +51,7 @@ class MemoryGuard:
             if self.strikes[pid] >= MEMORY_STRIKES and pid not in self.replaced:
                 self.replaced.add(pid)
                 actions.append(Replace(pid, "memory", (
-                    f"Worker {pid} uses {mib(size)} ({measure.upper()}), over the limit of {mib(self.limit)} "
+                    f"Worker (pid:{pid}) uses {mib(size)} ({measure.upper()}), over the limit of {mib(self.limit)} "
                     f"for {MEMORY_STRIKES} samples: replacing it")))
         return actions
 
