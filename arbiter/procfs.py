@@ -1,4 +1,6 @@
-"""The one reader of /proc/PID/stat: a process's state, group, start time and CPU and memory.
+"""The one reader of /proc: a process's state, group, start time, CPU and memory from
+/proc/PID/stat, its unique or proportional memory from /proc/PID/smaps_rollup (the memory
+guards), and its descendants.
 
 One small read per process, no psutil. A leaf: it imports nothing of Arbiter. Linux only, as
 Arbiter is.
