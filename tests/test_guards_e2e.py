@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -145,3 +146,37 @@ def test_a_saturated_sync_pool_grows_to_max_workers_and_shrinks_back_after_the_l
     assert log.count("Autoscale:") >= 6  # three up, three down, each logged with its cause
     assert "3 -> 4 workers (max 4)" in log and "2 -> 1 workers (min 1)" in log
     assert restarts(sock)["scale"] == 3
+
+
+def test_a_program_over_its_memory_limit_is_restarted_through_its_stop_and_its_neighbour_is_not(arbiter, tmp_path):
+    hog = Path(__file__).resolve().parent / "apps" / "memory_hog.py"
+    config = tmp_path / "arbiter.toml"
+    # Both have the same limit; only the hog's tree is over it, and only because of its child.
+    config.write_text(f'''
+        [programs.hog]
+        command = ["{sys.executable}", "{hog}", "120"]
+        memory_limit = "100MB"
+        stopsignal = "USR1"
+        stopwaitsecs = 5
+        startsecs = 0
+        stdout_logfile = "{tmp_path}/hog.log"
+
+        [programs.neighbour]
+        command = ["{sys.executable}", "{hog}", "10"]
+        memory_limit = 100
+        startsecs = 0
+        stdout_logfile = "{tmp_path}/neighbour.log"
+    '''.replace("\n        ", "\n"))
+    master = arbiter(["-c", str(config)], bind=False)
+    first = int(master.wait_log(r"spawned: 'hog' with pid (\d+)")[0].group(1))
+    neighbour = int(master.wait_log(r"spawned: 'neighbour' with pid (\d+)")[0].group(1))
+    restarted = master.wait_log(r"Program hog \(pid:(\d+)\) with its children uses ([\d.]+) MiB \(USS\), over "
+                                r"the limit of 100\.0 MiB for 3 samples: restarting it", timeout=20)[0]
+    assert int(restarted.group(1)) == first and float(restarted.group(2)) > 120
+    second = int(master.wait_log(r"spawned: 'hog' with pid (\d+)", count=2)[1].group(1))
+    assert second != first
+    # Its normal stop: the stopsignal reached it, and it exited by itself.
+    wait_until(lambda: f"parent {first} got SIGUSR1" in (tmp_path / "hog.log").read_text(), timeout=5)
+    assert "stopped: hog (exit status 0)" in master.log()
+    assert psutil.pid_exists(neighbour) and "neighbour (pid" not in master.log()
+    assert master.log().count("spawned: 'neighbour'") == 1

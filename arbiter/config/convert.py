@@ -151,11 +151,15 @@ _SIZE_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "
                "G": 1 << 30, "GB": 1 << 30, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
 
 
-def to_size(value: Any) -> int:
-    """A size in bytes: a bare number is MiB; `512MB`, `1GB`, `200KB` use 1024-based units, as
-    superlance's memmon reads them. The one parser for every size a user gives Arbiter."""
+def to_size(value: Any, bare: int = 1 << 20) -> int:
+    """A size in bytes: a bare number counts `bare` bytes (MiB, unless the key's tradition says
+    otherwise: Supervisor's logfile_maxbytes counts bytes); `512MB`, `1GB`, `200KB` use 1024-based
+    units, as Supervisor and superlance's memmon read them. The one parser for every size a user
+    gives Arbiter."""
+    what = "a size such as 512MB, 1GB or a number of MiB" if bare == 1 << 20 else \
+        "a byte size such as 1024, 500KB, 50MB or 1GB"
     if isinstance(value, bool):
-        raise ValueError("a size such as 512MB")
+        raise ValueError(what)
     if isinstance(value, (int, float)):
         number, unit = float(value), ""
     elif isinstance(value, str):
@@ -165,11 +169,11 @@ def to_size(value: Any) -> int:
         try:
             number = float(number_text)
         except ValueError:
-            raise ValueError("a size such as 512MB, 1GB or a number of MiB") from None
+            raise ValueError(what) from None
     else:
-        raise ValueError("a size such as 512MB")
+        raise ValueError(what)
     if unit not in _SIZE_UNITS:
         raise ValueError("a size with a unit of B, KB, MB or GB")
     if number < 0:
         raise ValueError("a size of at least 0")
-    return int(number * _SIZE_UNITS[unit])
+    return int(number * (_SIZE_UNITS[unit] if unit else bare))

@@ -175,7 +175,8 @@ class Config:
         "first (0: off). A bare number is MiB; 512MB, 1GB use 1024-based units.", ("--max-worker-memory",),
         metavar="SIZE", section="guards")
     worker_memory_interval: float = setting(
-        to_positive_seconds, 1.0, "Seconds between two samples of each worker's memory.",
+        to_positive_seconds, 1.0,
+        "Seconds between two samples of each worker's memory (and each program's with a memory_limit).",
         ("--worker-memory-interval",), metavar="SECONDS", section="guards")
     worker_memory_measure: str = setting(
         to_memory_measure, "uss",

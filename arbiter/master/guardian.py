@@ -21,6 +21,7 @@ from arbiter import procfs
 from arbiter.config.settings import Config
 from arbiter.master.guards import Autoscaler, MemoryGuard
 from arbiter.master.pool import WorkerProcess
+from arbiter.programs.errors import ProgramError
 from arbiter.web.scoreboard import Scoreboard
 from arbiter.web.sockets import Listener
 
@@ -47,6 +48,13 @@ def accept_queue(sock: socket.socket) -> int:
     return queued
 
 
+class Programs(Protocol):
+    """What the guardian needs of `arbiter.programs.ProgramManager`."""
+
+    def memory_limits(self) -> list[tuple[str, int, int]]: ...
+    def restart(self, name: str) -> None: ...
+
+
 class Pool(Protocol):
     """What the guardian needs of `arbiter.master.pool.WorkerPool`."""
 
@@ -58,6 +66,7 @@ class Pool(Protocol):
 
 
 MemoryReader = Callable[[int, str], "int | None"]
+ProgramsGetter = Callable[[], "Programs | None"]
 
 
 class Guardian:
@@ -76,12 +85,17 @@ class Guardian:
         resize: Callable[[int], None],
         log: logging.Logger,
         read_memory: MemoryReader = procfs.memory,
+        programs: ProgramsGetter = lambda: None,
+        read_tree_memory: MemoryReader = procfs.tree_memory,
     ) -> None:
         self._pool = pool
         self.listeners = listeners
         self.resize = resize
         self.log = log
         self.read_memory = read_memory
+        self.programs = programs
+        self.read_tree_memory = read_tree_memory
+        self._program_guards: dict[str, MemoryGuard] = {}  # per process name: limits differ
         self.memory: MemoryGuard | None = None
         self.scaler: Autoscaler | None = None
         self._next_memory = 0.0
@@ -126,7 +140,7 @@ class Guardian:
 
     def next_deadline(self, now: float) -> float | None:
         deadlines = []
-        if self.memory is not None:
+        if self.memory is not None or self._program_guards:
             deadlines.append(self._next_memory)
         if self.scaler is not None:
             deadlines.append(self._next_sample)
@@ -134,9 +148,11 @@ class Guardian:
 
     def tick(self, now: float) -> None:
         """One housekeeping pass: sample what is due, act on the decisions."""
-        if self.memory is not None and now >= self._next_memory:
+        if now >= self._next_memory:
             self._next_memory = now + self.memory_interval
-            self._check_memory()
+            if self.memory is not None:
+                self._check_memory()
+            self._check_programs()
         if now >= self._next_sample:
             self._next_sample = now + SAMPLE_EVERY
             self._sample_busy(now)
@@ -156,6 +172,28 @@ class Guardian:
         for action in self.memory.observe(samples, self.measure):
             if self.pool.replace_worker(action.pid, action.reason):
                 self.log.warning("%s", action.message)
+
+    def _check_programs(self) -> None:
+        """A program over its memory_limit (its whole tree: its own workers are its children, as
+        superlance's `memmon -c` counts) for three samples in a row is restarted through its
+        normal stop: stopsignal, then SIGKILL after stopwaitsecs."""
+        manager = self.programs()
+        if manager is None:
+            return
+        guards = {}
+        for name, pid, limit in manager.memory_limits():
+            guard = self._program_guards.get(name) or MemoryGuard(
+                limit, subject=f"Program {name} (pid:{{pid}}) with its children", remedy="restarting it")
+            guard.limit = limit
+            guards[name] = guard
+            size = self.read_tree_memory(pid, self.measure)
+            for action in guard.observe({pid: size} if size is not None else {}, self.measure):
+                self.log.warning("%s", action.message)
+                try:
+                    manager.restart(name)
+                except ProgramError as exc:  # it stopped meanwhile, or the master is stopping
+                    self.log.error("Cannot restart program %s: %s", name, exc)
+        self._program_guards = guards  # a stopped or removed program is forgotten
 
     # -- busy ratio and autoscaling --------------------------------------------------------
 

@@ -81,7 +81,8 @@ class Master:
         self.scoreboard = Scoreboard(fd=self.handover.scoreboard_fd if self.handover else None)
         self.pool: WorkerPool
         # Memory limits and autoscaling (docs/guards.md); it reads the pool once run() made it.
-        self.guardian = Guardian(cfg, lambda: self.pool, lambda: self.listeners, self._set_target, self.log)
+        self.guardian = Guardian(cfg, lambda: self.pool, lambda: self.listeners, self._set_target, self.log,
+                                 programs=lambda: self.programs)
         # Children that are not web workers (the upgrade check), with what to do when they exit.
         self._aux: dict[int, Callable[[int], None]] = {}
         self.upgrader = upgrade.Upgrader(self)

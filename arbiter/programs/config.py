@@ -63,6 +63,7 @@ class ProgramConfig:
     # Arbiter's own keys.
     depends_on: tuple[str, ...] = ()  # programs that must be RUNNING before this one starts
     log_timestamps: bool = False  # prefix each captured line with the time it was read
+    memory_limit: int = 0  # bytes, over the whole process tree; restarted when over (0: off)
     # Where it came from: `%(here)s` and error messages.
     here: str | None = None
     origin: str = ""
@@ -209,6 +210,7 @@ PROGRAM_KEYS: dict[str, Callable[[Any], Any]] = {
     "stderr_logfile_backups": v.to_non_negative_int,
     "depends_on": v.to_names,
     "log_timestamps": v.to_bool,
+    "memory_limit": v.to_memory_limit,
 }
 assert set(PROGRAM_KEYS) == {f.name for f in fields(ProgramConfig)} - {"name", "here", "origin"}
 
