@@ -8,6 +8,7 @@ the test does not grade Arbiter's arithmetic with Arbiter's arithmetic.
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import sys
 import threading
@@ -15,7 +16,8 @@ import time
 from pathlib import Path
 
 import psutil
-from conftest import wait_until
+import pytest
+from conftest import http_get, wait_until
 from load import Load
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -180,3 +182,52 @@ def test_a_program_over_its_memory_limit_is_restarted_through_its_stop_and_its_n
     assert "stopped: hog (exit status 0)" in master.log()
     assert psutil.pid_exists(neighbour) and "neighbour (pid" not in master.log()
     assert master.log().count("spawned: 'neighbour'") == 1
+
+
+def _status(sock: Path) -> dict:
+    conn = UnixHTTPConnection(str(sock))
+    try:
+        conn.request("GET", "/v1/status")
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("args", "capacity"), [
+    (["wsgi_app:app", "-k", "sync"], 1),
+    (["wsgi_app:app", "-k", "gthread", "--threads", "4"], 4),
+    (["asgi_app:app", "-k", "uvicorn", "--worker-connections", "8"], 8),
+])
+def test_each_worker_class_reports_its_requests_in_progress_and_the_busy_ratio_follows(arbiter, tmp_path, args,
+                                                                                      capacity):
+    sock = tmp_path / "control.sock"
+    master = arbiter([*args, "-w", "1", "--control-socket", str(sock)])
+    master.wait_ready(1)
+    slow = min(capacity, 2)  # requests held open at once: the worker's whole capacity for sync
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                status, _ = http_get(master.port, "/sleep?s=0.5", timeout=10)
+                if status != 200:
+                    failures.append(f"HTTP {status}")
+            except OSError as exc:
+                failures.append(str(exc))
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(slow)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: _status(sock)["workers"][0]["in_progress"] == slow, timeout=10,
+                   what=f"{slow} requests in progress")
+        expected = slow / capacity
+        wait_until(lambda: abs(metrics(sock)["arbiter_workers_busy_ratio"][0][1] - expected) < 0.15, timeout=10,
+                   what=f"a busy ratio near {expected}")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    wait_until(lambda: _status(sock)["workers"][0]["in_progress"] == 0, timeout=10, what="no request in progress")
+    assert failures == []
