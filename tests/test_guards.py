@@ -16,6 +16,7 @@ from test_pool import Harness
 
 from arbiter import procfs
 from arbiter.config.convert import to_size
+from arbiter.config.settings import Config
 from arbiter.master.guardian import Guardian, accept_queue
 from arbiter.master.guards import Autoscaler, MemoryGuard
 
@@ -200,3 +201,15 @@ def test_the_accept_queue_of_a_listener_comes_from_tcp_info() -> None:
         for client in clients:
             client.close()
         listener.close()
+
+
+def test_a_reload_that_lowers_or_removes_max_workers_takes_back_the_extra_workers_at_once() -> None:
+    h = GuardedPool(workers=1, max_workers=4)
+    h.turn()
+    h.in_progress = 1
+    h.run(4)
+    assert h.pool.target == 4
+    h.guardian.configure(Config(workers=1, max_workers=2))  # what a HUP with a new config does
+    assert h.pool.target == 2
+    h.guardian.configure(Config(workers=1))
+    assert h.pool.target == 1 and h.guardian.scaler is None

@@ -111,8 +111,9 @@ class Guardian:
     def configure(self, cfg: Config, floor: int | None = None) -> None:
         """(Re)apply the settings: at start, and when a reload brings a new config (the floor
         stays where TTIN, TTOU or the config's `workers` last put it)."""
+        reloading, was_scaling = floor is None, self.scaler is not None
         if floor is None:
-            floor = self.scaler.floor if self.scaler is not None else cfg.workers
+            floor = self.scaler.floor if self.scaler is not None else self.pool.target
         self.measure = cfg.worker_memory_measure
         self.memory_interval = cfg.worker_memory_interval
         if cfg.max_worker_memory > 0:
@@ -131,6 +132,11 @@ class Guardian:
         else:
             self.scaler = None
             self._samples = Autoscaler(floor=0, ceiling=0)
+        # Workers the autoscaler added beyond what the new config allows go at once.
+        top = self.scaler.ceiling if self.scaler is not None else floor
+        if reloading and was_scaling and self.pool.target > top:
+            self.log.info("Autoscale: the new config allows %d workers; %d -> %d workers", top, self.pool.target, top)
+            self.resize(top)
 
     def floor_moved(self, count: int) -> None:
         """TTIN, TTOU or `arbiter ctl scale` set the count: that is the new floor."""
