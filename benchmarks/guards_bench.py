@@ -49,6 +49,7 @@ CLASSES = {  # name -> (app, worker options)
     "sync": ("wsgi_hello:app", ["-k", "sync"]),
     "gthread": ("wsgi_hello:app", ["-k", "gthread", "--threads", "4"]),
     "uvicorn": ("asgi_hello:app", ["-k", "uvicorn"]),
+    "gevent": ("wsgi_hello:app", ["-k", "gevent"]),
 }
 
 

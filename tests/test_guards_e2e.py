@@ -197,6 +197,7 @@ def _status(sock: Path) -> dict:
     (["wsgi_app:app", "-k", "sync"], 1),
     (["wsgi_app:app", "-k", "gthread", "--threads", "4"], 4),
     (["asgi_app:app", "-k", "uvicorn", "--worker-connections", "8"], 8),
+    (["gevent_app:app", "-k", "gevent", "--worker-connections", "8"], 8),
 ])
 def test_each_worker_class_reports_its_requests_in_progress_and_the_busy_ratio_follows(arbiter, tmp_path, args,
                                                                                       capacity):
