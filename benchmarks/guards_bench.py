@@ -60,9 +60,17 @@ def has_request_timeout() -> bool:
     return "--request-timeout" in out.stdout
 
 
-def guard_options(request_timeout: bool) -> list[str]:
-    options = ["--max-worker-memory", "1GB", "--worker-memory-interval", "1", "--max-workers", str(WORKERS)]
-    return options + (["--request-timeout", "30"] if request_timeout else [])
+def guard_options(request_timeout: bool, which: str) -> list[str]:
+    """The options that turn the guards in `which` on ("all", "memory", "autoscale", "deadline"
+    or "none": the A/A run that shows how far two identical servers differ on this machine)."""
+    options = {
+        "memory": ["--max-worker-memory", "1GB", "--worker-memory-interval", "1"],
+        "autoscale": ["--max-workers", str(WORKERS)],
+        "deadline": ["--request-timeout", "30"] if request_timeout else [],
+    }
+    if which == "all":
+        return [*options["memory"], *options["autoscale"], *options["deadline"]]
+    return options.get(which, [])
 
 
 @dataclass
@@ -89,7 +97,8 @@ def launch(worker: str, options: list[str], label: str, control: str) -> Server:
 
 
 def measure(worker: str, args: argparse.Namespace, guards: list[str]) -> list[Row]:
-    rows = [Row(worker, False, "guards off"), Row(worker, True, "guards on: " + " ".join(guards))]
+    second = "guards on: " + " ".join(guards) if guards else "its twin, no guards (A/A)"
+    rows = [Row(worker, False, "guards off"), Row(worker, True, second)]
     servers = []
     sockets = tempfile.TemporaryDirectory(prefix="guards-bench-")
     try:
@@ -131,10 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--only", default=",".join(CLASSES), help="worker classes, comma separated")
     parser.add_argument("--quick", action="store_true", help="1 round x 2 s")
+    parser.add_argument("--guards", default="all", choices=["all", "memory", "autoscale", "deadline", "none"],
+                        help="which guards the second server has (none: an A/A run, to see the noise)")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration = 1, 2.0
-    guards = guard_options(has_request_timeout())
+    guards = guard_options(has_request_timeout(), args.guards)
     results: list[tuple[Row, Row]] = []
     try:
         for worker in args.only.split(","):
@@ -148,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_all()
     print(f"\nGuards on: {' '.join(guards)}")
-    if "--request-timeout" not in guards:
+    if args.guards == "all" and "--request-timeout" not in guards:
         print("(this Arbiter has no --request-timeout yet: memory limit and autoscaling only)")
     print(f"{WORKERS} workers each, wrk -t2 -c64, {args.rounds} rounds x {args.duration:.0f} s, medians; "
           f"load average {os.getloadavg()[0]:.2f}\n")
