@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import http_get, wait_until
+from conftest import http_get, run_arbiter, wait_until
 from load import Load
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -232,3 +232,25 @@ def test_each_worker_class_reports_its_requests_in_progress_and_the_busy_ratio_f
             thread.join(15)
     wait_until(lambda: _status(sock)["workers"][0]["in_progress"] == 0, timeout=10, what="no request in progress")
     assert failures == []
+
+
+def test_ctl_scale_moves_the_floor_that_autoscaling_shrinks_to(arbiter, tmp_path):
+    sock = tmp_path / "control.sock"
+    master = arbiter(["guards_app:app", "-k", "sync", "-w", "1", "--max-workers", "3", "--scale-down-idle", "1",
+                      "--control-socket", str(sock)])
+    master.wait_ready(1)
+    assert run_arbiter(["ctl", "-s", str(sock), "scale", "=2"]).returncode == 0
+    master.wait_workers(lambda w: len(w) == 2, timeout=10, what="2 workers")
+    stop, failures, served = threading.Event(), [], []
+    threads = _sleepers(master.port, 6, stop, failures, served)
+    try:
+        master.wait_workers(lambda w: len(w) == 3, timeout=10, what="3 workers (the maximum)")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(35)
+    # Quiet again: one worker goes, down to the floor `ctl scale` set, and the log says which.
+    master.wait_log(r"Autoscale: busy ratio [\d.]+ < 0\.5 for \d+ s; 3 -> 2 workers \(min 2\)", timeout=15)
+    master.wait_workers(lambda w: len(w) == 2, timeout=10, what="back to 2 workers")
+    assert "2 -> 1 workers" not in master.log()
+    assert failures == [], failures[:10]
