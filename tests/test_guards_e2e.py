@@ -254,3 +254,10 @@ def test_ctl_scale_moves_the_floor_that_autoscaling_shrinks_to(arbiter, tmp_path
     master.wait_workers(lambda w: len(w) == 2, timeout=10, what="back to 2 workers")
     assert "2 -> 1 workers" not in master.log()
     assert failures == [], failures[:10]
+
+
+def test_max_workers_below_workers_is_refused_at_start_naming_both():
+    result = run_arbiter(["guards_app:app", "-w", "4", "--max-workers", "2", "-b", "127.0.0.1:0"])
+    assert result.returncode != 0
+    assert "max_workers (2) must be 0 (off) or at least workers (4)" in result.stderr
+    assert "--max-workers" in result.stderr  # where it came from

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from arbiter import __version__, logs
+from arbiter.config import loader as config_loader
 from arbiter.config.settings import Config
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.master import host, reloader, systemd, upgrade
@@ -131,7 +132,7 @@ class Master:
         started: list[Service] = []
         try:
             if self.cfg.preload_app and self.cfg.wsgi_app:
-                self.preloaded = app_loader.load(self.cfg.wsgi_app)
+                self.preloaded = app_loader.load(self.cfg.wsgi_app, self.cfg.raw_paste_global_conf)
             for service in self.services:
                 service.start()
                 started.append(service)
@@ -193,7 +194,8 @@ class Master:
             if all(text.startswith("fd://") for text in inherited):
                 # Handed down from systemd: the sockets are the configuration.
                 self.cfg = dataclasses.replace(self.cfg, bind=tuple(inherited))
-            listeners = sockets.create_listeners(self.cfg.bind, self.cfg.backlog, inherited=inherited)
+            listeners = sockets.create_listeners(self.cfg.bind, self.cfg.backlog, inherited=inherited,
+                                                 reuse_port=self.cfg.reuse_port)
             kept = {listener.fileno() for listener in listeners}
             for fd in set(self.handover.listeners.values()) - kept:
                 os.close(fd)  # an address the new config no longer binds
@@ -205,12 +207,12 @@ class Master:
                 os.environ.pop(name, None)  # ours alone: children must not take them for theirs
             self.cfg = dataclasses.replace(self.cfg, bind=tuple(f"fd://{fd}" for fd in activated))
             return sockets.adopt_systemd(activated)
-        return sockets.create_listeners(self.cfg.bind, self.cfg.backlog)
+        return sockets.create_listeners(self.cfg.bind, self.cfg.backlog, reuse_port=self.cfg.reuse_port)
 
     def _log_start(self) -> None:
         self.log.info("Starting arbiter %s", __version__)
-        for warning in self.cfg.extras.warnings:
-            self.log.warning("%s", warning)
+        for level, message in config_loader.startup_messages(self.cfg):
+            self.log.log(level, "%s", message)
         scheme = "https" if self.cfg.is_ssl else "http"
         for listener in self.listeners:
             self.log.info("Listening at: %s (%s)", listener.url(scheme), self.pid)
@@ -443,7 +445,7 @@ class Master:
             if cfg.bind != self.cfg.bind:
                 try:
                     with host.socket_umask(cfg.umask):
-                        self.listeners = sockets.rebind(self.listeners, cfg.bind, cfg.backlog)
+                        self.listeners = sockets.rebind(self.listeners, cfg.bind, cfg.backlog, cfg.reuse_port)
                 except ArbiterError as exc:
                     self.log.error("Reload refused (still serving the old config): %s", exc)
                     return str(exc)

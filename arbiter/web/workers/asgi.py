@@ -18,7 +18,8 @@ from typing import Any
 import uvicorn
 from uvicorn.config import WS_PROTOCOLS
 
-from arbiter import logs
+from arbiter import logs, statsd
+from arbiter.web import tls
 from arbiter.web.http.parser import Limits
 from arbiter.web.workers.asgi_http import protocol_class
 from arbiter.web.workers.base import Worker
@@ -97,12 +98,22 @@ class UvicornWorker(Worker):
         )
         if cfg.certfile:
             kwargs.update(ssl_certfile=cfg.certfile, ssl_keyfile=cfg.keyfile)
+        kwargs.update(root_path=cfg.root_path)  # --root-path
         app = self.app
         if logs.access_enabled():
             from arbiter.web.workers.asgi_access import AccessLogMiddleware
 
             app = AccessLogMiddleware(app, cfg.access_log_format)
-        return uvicorn.Config(app, **kwargs)
+        sender = statsd.client(cfg)
+        if sender is not None:
+            from arbiter.web.workers.asgi_statsd import StatsdMiddleware
+
+            app = StatsdMiddleware(app, sender)
+        config = uvicorn.Config(app, **kwargs)
+        if cfg.certfile:
+            config.load()
+            config.ssl = tls.server_context(cfg)  # every TLS setting, as the sync worker has them
+        return config
 
     def capacity(self) -> int:
         return max(1, int(self.cfg.worker_connections))  # uvicorn's limit_concurrency
