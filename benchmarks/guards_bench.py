@@ -97,7 +97,7 @@ def launch(worker: str, options: list[str], label: str, control: str) -> Server:
 
 
 def measure(worker: str, args: argparse.Namespace, guards: list[str]) -> list[Row]:
-    second = "guards on: " + " ".join(guards) if guards else "its twin, no guards (A/A)"
+    second = "guards on: " + " ".join(guards) if guards else "twin without guards, A-A"
     rows = [Row(worker, False, "guards off"), Row(worker, True, second)]
     servers = []
     sockets = tempfile.TemporaryDirectory(prefix="guards-bench-")
