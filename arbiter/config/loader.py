@@ -74,13 +74,13 @@ def read_toml(path: str) -> tuple[dict[str, Value], Extras]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     values: dict[str, Value] = {}
     extras = Extras()
-    if "programs" in parsed or "groups" in parsed:
+    if "programs" in parsed or "groups" in parsed or "eventlisteners" in parsed:
         from arbiter.programs.config import programs_from_mapping
 
         programs, groups = programs_from_mapping(parsed, path)
         extras = Extras(tuple(programs), {name: tuple(members) for name, members in groups.items()})
     for key, raw in parsed.items():
-        if key in ("programs", "groups"):
+        if key in ("programs", "groups", "eventlisteners"):
             continue
         line = _line_of(text, rf"^[ \t]*[\"']?{re.escape(key)}[\"']?[ \t]*=") or _line_of(
             text, rf"^[ \t]*\[[ \t]*{re.escape(key)}\b"
@@ -88,7 +88,8 @@ def read_toml(path: str) -> tuple[dict[str, Value], Extras]:
         origin = f"{path}:{line}" if line else path
         setting = lookup(key)
         if setting is None or setting.convert is to_hook:
-            raise _unknown(key, origin, also=("programs", "groups"))  # `[program.x]` means [programs.x]
+            # `[program.x]` means [programs.x]
+            raise _unknown(key, origin, also=("programs", "groups", "eventlisteners"))
         values[setting.name] = Value(raw, origin)
     return values, extras
 
@@ -125,6 +126,8 @@ def read_ini(path: str) -> tuple[dict[str, Value], Extras]:
         values["control_socket"] = Value(server.file, f"{path}: [unix_http_server] file")
         if server.chmod is not None:
             values["control_socket_mode"] = Value(server.chmod, f"{path}: [unix_http_server] chmod")
+        if server.chown:
+            values["control_socket_owner"] = Value(server.chown, f"{path}: [unix_http_server] chown")
     if options.inet_http_server is not None and options.inet_http_server.port:
         values["control_bind"] = Value(options.inet_http_server.port, f"{path}: [inet_http_server] port")
         # Supervisor's Basic auth pair; the control server checks it (and refuses to start

@@ -241,6 +241,11 @@ class Config:
     control_socket_mode: int = setting(
         to_umask, 0o600, "File mode of the control socket (octal).", ("--control-socket-mode",), metavar="MODE",
         section="control")
+    control_socket_owner: str | None = setting(
+        to_optional_str, None,
+        "Owner of the control socket, USER or USER:GROUP (Supervisor's [unix_http_server] chown), so a"
+        " program running as that user (an event listener calling back over XML-RPC) may use it.",
+        ("--control-socket-owner",), metavar="USER[:GROUP]", section="control")
     control_bind: str | None = setting(
         to_optional_str, None,
         "Also serve the control API on TCP HOST:PORT (off by default; needs a credential, loopback too:"

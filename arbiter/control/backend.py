@@ -26,6 +26,7 @@ remove          GroupArgs          anything
 replace_worker  ReplaceWorkerArgs  {"pid": pid} once the worker's successor is asked for
                                    (it boots, then pid drains: the max_requests path)
 shutdown        NoArgs             anything (reply before exiting)
+remote_event    RemoteEventArgs    anything (a REMOTE_COMMUNICATION event was published)
 ==============  =================  ====================================================
 
 A per-process result is ``{"name", "group", "status": "OK" | <error code>, "description"}``
@@ -47,11 +48,13 @@ from arbiter.control.records import (
     NoArgs,
     ProcessArgs,
     ReloadArgs,
+    RemoteEventArgs,
     ReplaceWorkerArgs,
     ScaleArgs,
     SignalArgs,
     Status,
 )
+
 # Stable error codes and their numbers: one table for program and control errors alike.
 from arbiter.errors import ERROR_CODES as ERROR_CODES
 from arbiter.errors import ArbiterError, fault_number
@@ -62,6 +65,7 @@ COMMAND_ARGS: dict[str, type] = {
     "start": ProcessArgs, "stop": ProcessArgs, "restart": ProcessArgs, "signal": SignalArgs,
     "clear": ClearArgs, "reload": ReloadArgs, "scale": ScaleArgs, "reread": NoArgs, "update": GroupArgs,
     "add": GroupArgs, "remove": GroupArgs, "replace_worker": ReplaceWorkerArgs, "shutdown": NoArgs,
+    "remote_event": RemoteEventArgs,
 }
 COMMAND_NAMES = frozenset(COMMAND_ARGS)
 

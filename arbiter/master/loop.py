@@ -25,11 +25,12 @@ from arbiter import __version__, logs
 from arbiter.config import loader as config_loader
 from arbiter.config.settings import Config
 from arbiter.errors import ArbiterError, ConfigError
+from arbiter.events.types import arbiter_event, supervisor_state
 from arbiter.master import host, reloader, systemd, upgrade
 from arbiter.master import signals as sigs
 from arbiter.master.guardian import Guardian
 from arbiter.master.pool import WorkerPool
-from arbiter.master.reload_state import NO_RELOAD
+from arbiter.master.reload_state import NO_RELOAD, ReloadState
 from arbiter.programs.manager import ProgramManager
 from arbiter.web import app as app_loader
 from arbiter.web import sockets, workers
@@ -95,6 +96,7 @@ class Master:
         self.programs: ProgramManager | None = None
         self._ready_sent = False
         self._reload_state = NO_RELOAD
+        self._reloading = 0  # the generation the last reload started (for ARBITER_RELOAD_FAILED)
         self.stopping = False
         self.graceful = True
         self.exit_code = 0
@@ -154,9 +156,16 @@ class Master:
         host.write_pidfile(self.cfg.pidfile, self.pid)
         self._log_start()
         # Always present, even empty: `arbiter ctl update` may add programs later.
+        child_env: dict[str, str] = {}
+        for service in self.services:  # the control server says where programs find it
+            child_env.update(getattr(service, "child_environment", dict)())
         self.programs = ProgramManager(self.cfg.programs, self.cfg.groups, self.selector, self.log,
                                        clock=self.clock, childlogdir=self.cfg.childlogdir,
-                                       record_path=self._programs_record(), master_pid=self.pid)
+                                       record_path=self._programs_record(), master_pid=self.pid,
+                                       child_env=child_env, upgraded=self.handover is not None)
+        self.pool.emit = self.event
+        if self.handover is None:  # after an in-place upgrade the listeners know it runs
+            self.programs.publish(supervisor_state("RUNNING"))
         self.programs.start_autostart()
         if self.handover is not None:
             self.pool.adopt(self.handover, self.cfg.workers)
@@ -165,9 +174,10 @@ class Master:
         hook = self.cfg.hook("when_ready")
         if hook:
             hook(self)
-        if self.preloaded is not None:
-            # Objects created by the import never change again; keeping the collector off them
-            # keeps their pages shared with every forked worker instead of copied on write.
+        if self.cfg.wsgi_app:
+            # Objects created by the imports so far (the preloaded app, the server modules
+            # preimported above) never change again; keeping the collector off them keeps
+            # their pages shared with every forked worker instead of copied on write.
             gc.freeze()
         try:
             while not self._finished():
@@ -269,6 +279,7 @@ class Master:
             self._reap()
         if self.programs is not None:
             self.programs.tick()
+            self.programs.tick_events(time.time())  # TICK_* on wall-clock boundaries
         for service in self.services:
             service.tick()
         now = self.clock()
@@ -297,10 +308,26 @@ class Master:
             self.notify.ready(status)
         if self.pool.last_reload != self._reload_state:
             self._reload_state = self.pool.last_reload
+            self._reload_event(self._reload_state)
             if self._reload_state.in_progress:
                 self.notify.reloading(f"Reloading: {status}")
             else:
                 self.notify.ready(f"Reload {self._reload_state}; {status}")
+
+    def event(self, name: str, body: str = "", **fields: object) -> None:
+        """Publish one of Arbiter's own ARBITER_* events to the listeners that subscribe to it."""
+        if self.programs is not None:
+            self.programs.publish(arbiter_event(name, body=body, **fields))
+
+    def _reload_event(self, state: ReloadState) -> None:
+        generation = self.pool.generation
+        if state.in_progress:
+            self._reloading = generation  # an abandoned generation is no longer the pool's
+            self.event("ARBITER_RELOAD_STARTED", generation=generation)
+        elif state.has_failed:
+            self.event("ARBITER_RELOAD_FAILED", state.error, generation=max(generation, self._reloading))
+        else:
+            self.event("ARBITER_RELOAD_FINISHED", generation=generation, workers=self.pool.ready_count())
 
     def attach(self, service: Service) -> None:
         """Run `service` in this loop (before run()): started after the sockets are bound,
@@ -495,6 +522,7 @@ class Master:
         self.notify.stopping()
         self._close_listeners(unlink=False)
         if self.programs is not None:
+            self.programs.publish(supervisor_state("STOPPING"))
             self.programs.stop_all()
         if graceful:
             self.pool.retire_all(now)
