@@ -46,7 +46,7 @@ def test_metrics_parse_and_carry_the_status(served: ServerLoop) -> None:
     assert ({"state": "READY"}, 2.0) in metrics["arbiter_workers"]
     assert ({"state": "BOOTING"}, 0.0) in metrics["arbiter_workers"]
     assert ({"pid": "4100001"}, 7.0) in metrics["arbiter_worker_requests_total"]
-    assert metrics["arbiter_worker_restarts_total"] == [({}, 3.0)]
+    assert metrics["arbiter_worker_restarts_total"] == [({"reason": "exit"}, 3.0)]  # a master that gives no reasons
     assert metrics["arbiter_worker_timeouts_total"] == [({}, 1.0)]
     assert metrics["arbiter_reloads_total"] == [({}, 0.0)]
     assert metrics["arbiter_reload_last_success"] == [({}, 1.0)]

@@ -1,10 +1,23 @@
-"""Guard decisions with plain numbers for time and memory: no processes, no sleeping."""
+"""Guard decisions with plain numbers for time and memory (no processes, no sleeping), the
+guardian carrying them out on a pool of fake processes, and the samples read from real ones."""
 
 from __future__ import annotations
 
-import pytest
+import logging
+import signal
+import socket
+import subprocess
+import sys
 
+import psutil
+import pytest
+from conftest import wait_until
+from test_pool import Harness
+
+from arbiter import procfs
 from arbiter.config.convert import to_size
+from arbiter.config.settings import Config
+from arbiter.master.guardian import Guardian, accept_queue
 from arbiter.master.guards import Autoscaler, MemoryGuard
 
 MiB = 1 << 20
@@ -82,3 +95,121 @@ def test_a_spike_during_idle_resets_the_idle_clock() -> None:
         assert scaler.observe(tick / 10, 1.0, 0, 2) is None
     assert all(scaler.observe(tick / 10, 0.1, 0, 2) is None for tick in range(31, 60))
     assert scaler.observe(7.0, 0.1, 0, 2) is not None  # idle again for 3 s since the mean fell
+
+
+# -- the guardian: the decisions above carried out on a pool (fake processes, fake clock) ------
+
+class GuardedPool(Harness):
+    """A pool with fake processes and a guardian whose memory reader reads `self.memory`."""
+
+    def __init__(self, **settings: object) -> None:
+        super().__init__(**settings)
+        self.memory: dict[int, int] = {}
+        self.resized: list[int] = []
+        self.in_progress = 0  # what every worker's slot says, each step
+        self.guardian = Guardian(self.cfg, lambda: self.pool, lambda: [], self._resize, logging.getLogger("test"),
+                                 read_memory=lambda pid, measure: self.memory.get(pid))
+
+    def _resize(self, count: int) -> None:
+        self.resized.append(count)
+        self.pool.target = count
+
+    def turn(self) -> None:
+        now = self.clock()
+        self.pool.check(now, self.awake_since)
+        self.guardian.tick(now)
+        self.pool.manage(now)
+
+    def run(self, seconds: float, step: float = 0.1) -> None:
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+            self.ready_all()
+            for pid, worker in self.pool.workers.items():
+                self.beat(pid)
+                worker.slot.set_capacity(1)
+                worker.slot.set_in_progress(self.in_progress)
+            self.turn()
+
+
+def test_a_worker_over_the_memory_limit_is_replaced_before_it_drains_and_counted() -> None:
+    h = GuardedPool(workers=2, max_worker_memory=to_size("100MB"))
+    h.turn()
+    h.ready_all()
+    first, second = sorted(h.pool.workers)
+    h.memory = {first: 150 * MiB, second: 20 * MiB}
+    h.run(3.05)  # samples at 1, 2 and 3 s (at 0 none was ready): the third asks for a replacement
+    assert h.pool.workers[first].wants_retirement and h.signals == []
+    assert len(h.pool.workers) == 3  # the successor boots first; the big one still serves
+    h.run(0.2)  # the successor is READY: now the big one drains
+    assert (first, signal.SIGTERM) in h.signals and (second, signal.SIGTERM) not in h.signals
+    assert h.pool.restarts["memory"] == 1
+
+
+def test_autoscaling_moves_the_target_and_ttin_moves_the_floor() -> None:
+    h = GuardedPool(workers=1, max_workers=3, scale_down_idle=2)
+    h.turn()
+    h.in_progress = 1
+    h.run(3)
+    assert h.resized == [2, 3] and h.pool.target == 3  # one a second, up to the ceiling
+    h.guardian.floor_moved(2)  # what TTIN / `arbiter ctl scale =2` does beside setting the target
+    h.in_progress = 0
+    h.run(10)
+    assert h.pool.target == 2 and h.resized[-1] == 2  # down to the new floor, not to -w
+    assert h.pool.restarts["scale"] == 1
+
+
+def test_without_max_workers_the_busy_ratio_is_measured_but_nothing_scales() -> None:
+    h = GuardedPool(workers=2)
+    h.turn()
+    h.in_progress = 1
+    h.run(2)
+    assert h.guardian.busy_ratio == 1.0 and h.resized == [] and h.pool.target == 2
+
+
+# -- the samples, from real processes and sockets -----------------------------------------------
+
+
+def test_memory_measures_agree_with_psutil_and_a_tree_counts_the_grandchild() -> None:
+    # A shell whose child holds 64 MiB of its own: the tree is the shell plus that child.
+    code = "b = bytearray(64 << 20); import sys; sys.stdout.write('ok\\n'); sys.stdout.flush(); sys.stdin.read()"
+    shell = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "{code}"; :'], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE)
+    try:
+        assert shell.stdout is not None and shell.stdout.readline() == b"ok\n"
+        [child] = psutil.Process(shell.pid).children()
+        info = child.memory_full_info()
+        assert abs(procfs.memory(child.pid, "uss") - info.uss) < 4 * MiB
+        assert abs(procfs.memory(child.pid, "pss") - info.pss) < 4 * MiB
+        assert abs(procfs.memory(child.pid, "rss") - info.rss) < 4 * MiB
+        assert procfs.tree(shell.pid) == [shell.pid, child.pid]
+        own = procfs.memory(shell.pid, "uss")
+        assert procfs.tree_memory(shell.pid, "uss") >= own + 64 * MiB > 64 * MiB
+    finally:
+        shell.kill()
+        shell.communicate()
+    assert procfs.memory(shell.pid) is None and procfs.tree_memory(shell.pid) is None
+
+
+def test_the_accept_queue_of_a_listener_comes_from_tcp_info() -> None:
+    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
+    try:
+        wait_until(lambda: accept_queue(listener) == 3, timeout=5)
+        listener.accept()[0].close()
+        assert accept_queue(listener) == 2
+    finally:
+        for client in clients:
+            client.close()
+        listener.close()
+
+
+def test_a_reload_that_lowers_or_removes_max_workers_takes_back_the_extra_workers_at_once() -> None:
+    h = GuardedPool(workers=1, max_workers=4)
+    h.turn()
+    h.in_progress = 1
+    h.run(4)
+    assert h.pool.target == 4
+    h.guardian.configure(Config(workers=1, max_workers=2))  # what a HUP with a new config does
+    assert h.pool.target == 2
+    h.guardian.configure(Config(workers=1))
+    assert h.pool.target == 1 and h.guardian.scaler is None

@@ -317,16 +317,17 @@ def test_a_thread_worker_with_a_stuck_request_is_replaced_first_then_drained(h, 
     with caplog.at_level(logging.WARNING, logger="test.pool"):
         h.turn()
     assert h.pool.stats["request_timeouts"] == 1
-    assert h.pool.restart_reasons["request_timeout"] == 1
+    assert h.pool.workers[first].replace_reason == "request_timeout"  # counted once it is drained
     assert f"Worker (pid:{first}) has a request it could not stop" in caplog.text
     [new] = [pid for pid in h.pool.workers if pid not in (first, second)]
     assert h.signals == []  # the old one serves on until its successor is ready
     h.say(new, SlotState.READY)
     h.turn()
     assert h.signals == [(first, signal.SIGTERM)]
+    assert h.pool.restarts["request_timeout"] == 1
     h.exit(first)
     h.turn()
-    assert h.pool.stats["request_timeouts"] == 1 and h.pool.restart_reasons["request_timeout"] == 1
+    assert h.pool.stats["request_timeouts"] == 1 and h.pool.restarts["request_timeout"] == 1
 
 
 def test_a_sync_worker_that_stopped_a_request_and_exited_is_counted_not_reported_as_a_crash(h, caplog):
@@ -336,7 +337,7 @@ def test_a_sync_worker_that_stopped_a_request_and_exited_is_counted_not_reported
         h.exit(first, code=1)
     h.turn()
     assert len(h.pool.workers) == 2 and first not in h.pool.workers  # replaced in the same turn
-    assert h.pool.stats["request_timeouts"] == 1 and h.pool.restart_reasons["request_timeout"] == 1
+    assert h.pool.stats["request_timeouts"] == 1 and h.pool.restarts["request_timeout"] == 1
     assert h.pool.stats["restarts"] == 1
     assert "stopped a request at --request-timeout" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -220,12 +220,20 @@ def test_include_with_no_match_and_redirect_warnings(tmp_path: Path) -> None:
 # ---- errors name file, line, section, key, value and what was expected ---------------------
 
 
+@pytest.mark.parametrize(("line", "limit"), [("memory_limit=200MB", 200 << 20), ("memory_limit=150", 150 << 20),
+                                           ("memory_limit=1GB", 1 << 30), ("", 0)])
+def test_memory_limit_is_a_size_and_a_bare_number_is_mib(tmp_path: Path, line: str, limit: int) -> None:
+    conf = write_conf(tmp_path, PROGRAM.format(extra=line))
+    assert load_supervisor_ini(str(conf)).programs[0].memory_limit == limit
+
+
 @pytest.mark.parametrize(("line", "key", "expected"), [
     ("startsecs=soon", "startsecs", "a number of seconds"),
     ("autostart=maybe", "autostart", "true or false"),
     ("autorestart=sometimes", "autorestart", "true, false or unexpected"),
     ("stopsignal=BOGUS", "stopsignal", "signal name"),
     ("stdout_logfile_maxbytes=50XB", "stdout_logfile_maxbytes", "byte size"),
+    ("memory_limit=lots", "memory_limit", "a size such as 512MB"),
     ("exitcodes=0,300", "exitcodes", "between 0 and 255"),
     ("numprocs=0", "numprocs", "at least 1"),
     ("umask=999", "umask", "octal"),

@@ -136,6 +136,13 @@ def to_env_pairs(value: Any) -> tuple[str, ...]:
     return items
 
 
+def to_positive_seconds(value: Any) -> float:
+    number = to_seconds(value)
+    if number <= 0:
+        raise ValueError("a number of seconds above 0")
+    return number
+
+
 def to_optional_bool(value: Any) -> bool | None:
     return None if value is None else to_bool(value)
 
@@ -160,6 +167,7 @@ def choice(*choices: str) -> Callable[[Any], str]:
 
 
 to_proxy_protocol = choice("off", "v1", "v2", "auto")
+to_memory_measure = choice("uss", "pss", "rss")
 
 # `--ssl-version` names (Gunicorn's, from the ssl module's PROTOCOL_* constants), by the lowest
 # TLS version each lets a client use. The old protocols are refused: OpenSSL itself refuses them
@@ -220,11 +228,15 @@ _SIZE_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "
                "G": 1 << 30, "GB": 1 << 30, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
 
 
-def to_size(value: Any) -> int:
-    """A size in bytes: a bare number is MiB; `512MB`, `1GB`, `200KB` use 1024-based units, as
-    superlance's memmon reads them. The one parser for every size a user gives Arbiter."""
+def to_size(value: Any, bare: int = 1 << 20) -> int:
+    """A size in bytes: a bare number counts `bare` bytes (MiB, unless the key's tradition says
+    otherwise: Supervisor's logfile_maxbytes counts bytes); `512MB`, `1GB`, `200KB` use 1024-based
+    units, as Supervisor and superlance's memmon read them. The one parser for every size a user
+    gives Arbiter."""
+    what = "a size such as 512MB, 1GB or a number of MiB" if bare == 1 << 20 else \
+        "a byte size such as 1024, 500KB, 50MB or 1GB"
     if isinstance(value, bool):
-        raise ValueError("a size such as 512MB")
+        raise ValueError(what)
     if isinstance(value, (int, float)):
         number, unit = float(value), ""
     elif isinstance(value, str):
@@ -234,14 +246,14 @@ def to_size(value: Any) -> int:
         try:
             number = float(number_text)
         except ValueError:
-            raise ValueError("a size such as 512MB, 1GB or a number of MiB") from None
+            raise ValueError(what) from None
     else:
-        raise ValueError("a size such as 512MB")
+        raise ValueError(what)
     if unit not in _SIZE_UNITS:
         raise ValueError("a size with a unit of B, KB, MB or GB")
     if number < 0:
         raise ValueError("a size of at least 0")
-    return int(number * _SIZE_UNITS[unit])
+    return int(number * (_SIZE_UNITS[unit] if unit else bare))
 
 
 def statsd_address(text: str) -> tuple[socket.AddressFamily, Any]:

@@ -372,6 +372,10 @@ def build(cli: Mapping[str, Value], environ: Mapping[str, str] | None = None, cw
     if values.get("threads", 1) > 1 and values.get("worker_class", "auto") == "sync":
         # Gunicorn's rule: sync with threads is gthread.
         values["worker_class"] = "gthread"
+    if 0 < values.get("max_workers", 0) < values.get("workers", 1):
+        raise ConfigError(f"{layered['max_workers'].origin}: max_workers ({values['max_workers']}) must be 0 (off) "
+                          f"or at least workers "
+                          f"({values.get('workers', 1)}), the floor autoscaling starts from")
     extras = dataclasses.replace(extras, warnings=tuple(warnings), notes=tuple(notes) + extras.notes)
     return Config(**values, extras=extras)
 

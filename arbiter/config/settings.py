@@ -24,13 +24,16 @@ from arbiter.config.convert import (
     to_hook,
     to_int,
     to_log_level,
+    to_memory_measure,
     to_non_negative_int,
     to_optional_bool,
     to_optional_str,
     to_positive_int,
+    to_positive_seconds,
     to_proxy_protocol,
     to_scheme_headers,
     to_seconds,
+    to_size,
     to_ssl_version,
     to_statsd_host,
     to_str,
@@ -133,6 +136,29 @@ class Config:
     keepalive: float = setting(
         to_seconds, 2.0, "Seconds an idle keep-alive connection is kept open.", ("--keep-alive",),
         metavar="SECONDS", section="worker")
+    # Guards (docs/guards.md): memory limits and autoscaling, decided in the master.
+    max_worker_memory: int = setting(
+        to_size, 0,
+        "Replace a worker whose memory stays over this size for 3 samples in a row, its replacement ready "
+        "first (0: off). A bare number is MiB; 512MB, 1GB use 1024-based units.", ("--max-worker-memory",),
+        metavar="SIZE", section="guards")
+    worker_memory_interval: float = setting(
+        to_positive_seconds, 1.0,
+        "Seconds between two samples of each worker's memory (and each program's with a memory_limit).",
+        ("--worker-memory-interval",), metavar="SECONDS", section="guards")
+    worker_memory_measure: str = setting(
+        to_memory_measure, "uss",
+        "What max_worker_memory measures: uss (the worker's own pages), pss (shared pages divided among "
+        "their sharers) or rss (every resident page, those shared with the master too).",
+        ("--worker-memory-measure",), metavar="uss|pss|rss", section="guards")
+    max_workers: int = setting(
+        to_non_negative_int, 0,
+        "Autoscale between workers (the floor) and this many: one more a second while the pool is busy, one "
+        "fewer a second once it has been idle for scale_down_idle (0: off).", ("--max-workers",),
+        metavar="INT", section="guards")
+    scale_down_idle: float = setting(
+        to_seconds, 30.0, "Seconds the pool's busy ratio must stay below 0.5 before autoscaling removes a worker.",
+        ("--scale-down-idle",), metavar="SECONDS", section="guards")
     limit_request_line: int = setting(
         to_non_negative_int, 4094,
         "The most bytes in the request line, without its CRLF (0: no limit of its own; above 8190: 8190, as "

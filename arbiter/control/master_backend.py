@@ -46,6 +46,7 @@ from arbiter.web.scoreboard import SlotState
 
 if TYPE_CHECKING:
     from arbiter.config.settings import Config
+    from arbiter.master.guardian import Guardian
     from arbiter.master.loop import Service
     from arbiter.master.pool import WorkerPool
     from arbiter.programs.manager import ProgramManager
@@ -73,6 +74,8 @@ class ControlledMaster(Protocol):
     def stopping(self) -> bool: ...
     @property
     def pool(self) -> WorkerPool: ...
+    @property
+    def guardian(self) -> Guardian: ...
     @property
     def programs(self) -> ProgramManager | None: ...
     @property
@@ -142,7 +145,8 @@ class MasterBackend:
                 pid=worker.pid, number=worker.age, generation=worker.generation, state=state,
                 age=round(master.clock() - worker.spawned_at, 3),
                 heartbeat_age=round(max(0, now_ns - view.heartbeat_ns) / 1e9, 3),
-                requests=view.requests, connections=view.connections, rss=w_rss, cpu=w_cpu))
+                requests=view.requests, connections=view.connections, rss=w_rss, cpu=w_cpu,
+                in_progress=view.in_progress))
         programs: list[ProgramRow] = []
         if master.programs:
             configs = {program.name: program for program in master.cfg.programs}
@@ -155,7 +159,8 @@ class MasterBackend:
             reload=ReloadInfo(state=str(pool.last_reload), count=pool.stats["reloads"], failures=pool.reload_failures),
             worker_restarts=pool.stats["restarts"], worker_timeouts=pool.stats["timeouts"],
             request_timeouts=pool.stats["request_timeouts"],
-            rss=rss, cpu=cpu, listeners=tuple(listener.url() for listener in master.listeners))
+            rss=rss, cpu=cpu, listeners=tuple(listener.url() for listener in master.listeners),
+            restarts=dict(pool.restarts), busy_ratio=round(master.guardian.busy_ratio, 4))
         return Status(info, tuple(workers), tuple(programs))
 
     @staticmethod

@@ -67,8 +67,17 @@ def render(status: Status) -> str:
                [({"pid": w.pid}, w.requests) for w in workers])
     out.family("arbiter_worker_connections", "gauge", "Connections open in each worker.",
                [({"pid": w.pid}, w.connections) for w in workers])
-    out.family("arbiter_worker_restarts_total", "counter", "Workers replaced after exiting.",
-               [({}, master.worker_restarts)])
+    # Every worker that stopped serving, by why (arbiter.master.pool.RESTART_REASONS). A master
+    # that does not say (an older one) counted only the workers that died by themselves.
+    restarts = master.restarts if master.restarts is not None else {"exit": master.worker_restarts}
+    out.family("arbiter_worker_restarts_total", "counter",
+               "Workers stopped and replaced, by reason (exit, timeout, request_timeout, max_requests, reload, "
+               "scale, memory, refork, manual).",
+               [({"reason": reason}, count) for reason, count in restarts.items()])
+    out.family("arbiter_workers_busy_ratio", "gauge",
+               "The workers' mean busy ratio over the last second: requests in progress over what they can "
+               "answer at once (1 for sync, threads for gthread, worker_connections for uvicorn and gevent).",
+               [({}, master.busy_ratio)])
     out.family("arbiter_worker_timeouts_total", "counter", "Workers killed for a missed heartbeat.",
                [({}, master.worker_timeouts)])
     out.family("arbiter_request_timeouts_total", "counter",

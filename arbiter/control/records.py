@@ -74,6 +74,8 @@ class MasterInfo:
     rss: int | None = None
     cpu: float | None = None
     listeners: tuple[str, ...] = ()
+    restarts: Mapping[str, int] | None = None  # workers stopped, by reason (docs/guards.md)
+    busy_ratio: float | None = None  # the workers' mean busy ratio over the last second
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> MasterInfo:
@@ -86,7 +88,10 @@ class MasterInfo:
                                      _int(reload.get("failures"))),
                    worker_restarts=data.get("worker_restarts"), worker_timeouts=data.get("worker_timeouts"),
                    request_timeouts=data.get("request_timeouts"),
-                   rss=data.get("rss"), cpu=data.get("cpu"), listeners=tuple(data.get("listeners") or ()))
+                   rss=data.get("rss"), cpu=data.get("cpu"), listeners=tuple(data.get("listeners") or ()),
+                   restarts={str(k): _int(v) for k, v in data["restarts"].items()}
+                   if isinstance(data.get("restarts"), Mapping) else None,
+                   busy_ratio=None if data.get("busy_ratio") is None else _float(data.get("busy_ratio")))
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class WorkerRow:
     connections: int = 0
     rss: int = 0
     cpu: float = 0.0
+    in_progress: int = 0  # requests being answered now
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> WorkerRow:
@@ -110,7 +116,7 @@ class WorkerRow:
                    generation=_int(data.get("generation")), number=_int(data.get("number")),
                    age=_float(data.get("age")), heartbeat_age=_float(data.get("heartbeat_age")),
                    requests=_int(data.get("requests")), connections=_int(data.get("connections")),
-                   rss=_int(data.get("rss")), cpu=_float(data.get("cpu")))
+                   rss=_int(data.get("rss")), cpu=_float(data.get("cpu")), in_progress=_int(data.get("in_progress")))
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,8 @@ class Status:
     def to_json(self) -> dict[str, Any]:
         master = {k: v for k, v in vars(self.master).items() if v is not None}
         master["reload"], master["listeners"] = dict(vars(self.master.reload)), list(self.master.listeners)
+        if self.master.restarts is not None:
+            master["restarts"] = dict(self.master.restarts)
         return {"master": master, "workers": [dict(vars(w)) for w in self.workers],
                 "programs": [p.to_json() for p in self.programs]}
 

@@ -30,9 +30,13 @@ class Replace:
 
 @dataclass
 class MemoryGuard:
-    """A worker over `limit` bytes for `MEMORY_STRIKES` samples in a row is replaced once."""
+    """A worker over `limit` bytes for `MEMORY_STRIKES` samples in a row is replaced once.
+
+    `subject` and `remedy` word the message (a program is "restarted", not "replaced")."""
 
     limit: int
+    subject: str = "Worker (pid:{pid})"
+    remedy: str = "replacing it"
     strikes: dict[int, int] = field(default_factory=dict)
     replaced: set[int] = field(default_factory=set)
 
@@ -51,8 +55,8 @@ class MemoryGuard:
             if self.strikes[pid] >= MEMORY_STRIKES and pid not in self.replaced:
                 self.replaced.add(pid)
                 actions.append(Replace(pid, "memory", (
-                    f"Worker {pid} uses {mib(size)} ({measure.upper()}), over the limit of {mib(self.limit)} "
-                    f"for {MEMORY_STRIKES} samples: replacing it")))
+                    f"{self.subject.format(pid=pid)} uses {mib(size)} ({measure.upper()}), over the limit of "
+                    f"{mib(self.limit)} for {MEMORY_STRIKES} samples: {self.remedy}")))
         return actions
 
 

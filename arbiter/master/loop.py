@@ -28,6 +28,7 @@ from arbiter.errors import ArbiterError, ConfigError
 from arbiter.events.types import arbiter_event, supervisor_state
 from arbiter.master import host, reloader, systemd, upgrade
 from arbiter.master import signals as sigs
+from arbiter.master.guardian import Guardian
 from arbiter.master.pool import WorkerPool
 from arbiter.master.reload_state import NO_RELOAD, ReloadState
 from arbiter.programs.manager import ProgramManager
@@ -81,6 +82,9 @@ class Master:
         self.handover = upgrade.take(os.environ)
         self.scoreboard = Scoreboard(fd=self.handover.scoreboard_fd if self.handover else None)
         self.pool: WorkerPool
+        # Memory limits and autoscaling (docs/guards.md); it reads the pool once run() made it.
+        self.guardian = Guardian(cfg, lambda: self.pool, lambda: self.listeners, self._set_target, self.log,
+                                 programs=lambda: self.programs)
         # Children that are not web workers (the upgrade check), with what to do when they exit.
         self._aux: dict[int, Callable[[int], None]] = {}
         self.upgrader = upgrade.Upgrader(self)
@@ -285,6 +289,7 @@ class Master:
                 self._killed_at_deadline = True
                 self.pool.kill_all()
         else:
+            self.guardian.tick(now)
             self.pool.manage(now)
             self._report(now)
         self._next_housekeeping = now + HOUSEKEEPING
@@ -341,7 +346,8 @@ class Master:
 
     def _wait(self, now: float) -> float:
         programs = self.programs.next_deadline() if self.programs is not None else None
-        candidates = [self.pool.next_deadline(), programs, *(s.next_deadline() for s in self.services)]
+        candidates = [self.pool.next_deadline(), programs, self.guardian.next_deadline(now),
+                      *(s.next_deadline() for s in self.services)]
         deadlines = [d for d in candidates if d is not None]
         if self.stopping:
             deadlines.append(self._stop_deadline)
@@ -432,8 +438,14 @@ class Master:
         if new == old:
             self.log.info("Workers: staying at %d%s", old, " (the minimum)" if count < minimum else "")
             return
-        self.pool.target = new
         self.log.info("Workers: %d -> %d", old, new)
+        self._set_target(new)
+        self.guardian.floor_moved(new)  # with --max-workers, the count asked for is the floor
+
+    def _set_target(self, new: int) -> None:
+        """Set the number of workers the pool aims for (the autoscaler's way too)."""
+        old = self.pool.target
+        self.pool.target = new
         hook = self.cfg.hook("nworkers_changed")
         if hook:
             hook(self, new, old)
@@ -474,6 +486,7 @@ class Master:
                 if cfg.worker_class != "auto":
                     self.log.info("Using worker: %s", cfg.worker_class)
             self.cfg = self.pool.cfg = cfg
+            self.guardian.configure(cfg)
         if self.pool.target == 0:  # after WINCH, HUP brings the workers back, as in Gunicorn
             self.scale(self.cfg.workers)
         self._reopen_logs()

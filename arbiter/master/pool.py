@@ -33,6 +33,13 @@ from arbiter.web.workers.base import Worker
 ABORT_GRACE = 1.0  # seconds between SIGABRT and SIGKILL for a hung worker
 MAX_SPAWN_BACKOFF = 30.0
 BOOT_POLL = 0.02  # seconds between scoreboard reads while a worker boots
+# Why a worker stopped serving, the label of arbiter_worker_restarts_total: it died by itself
+# (exit), missed its heartbeat (timeout), overran --request-timeout, reached max_requests, its
+# generation was rolled over (reload), the count dropped (scale: TTOU or autoscaling), it grew
+# past --max-worker-memory (memory), it was replaced by a fork of the mold (refork), or someone
+# asked for it over the control API (manual).
+RESTART_REASONS = ("exit", "timeout", "request_timeout", "max_requests", "reload", "scale", "memory",
+                   "refork", "manual")
 
 
 @dataclass(eq=False)
@@ -46,6 +53,7 @@ class WorkerProcess:
     pid: int = 0
     ready: bool = False
     wants_retirement: bool = False  # reached max_requests; replace it, then drain it
+    replace_reason: str = "max_requests"  # the restart reason counted when it is drained
     request_timeouts: int = 0  # requests it stopped at --request-timeout, as last read from its slot
     retiring_since: float | None = None  # SIGTERM sent
     aborted_at: float | None = None
@@ -99,8 +107,7 @@ class WorkerPool:
         self.reload_failures = 0
         self.last_reload = NO_RELOAD
         self.stats: collections.Counter[str] = collections.Counter()  # reloads, restarts, timeouts
-        # Workers replaced, by why: the `reason` label of arbiter_worker_restarts_total.
-        self.restart_reasons: collections.Counter[str] = collections.Counter()
+        self.restarts: collections.Counter[str] = collections.Counter({reason: 0 for reason in RESTART_REASONS})
         self.emit: Callable[..., None] = lambda name, **fields: None  # ARBITER_WORKER_* events
         # One byte per generation: the first worker that fails to load the app prints why.
         self._token_r, self._token_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -127,6 +134,10 @@ class WorkerPool:
         if any(not w.ready and not w.retiring for w in self.workers.values()) or len(self.current()) < self.target:
             return now + BOOT_POLL
         return None
+
+    def count_restart(self, reason: str) -> None:
+        """Count one worker stopped for `reason` (one of RESTART_REASONS), for /metrics."""
+        self.restarts[reason] += 1
 
     # -- spawning (master side) ------------------------------------------------------------
 
@@ -210,11 +221,12 @@ class WorkerPool:
             elif worker.request_timeouts and not worker.wants_retirement:
                 # A sync worker stopped its stuck request and left; its slot says so.
                 self.stats["restarts"] += 1
-                self.restart_reasons["request_timeout"] += 1
+                self.count_restart("request_timeout")
                 self.log.warning("Worker (pid:%s) stopped a request at --request-timeout and exited; replacing it",
                                  pid)
             else:
                 self.stats["restarts"] += 1
+                self.count_restart("exit")
                 if code != 0:
                     self.log.error("Worker (pid:%s) %s", pid, sigs.exit_description(status))
                 else:
@@ -258,7 +270,7 @@ class WorkerPool:
                        reason, failed, self.generation)
         for worker in list(self.workers.values()):
             if worker.generation == failed:
-                self._retire(worker, self.clock())
+                self._retire(worker, self.clock(), reason="reload")
         self._refill_token()
 
     def _refill_token(self) -> None:
@@ -319,7 +331,7 @@ class WorkerPool:
             if view.state == SlotState.RETIRING and not worker.wants_retirement:
                 worker.wants_retirement = True
                 if worker.request_timeouts:
-                    self.restart_reasons["request_timeout"] += 1
+                    worker.replace_reason = "request_timeout"  # counted when it is drained
                     self.log.warning("Worker (pid:%s) has a request it could not stop (--request-timeout); "
                                      "replacing it, then draining it", worker.pid)
             if worker.aborted_at is not None:
@@ -339,6 +351,7 @@ class WorkerPool:
             last = max(heard, worker.spawned_at, awake_since)
             if timeout and now - last > timeout:
                 self.stats["timeouts"] += 1
+                self.count_restart("timeout")
                 self.emit("ARBITER_WORKER_TIMEOUT", pid=worker.pid, generation=worker.generation,
                           booting=int(not worker.ready))
                 self.log.critical("WORKER TIMEOUT (pid:%s)%s", worker.pid, "" if worker.ready else " while booting")
@@ -369,27 +382,33 @@ class WorkerPool:
         # Keep as many old workers as it takes, with the ready new ones, to serve at full count.
         keep = max(0, self.target - ready_current)
         for worker in sorted(old, key=lambda w: w.age)[: max(0, len(old) - keep)]:
-            self._retire(worker, now)
+            reason = "reload" if worker.generation != self.generation else worker.replace_reason
+            self._retire(worker, now, reason=reason)
         if len(current) > self.target:  # TTOU: retire the newest
             for worker in sorted(current, key=lambda w: w.age, reverse=True)[: len(current) - self.target]:
-                self._retire(worker, now)
+                self._retire(worker, now, reason="scale")
         if self.last_reload.in_progress and not old and ready_current >= self.target:
             self.last_reload = RELOAD_DONE
             self.log.info("Reload done: generation %d serving with %d workers", self.generation, ready_current)
 
-    def replace_worker(self, pid: int) -> bool:
+    def replace_worker(self, pid: int, reason: str = "manual") -> bool:
         """Replace worker `pid` the way `max_requests` does: its successor boots first, then it
-        drains (`manage` does both). False when there is no such worker or it is already going."""
+        drains (`manage` does both); counted under `reason` once drained. False when there is no
+        such worker or it is already going."""
         worker = self.workers.get(pid)
         if worker is None or worker.retiring or worker.wants_retirement:
             return False
         worker.wants_retirement = True
-        self.log.info("Worker (pid:%s) to be replaced, as asked over the control API", pid)
+        worker.replace_reason = reason
+        if reason == "manual":
+            self.log.info("Worker (pid:%s) to be replaced, as asked over the control API", pid)
         return True
 
-    def _retire(self, worker: WorkerProcess, now: float, sig: int = signal.SIGTERM) -> None:
+    def _retire(self, worker: WorkerProcess, now: float, sig: int = signal.SIGTERM, reason: str | None = None) -> None:
         if worker.retiring and sig == signal.SIGTERM:
             return
+        if reason is not None and not worker.retiring:
+            self.count_restart(reason)
         worker.retiring_since = worker.retiring_since or now
         self._signal(worker, sig)
 

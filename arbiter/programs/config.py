@@ -64,6 +64,7 @@ class ProgramConfig:
     # Arbiter's own keys.
     depends_on: tuple[str, ...] = ()  # programs that must be RUNNING before this one starts
     log_timestamps: bool = False  # prefix each captured line with the time it was read
+    memory_limit: int = 0  # bytes, over the whole process tree; restarted when over (0: off)
     # Supervisor's event keys: PROCESS_LOG_* per chunk read, PROCESS_COMMUNICATION_* for what is
     # written between the XSUPERVISOR tokens (kept up to this many bytes; 0: no capture mode).
     stdout_events_enabled: bool = False
@@ -218,6 +219,7 @@ PROGRAM_KEYS: dict[str, Callable[[Any], Any]] = {
     "stderr_logfile_backups": v.to_non_negative_int,
     "depends_on": v.to_names,
     "log_timestamps": v.to_bool,
+    "memory_limit": v.to_memory_limit,
     "stdout_events_enabled": v.to_bool,
     "stderr_events_enabled": v.to_bool,
     "stdout_capture_maxbytes": v.to_byte_size,

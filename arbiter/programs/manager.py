@@ -273,6 +273,12 @@ class ProgramManager:
         now_wall, now = time.time(), self._clock()
         return [proc.row(now, now_wall) for proc in self._procs]
 
+    def memory_limits(self) -> list[tuple[str, int, int]]:
+        """(name, pid, memory_limit in bytes) of each RUNNING process that has a limit: what the
+        master's memory guard samples (over the whole process tree)."""
+        return [(proc.fullname, proc.record.pid, proc.spec.program.memory_limit) for proc in self._procs
+                if proc.spec.program.memory_limit > 0 and proc.state is S.RUNNING and proc.record.pid]
+
     def reopen_logs(self) -> None:
         """Reopen every log file (after logrotate moved them away; the master's USR1)."""
         for proc in self._procs:

@@ -11,12 +11,20 @@ import re
 import signal
 from typing import Any
 
-from arbiter.config.convert import to_bool, to_comma_list, to_int, to_non_negative_int, to_seconds, to_umask
+from arbiter.config.convert import (
+    to_bool,
+    to_comma_list,
+    to_int,
+    to_non_negative_int,
+    to_seconds,
+    to_size,
+    to_umask,
+)
 from arbiter.programs.states import Autorestart
 
 __all__ = [
     "AUTO", "MASTER", "to_autorestart", "to_bool", "to_byte_size", "to_environment", "to_exitcodes",
-    "to_int", "to_logfile", "to_names", "to_non_negative_int", "to_seconds", "to_signal", "to_umask",
+    "to_int", "to_logfile", "to_memory_limit", "to_names", "to_non_negative_int", "to_seconds", "to_signal", "to_umask",
     "to_user",
 ]
 
@@ -24,19 +32,16 @@ __all__ = [
 AUTO = "AUTO"  # Supervisor's: a file of its own in childlogdir
 MASTER = "-"  # ours: the master's stdout (stderr for stderr_logfile), lines prefixed `name | `
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(kb|mb|gb)?\s*$", re.IGNORECASE)
-_UNITS = {None: 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
-
 
 def to_byte_size(value: Any) -> int:
-    """`1024`, `"1KB"`, `"50MB"`, `"1GB"` (Supervisor's units; 1KB is 1024 bytes)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    match = _SIZE.match(value) if isinstance(value, str) else None
-    if not match:
-        raise ValueError("a byte size such as 1024, 500KB, 50MB or 1GB")
-    unit = match.group(2).lower() if match.group(2) else None
-    return int(match.group(1)) * _UNITS[unit]
+    """`1024`, `"1KB"`, `"50MB"`, `"1GB"`: Supervisor's units (1KB is 1024 bytes), and a bare
+    number of bytes as Supervisor reads it; `arbiter.config.convert.to_size` parses it."""
+    return to_size(value, bare=1)
+
+
+def to_memory_limit(value: Any) -> int:
+    """`memory_limit`: `"200MB"`, `"1GB"`, or a bare number of MiB as `--max-worker-memory`."""
+    return to_size(value)
 
 
 def to_signal(value: Any) -> int:

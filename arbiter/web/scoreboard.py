@@ -24,9 +24,9 @@ SLOT_SIZE = 64
 DEFAULT_SLOTS = 1024
 
 # Layout of a slot: pid i32 @0, generation u32 @4, state u8 @8, heartbeat i64 @16, requests u64
-# @24, connections u32 @32, booted i64 @40, request_timeouts u64 @56. Every field is aligned to
-# its size.
-_SLOT = struct.Struct("=iIB7xqQI4xq8xQ")
+# @24, connections u32 @32, in_progress u32 @36, booted i64 @40, capacity u32 @48,
+# request_timeouts u64 @56. Every field is aligned to its size.
+_SLOT = struct.Struct("=iIB7xqQIIqI4xQ")
 assert _SLOT.size == SLOT_SIZE
 
 # A field a live worker writes while the master reads it is stored through a memoryview cast to
@@ -35,7 +35,7 @@ assert _SLOT.size == SLOT_SIZE
 # in between sees 0 (a heartbeat of 0 reads as "silent since the machine booted", a state of 0 as
 # FREE), once in every few thousand writes under load.
 _Q_HEARTBEAT, _Q_REQUESTS, _Q_BOOTED, _Q_REQUEST_TIMEOUTS = 2, 3, 5, 7  # in 8-byte words from the slot's start
-_W_PID, _W_CONNECTIONS = 0, 8  # in 4-byte words
+_W_PID, _W_CONNECTIONS, _W_IN_PROGRESS, _W_CAPACITY = 0, 8, 9, 12  # in 4-byte words
 _B_STATE = 8  # in bytes
 
 
@@ -80,7 +80,14 @@ class SlotView:
     requests: int
     connections: int
     booted_ns: int
+    in_progress: int = 0  # requests being answered now
+    capacity: int = 0  # how many it can answer at once (0: it did not say)
     request_timeouts: int = 0  # requests this worker stopped at --request-timeout
+
+    @property
+    def busy_ratio(self) -> float:
+        """Requests in progress over capacity: 1.0 is a worker that can take no more."""
+        return min(1.0, self.in_progress / self.capacity) if self.capacity else 0.0
 
 
 class Slot:
@@ -113,6 +120,14 @@ class Slot:
 
     def set_connections(self, count: int) -> None:
         self._v.u32[self._w + _W_CONNECTIONS] = count
+
+    def set_in_progress(self, count: int) -> None:
+        """Requests being answered now (the autoscaler's busy ratio is this over capacity)."""
+        self._v.u32[self._w + _W_IN_PROGRESS] = count
+
+    def set_capacity(self, count: int) -> None:
+        """How many requests this worker can answer at once: 1 for sync, threads for gthread..."""
+        self._v.u32[self._w + _W_CAPACITY] = count
 
     @property
     def requests(self) -> int:
@@ -151,7 +166,7 @@ class Scoreboard:
             if index not in self._taken:
                 self._taken.add(index)
                 _SLOT.pack_into(self._buf, index * SLOT_SIZE, 0, generation, SlotState.BOOTING,
-                                time.monotonic_ns(), 0, 0, 0, 0)  # no worker uses it: a whole write is safe
+                                time.monotonic_ns(), 0, 0, 0, 0, 0, 0)  # no worker uses it: a whole write is safe
                 return Slot(self._views, index)
         raise RuntimeError(f"scoreboard full: all {self.size} worker slots are in use")
 
@@ -162,15 +177,14 @@ class Scoreboard:
 
     def release(self, index: int) -> None:
         """Free a slot whose worker has been reaped (nothing writes it any more)."""
-        _SLOT.pack_into(self._buf, index * SLOT_SIZE, 0, 0, SlotState.FREE, 0, 0, 0, 0, 0)
+        _SLOT.pack_into(self._buf, index * SLOT_SIZE, 0, 0, SlotState.FREE, 0, 0, 0, 0, 0, 0, 0)
         self._taken.discard(index)
 
     def read(self, index: int) -> SlotView:
-        pid, generation, state, heartbeat, requests, connections, booted, timeouts = _SLOT.unpack_from(
-            self._buf, index * SLOT_SIZE
-        )
+        (pid, generation, state, heartbeat, requests, connections, in_progress, booted, capacity,
+         timeouts) = _SLOT.unpack_from(self._buf, index * SLOT_SIZE)
         return SlotView(index, pid, generation, SlotState(state), heartbeat, requests, connections, booted,
-                        timeouts)
+                        in_progress, capacity, timeouts)
 
     def slot(self, index: int) -> Slot:
         """The slot of a worker adopted from the previous master image: taken from now on."""

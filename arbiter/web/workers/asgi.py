@@ -147,6 +147,9 @@ class UvicornWorker(Worker):
             config.ssl = tls.server_context(cfg)  # every TLS setting, as the sync worker has them
         return config
 
+    def capacity(self) -> int:
+        return max(1, int(self.cfg.worker_connections))  # uvicorn's limit_concurrency
+
     def handle_exit(self) -> None:
         super().handle_exit()
         server = getattr(self, "server", None)
@@ -198,6 +201,7 @@ class UvicornWorker(Worker):
                     self.request_done()
                 served = total
             self.slot.set_connections(len(self.server.server_state.connections))
+            self.slot.set_in_progress(len(self.server.server_state.tasks))
             if not self.alive:
                 self.server.should_exit = True
             await asyncio.sleep(HEARTBEAT_EVERY)

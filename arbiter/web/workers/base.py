@@ -182,8 +182,13 @@ class Worker:
             self.log.info("Parent changed, shutting down: %s", self)
             self.alive = False
 
+    def capacity(self) -> int:
+        """How many requests this worker answers at once (the busy ratio's denominator)."""
+        return 1
+
     def ready(self) -> None:
-        """Tell the master this worker accepts connections."""
+        """Tell the master this worker accepts connections, and how many requests at once."""
+        self.slot.set_capacity(max(1, self.capacity()))
         self.slot.set_state(SlotState.READY)
 
     def draining(self) -> None:

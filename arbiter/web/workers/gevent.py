@@ -93,6 +93,9 @@ class GeventWorker(Worker):
         finally:
             self.teardown()
 
+    def capacity(self) -> int:
+        return max(1, int(self.cfg.worker_connections))
+
     def setup(self) -> None:
         cfg = self.cfg
         self.limits = Limits.from_config(cfg)
@@ -114,6 +117,7 @@ class GeventWorker(Worker):
         self._buf = bytearray(RECV_SIZE)
         self._view = memoryview(self._buf)
         self.pool = Pool(max(1, int(cfg.worker_connections)))
+        self.in_progress = 0  # greenlets in an app call: the busy ratio's numerator
         self.listeners: list[ListenerInfo] = []
         patched = []
         for sock in self.sockets:
@@ -222,7 +226,14 @@ class GeventWorker(Worker):
                     parser.feed(view[:n])
             if parser.ready or parser.error is not None:
                 sock.settimeout(self.io_timeout)  # each wait on the client while the app runs
-                if not self.handler.serve(conn) or conn.closed:
+                self.in_progress += 1  # one hub thread: greenlets never interleave on it
+                self.slot.set_in_progress(self.in_progress)
+                try:
+                    kept = self.handler.serve(conn)
+                finally:
+                    self.in_progress -= 1
+                    self.slot.set_in_progress(self.in_progress)
+                if not kept or conn.closed:
                     return parser.partial or parser.error is not None
                 now = time.monotonic()
                 if parser.partial:

@@ -68,6 +68,9 @@ class ThreadWorker(SyncWorker):
             except OSError:
                 pass
 
+    def capacity(self) -> int:
+        return max(1, int(self.cfg.threads))
+
     def request_done(self) -> bool:
         # The scoreboard counter is a read-modify-write; threads must not interleave on it.
         with self._count_lock:
@@ -79,6 +82,7 @@ class ThreadWorker(SyncWorker):
         self.selector.unregister(conn.fd)
         conn.busy = True
         self.in_flight += 1
+        self.slot.set_in_progress(self.in_flight)
         self.pool.submit(self._work, conn)
 
     def _work(self, conn: Connection) -> None:
@@ -111,6 +115,7 @@ class ThreadWorker(SyncWorker):
                 conn.close()
                 continue
             self.in_flight -= 1
+            self.slot.set_in_progress(self.in_flight)
             if conn.fd not in self.conns:
                 conn.close()  # dropped while in flight (forced stop)
                 continue

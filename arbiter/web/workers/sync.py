@@ -330,6 +330,7 @@ class SyncWorker(Worker):
     def dispatch(self, conn: Connection, now: float) -> None:
         """A request head is complete on `conn`: serve it (and any pipelined after it) now."""
         keep = False
+        self.slot.set_in_progress(1)
         try:
             keep = self.handler.serve(conn)
         except Exception:
@@ -337,6 +338,7 @@ class SyncWorker(Worker):
             # fault of ours, and costs this connection, never the worker and its other clients.
             self.log.exception("Error serving connection from %s", conn.remote_addr)
         finally:
+            self.slot.set_in_progress(0)
             self.after_serve(conn, keep, time.monotonic())
 
     def after_serve(self, conn: Connection, keep: bool, now: float) -> None:

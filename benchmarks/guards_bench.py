@@ -1,0 +1,181 @@
+"""The cost of the guards: requests/s with every guard on against every guard off, in one run.
+
+    python3 benchmarks/guards_bench.py                   # 5 rounds x 5 s per server, ~3 minutes
+    python3 benchmarks/guards_bench.py --quick           # 1 round x 2 s
+    python3 benchmarks/guards_bench.py --only sync --rounds 9
+
+For each worker class, two Arbiter masters serve the same hello-world app with 2 workers: one
+with no guard, one with `--max-worker-memory 1GB` (every worker's memory read from
+/proc/PID/smaps_rollup once a second; the limit is never reached), `--max-workers 2` (the
+autoscaler samples the busy ratio and the accept queue ten times a second but, with the maximum
+at -w, never scales) and, where this Arbiter has it, `--request-timeout 30`. Both serve at once
+and wrk (`-t2 -c64`) measures them in alternating rounds; the report gives each median and
+on/off, and the median of each round's own on/off (the two runs of a round are back to back, so
+that ratio is the one a busy machine moves least). The guards' target is on/off >= 0.97. Since
+the guards run in the master, the CPU time each master used over the run (ms per second of run)
+is printed too: a figure that the noise of a shared machine moves far less than requests/s.
+
+What "off" cannot turn off: each worker stores its requests in progress in its scoreboard slot
+(two stores into shared memory per request) whatever the settings, so that cost is in both
+figures; it is a few nanoseconds against the tens of microseconds of a request.
+
+Servers bind 127.0.0.1:0, run in their own sessions and are stopped (SIGTERM, then SIGKILL to the
+group) on success, error or Ctrl-C; every wrk run has a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Server, ServerError, run_wrk, start_server, stop_all, wait_workers_serving  # noqa: E402
+
+APPS = Path(__file__).resolve().parent / "apps"
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+WORKERS = 2
+TARGET = 0.97
+CLASSES = {  # name -> (app, worker options)
+    "sync": ("wsgi_hello:app", ["-k", "sync"]),
+    "gthread": ("wsgi_hello:app", ["-k", "gthread", "--threads", "4"]),
+    "uvicorn": ("asgi_hello:app", ["-k", "uvicorn"]),
+    "gevent": ("wsgi_hello:app", ["-k", "gevent"]),
+}
+
+
+def has_request_timeout() -> bool:
+    """Whether this Arbiter has --request-timeout (issue 12 item 2, another branch)."""
+    out = subprocess.run([PY, "-m", "arbiter", "--help"], capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return "--request-timeout" in out.stdout
+
+
+def guard_options(request_timeout: bool, which: str) -> list[str]:
+    """The options that turn the guards in `which` on ("all", "memory", "autoscale", "deadline"
+    or "none": the A/A run that shows how far two identical servers differ on this machine)."""
+    options = {
+        "memory": ["--max-worker-memory", "1GB", "--worker-memory-interval", "1"],
+        "autoscale": ["--max-workers", str(WORKERS)],
+        "deadline": ["--request-timeout", "30"] if request_timeout else [],
+    }
+    if which == "all":
+        return [*options["memory"], *options["autoscale"], *options["deadline"]]
+    return options.get(which, [])
+
+
+@dataclass
+class Row:
+    worker: str
+    guards: bool
+    label: str
+    rounds: list[float] = field(default_factory=list)
+    errors: int = 0
+    master_cpu: float = 0.0  # CPU seconds the master used over the whole run: where the guards run
+    seconds: float = 0.0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rounds) if self.rounds else 0.0
+
+
+def launch(worker: str, options: list[str], label: str, control: str) -> Server:
+    app, worker_options = CLASSES[worker]
+    cmd = [PY, "-m", "arbiter", app, "-w", str(WORKERS), "-b", "127.0.0.1:0", "--control-socket", control,
+           *worker_options, *options]
+    env = {"PYTHONPATH": os.pathsep.join([str(APPS), str(ROOT)])}
+    return start_server(label, cmd, env=env, cwd=str(APPS))
+
+
+def measure(worker: str, args: argparse.Namespace, guards: list[str]) -> list[Row]:
+    second = "guards on: " + " ".join(guards) if guards else "twin without guards, A-A"
+    rows = [Row(worker, False, "guards off"), Row(worker, True, second)]
+    servers = []
+    sockets = tempfile.TemporaryDirectory(prefix="guards-bench-")
+    try:
+        for n, row in enumerate(rows):
+            control = os.path.join(sockets.name, f"control-{n}.sock")  # each master its own
+            servers.append(launch(worker, guards if row.guards else [], f"{worker} {row.label}", control))
+            if not wait_workers_serving(servers[-1], WORKERS):
+                print(f"  ! {worker} {row.label}: not all {WORKERS} workers answered", file=sys.stderr)
+        started = time.monotonic()
+        cpu_before = [sum(psutil.Process(server.pid).cpu_times()[:2]) for server in servers]
+        for rnd in range(args.rounds):
+            # Alternate which goes first: a machine warming up must not favour one of them.
+            order = list(zip(rows, servers, strict=True))
+            for row, server in order if rnd % 2 == 0 else reversed(order):
+                if server.proc.poll() is not None:
+                    raise ServerError(f"{server.name} exited during the run:\n{server.log_tail()}")
+                run_wrk(server.url, args.warmup)
+                result = run_wrk(server.url, args.duration)
+                row.rounds.append(result.rps)
+                row.errors += result.errors
+                print(f"  {worker} round {rnd + 1}/{args.rounds}  {row.label[:10]:<10} {result.rps:>10,.0f} req/s"
+                      f"  errors {result.errors}", file=sys.stderr)
+        for row, server, before in zip(rows, servers, cpu_before, strict=True):
+            row.master_cpu = sum(psutil.Process(server.pid).cpu_times()[:2]) - before
+            row.seconds = time.monotonic() - started
+        if "Autoscale" in servers[1].log_text():
+            raise ServerError("the autoscaler changed the pool with --max-workers equal to -w")
+    finally:
+        for server in servers:
+            server.stop()
+        sockets.cleanup()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of wrk per round")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--only", default=",".join(CLASSES), help="worker classes, comma separated")
+    parser.add_argument("--quick", action="store_true", help="1 round x 2 s")
+    parser.add_argument("--guards", default="all", choices=["all", "memory", "autoscale", "deadline", "none"],
+                        help="which guards the second server has (none: an A/A run, to see the noise)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration = 1, 2.0
+    guards = guard_options(has_request_timeout(), args.guards)
+    results: list[tuple[Row, Row]] = []
+    try:
+        for worker in args.only.split(","):
+            off, on = measure(worker, args, guards)
+            results.append((off, on))
+    except ServerError as exc:
+        print(f"! {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        stop_all()
+    print(f"\nGuards on: {' '.join(guards)}")
+    if args.guards == "all" and "--request-timeout" not in guards:
+        print("(this Arbiter has no --request-timeout yet: memory limit and autoscaling only)")
+    print(f"{WORKERS} workers each, wrk -t2 -c64, {args.rounds} rounds x {args.duration:.0f} s, medians; "
+          f"load average {os.getloadavg()[0]:.2f}\n")
+    print(f"| worker | guards off req/s | guards on req/s | on/off | paired on/off | target >= {TARGET} | errors "
+          "| master CPU off / on (ms per s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for off, on in results:
+        ratio = on.median / off.median if off.median else 0.0
+        # Each round's two runs are back to back: the median of their ratios cancels most of the
+        # drift of a shared machine, which moves both medians by more than the guards could.
+        paired = statistics.median(b / a for a, b in zip(off.rounds, on.rounds, strict=True) if a) if off.rounds else 0
+        print(f"| {off.worker} | {off.median:,.0f} | {on.median:,.0f} | {ratio:.3f} | {paired:.3f} | "
+              f"{'ok' if paired >= TARGET else 'MISSED'} | {off.errors + on.errors} | "
+              f"{1000 * off.master_cpu / off.seconds:.1f} / {1000 * on.master_cpu / on.seconds:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
