@@ -76,6 +76,7 @@ def test_sync_answers_504_logs_the_stack_and_is_replaced_at_once(arbiter) -> Non
     status, body, _ = timed_get(master.port, "/")
     assert status == 200 and pid_of(body) == new
     assert_counted(master, 1.0)
+    assert metrics(master)["arbiter_worker_restarts_total[('reason', 'request_timeout')]"] == 1.0
     assert not re.search(rf"Worker \(pid:{old}\) (exited|was killed)", master.log())  # not reported as a crash
 
 
@@ -106,6 +107,7 @@ def test_gthread_answers_504_finishes_its_other_requests_then_is_replaced(arbite
     status, body, _ = timed_get(master.port, "/")
     assert status == 200 and pid_of(body) == new
     assert_counted(master, 1.0)
+    assert metrics(master)["arbiter_worker_restarts_total[('reason', 'request_timeout')]"] == 1.0
 
 
 def test_gthread_cuts_a_response_that_had_begun(arbiter) -> None:
