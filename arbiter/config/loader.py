@@ -239,4 +239,10 @@ def build(cli: Mapping[str, Value], environ: Mapping[str, str] | None = None) ->
     if values.get("threads", 1) > 1 and values.get("worker_class", "auto") == "sync":
         # Gunicorn's rule: sync with threads is gthread.
         values["worker_class"] = "gthread"
+    if values.get("refork_after") and "gevent" in str(values.get("worker_class", "")).lower():
+        # A gevent hub cannot be stopped and rebuilt across a fork the way a thread pool or an
+        # event loop can; a mold forked from one would hand every worker a broken hub.
+        raise ConfigError(f"refork_after = {','.join(map(str, values['refork_after']))}: reforking does not "
+                          f"work with gevent workers (worker_class = {values['worker_class']!r}); use sync, "
+                          "gthread or uvicorn, or turn reforking off")
     return Config(**values, extras=extras)

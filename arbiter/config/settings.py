@@ -23,6 +23,7 @@ from arbiter.config.convert import (
     to_non_negative_int,
     to_optional_str,
     to_positive_int,
+    to_refork_thresholds,
     to_seconds,
     to_str,
     to_str_list,
@@ -48,6 +49,7 @@ HOOKS: dict[str, str] = {
     "worker_exit": "worker_exit(server, worker)",
     "nworkers_changed": "nworkers_changed(server, new_value, old_value)",
     "on_exit": "on_exit(server)",
+    "on_refork": "on_refork(worker)",
 }
 
 
@@ -156,6 +158,12 @@ class Config:
         to_non_negative_int, 0,
         "Add up to this many (random) to max_requests, so workers do not all restart at once.",
         ("--max-requests-jitter",), metavar="INT", section="worker")
+    refork_after: tuple[int, ...] = setting(
+        to_refork_thresholds, (),
+        "Reforking: once a worker has served this many requests it becomes the mold that new workers "
+        "fork from, so what the app built lazily is shared. A list (50,100,1000) promotes again at each "
+        "count, then never. Off by default; see docs/reforking.md.",
+        ("--refork-after",), metavar="N[,N...]", section="worker")
     timeout: float = setting(
         to_seconds, 30.0, "A worker silent for this many seconds is killed and replaced (0: off).",
         ("-t", "--timeout"), metavar="SECONDS", section="worker")
@@ -285,6 +293,7 @@ class Config:
     worker_exit: Hook | None = hook("worker_exit(server, worker)")
     nworkers_changed: Hook | None = hook("nworkers_changed(server, new_value, old_value)")
     on_exit: Hook | None = hook("on_exit(server)")
+    on_refork: Hook | None = hook("on_refork(worker)")
     extras: Extras = field(default_factory=Extras)
 
     @property
