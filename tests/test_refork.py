@@ -71,18 +71,18 @@ def serve_everyone(master: Arbiter, workers: int, requests: int = 400) -> set[in
 
 
 def wait_reforked(master: Arbiter, workers: int, timeout: float = 60.0) -> tuple[int, list[int]]:
-    """Wait until a mold runs and every serving worker was forked by it; (mold, workers)."""
+    """Wait until a mold runs and every serving worker was forked by it; (mold, workers).
+    Requests keep coming meanwhile: promotion waits on a worker's request count."""
     def done() -> tuple[int, list[int]] | None:
+        for _ in range(5):
+            assert master.get("/")[0] == 200
         molds = children(master, "mold")
         pids = master.workers()
         if len(molds) != 1 or len(pids) != workers:
             return None
-        try:
-            forked = [psutil.Process(pid).create_time() >= psutil.Process(molds[0]).create_time() for pid in pids]
-        except psutil.NoSuchProcess:
-            return None
-        by_mold = master.log().count("forked by the mold")
-        return (molds[0], pids) if all(forked) and by_mold >= workers else None
+        by_mold = set(int(p) for p in re.findall(rf"Booting worker with pid: (\d+) \(forked by the mold, pid {molds[0]}\)",
+                                                 master.log()))
+        return (molds[0], pids) if set(pids) <= by_mold else None
 
     result: tuple[int, list[int]] = wait_until(done, timeout, what="every worker forked by the mold")
     return result

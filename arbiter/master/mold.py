@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from arbiter.master.pool import WorkerPool, WorkerProcess
 
 PROMOTE_GRACE = 5.0  # beyond graceful_timeout, how long a promoted worker may take to be the mold
+# A worker that took the promotion stops accepting (DRAINING) within a turn of its loop; one still
+# READY this long after SIGURG ignored it: its class cannot refork (a custom class, uvicorn).
+PROMOTE_ACK = 2.0
 ORPHANS_KEPT = 256  # recently reaped unknown pids remembered
 
 
@@ -51,6 +54,7 @@ class MoldKeeper:
         self.replacing: WorkerProcess | None = None
         self.forced = False  # `arbiter ctl refork`: promote at the next turn, threshold or not
         self.disabled: str | None = None  # why reforking is off until the next reload
+        self.unsupported: str | None = None  # the worker class ignores promotion: off for good
         self.pending: dict[int, WorkerProcess] = {}  # slot index -> requested, not registered
         self.orphans: collections.OrderedDict[int, int] = collections.OrderedDict()  # pid -> status
         self.subreaper = False
@@ -84,7 +88,7 @@ class MoldKeeper:
             return f"worker {self.promoting.pid} is already being promoted"
         if not any(w.ready for w in self.pool.current()):
             return "no serving worker to promote"
-        self.disabled = None
+        self.disabled = self.unsupported = None
         self.forced = True
         self.pool.log.info("Refork asked over the control API")
         return None
@@ -155,7 +159,13 @@ class MoldKeeper:
         pool = self.pool
         if self.promoting is not None:
             limit = pool.cfg.graceful_timeout + PROMOTE_GRACE
-            if now - self.promoted_at > limit:
+            state = pool.scoreboard.read(self.promoting.slot.index).state
+            if now - self.promoted_at > PROMOTE_ACK and state in (SlotState.READY, SlotState.RETIRING):
+                worker, self.promoting = self.promoting, None
+                worker.role = "worker"  # it never stopped serving: it stays as it is
+                self.unsupported = self.disabled = f"worker {worker.pid} ignored the promotion (its class cannot refork)"
+                pool.log.error("Reforking off: %s", self.disabled)
+            elif now - self.promoted_at > limit:
                 worker, self.promoting = self.promoting, None
                 self.disabled = f"worker {worker.pid} did not become the mold within {limit:.0f} s"
                 pool.log.error("Reforking off until the next reload: %s; replacing it", self.disabled)
@@ -266,7 +276,7 @@ class MoldKeeper:
             self.promoting.role = "worker"
             self.promoting.wants_retirement = True
             self.promoting = None
-        self.step, self.disabled = 0, None
+        self.step, self.disabled = 0, self.unsupported
         self._empty_requests()
 
     def close(self) -> None:

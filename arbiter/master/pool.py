@@ -292,8 +292,11 @@ class WorkerPool:
             self.served_ok = self.served_ok or item.ready
 
     def handover_workers(self) -> list[AdoptedWorker]:
+        # The new image starts from the master again, as a reload does: the mold is stopped, not
+        # handed over (it exits within a heartbeat; the new image reaps it as an unknown child).
+        self.molds.reset()
         return [AdoptedWorker(pid=w.pid, age=w.age, generation=w.generation, slot=w.slot.index, ready=w.ready)
-                for w in self.workers.values() if w.pid > 0]
+                for w in self.workers.values() if w.pid > 0 and w.role == "worker"]
 
     def begin_reload(self) -> None:
         self.stats["reloads"] += 1
