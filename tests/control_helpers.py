@@ -102,6 +102,9 @@ class FakeBackend:
         found = [p for p in self.programs if _ns(p) == name]
         return found[0].get(f"{stream}_logfile") if found and self.log_paths_enabled else None
 
+    def log_memory(self, name: str, stream: str) -> None:
+        return None  # this stand-in keeps every log in a file
+
     def submit(self, command: Command) -> None:
         self.commands.append(command)
         if self.hold_replies:

@@ -18,26 +18,47 @@ import pytest
 from arbiter.programs import ProgramConfig, ProgramManager
 
 
+class FakeClock:
+    """Monotonic seconds that move only when a test says so: timers (startsecs, backoff,
+    stopwaitsecs) are tested to the millisecond without waiting for them."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class Master:
-    """The master's part: one selector loop, reaping every child, running the timers."""
+    """The master's part: one selector loop, reaping every child, running the timers.
+
+    `clock` (a `FakeClock`, or the real monotonic clock by default) is the manager's, and
+    times the log lines too, so a test reads timer gaps in the manager's time."""
 
     def __init__(self, programs: list[ProgramConfig], groups: dict[str, list[str]], tmp: Path,
-                 **kwargs: Any) -> None:
+                 clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> None:
         self.lines: list[tuple[float, str]] = []
+        self.clock = clock
         self.log = logging.getLogger(f"test.programs.{id(self)}")
         self.log.propagate = False
         self.log.setLevel(logging.DEBUG)
-        self.log.addHandler(_Collect(self.lines))
+        self.log.addHandler(_Collect(self.lines, clock))
         self.selector = selectors.DefaultSelector()
-        self.manager = ProgramManager(programs, groups, self.selector, self.log,
+        self.manager = ProgramManager(programs, groups, self.selector, self.log, clock=clock,
                                       childlogdir=str(tmp), **kwargs)
         self.reaped: set[int] = set()
 
-    def turn(self, longest: float = 0.05) -> None:
+    def turn(self, longest: float = 0.05) -> bool:
+        """One loop turn; whether anything happened (a pipe read, a child reaped)."""
         deadline = self.manager.next_deadline()
-        timeout = longest if deadline is None else min(longest, max(0.0, deadline - time.monotonic()))
-        for key, mask in self.selector.select(timeout):
+        timeout = longest if deadline is None else min(longest, max(0.0, deadline - self.clock()))
+        events = self.selector.select(timeout)
+        for key, mask in events:
             key.data(key, mask)
+        busy = bool(events)
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -46,16 +67,27 @@ class Master:
             if pid == 0:
                 break
             self.reaped.add(pid)
+            busy = True
             if self.manager.owns(pid):
                 self.manager.child_exited(pid, status)
         self.manager.tick()
+        return busy
 
-    def run_until(self, condition: Callable[[], Any], timeout: float = 10.0) -> None:
+    def run_until(self, condition: Callable[[], Any], timeout: float = 10.0, *, jump: bool = False) -> None:
+        """Turn until `condition` holds, for at most `timeout` real seconds.
+
+        With `jump` (a `FakeClock` only), a turn in which nothing happened moves the clock to
+        the next timer: for waits whose timers only matter for being reached (a stop ending in
+        SIGKILL), never where a child must act before a timer (a crash within startsecs)."""
         end = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > end:
                 raise AssertionError(f"timed out; status={self.manager.status()}\nlog={self.messages()}")
-            self.turn()
+            if not self.turn(0.01 if jump else 0.05) and jump:
+                assert isinstance(self.clock, FakeClock)
+                deadline = self.manager.next_deadline()
+                if deadline is not None and deadline > self.clock():
+                    self.clock.now = deadline
 
     def messages(self, pattern: str = "") -> list[str]:
         return [m for _, m in self.lines if re.search(pattern, m)]
@@ -86,7 +118,7 @@ class Master:
     def close(self) -> None:
         try:
             self.manager.stop_all()
-            self.run_until(self.manager.all_stopped, timeout=15)
+            self.run_until(self.manager.all_stopped, timeout=15, jump=isinstance(self.clock, FakeClock))
         finally:
             # Whatever still runs was started here and is not reaped yet: its pid is ours.
             for pid in set(self.spawned_pids()) - self.reaped:
@@ -100,12 +132,13 @@ class Master:
 
 
 class _Collect(logging.Handler):
-    def __init__(self, into: list[tuple[float, str]]) -> None:
+    def __init__(self, into: list[tuple[float, str]], clock: Callable[[], float]) -> None:
         super().__init__()
         self.into = into
+        self.clock = clock
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.into.append((time.monotonic(), record.getMessage()))
+        self.into.append((self.clock(), record.getMessage()))
 
 
 @pytest.fixture

@@ -228,3 +228,28 @@ def test_pipe_reader_reads_to_eof_then_unregisters(pipe) -> None:
     with pytest.raises(OSError):
         os.fstat(read_end)  # closed by the reader
     selector.close()
+
+
+# ---- output kept in memory (a program logging to "-") ----------------------------------------
+
+
+def test_memory_log_keeps_the_last_bytes_with_file_like_offsets() -> None:
+    from arbiter.control.logs import LogFollower, read_range, tail
+    from arbiter.programs.memlog import MemoryLog
+
+    memory = MemoryLog(limit=10)
+    follower = LogFollower(memory, 0)
+    memory.write(b"0123456789")
+    memory.write(memoryview(b"abcdef"))
+    assert (memory.size, memory.start) == (16, 6)
+    assert memory.read(-4, 0) == (b"cdef", 12)
+    assert memory.read(0, 3) == (b"678", 6)  # what was dropped is skipped, and said so
+    chunk = read_range(memory, -100, 0)
+    assert (chunk.data, chunk.offset, chunk.next_offset, chunk.size) == (b"6789abcdef", 6, 16, 16)
+    assert tail(memory, 0, 4) == (b"cdef", 16, True)
+    assert follower.poll() == b"6789abcdef" and follower.poll() == b""
+    memory.write(b"gh")
+    assert follower.poll() == b"gh"
+    memory.clear()
+    memory.write(b"ij")
+    assert follower.poll() == b"ij" and memory.read(-100, 0) == (b"ij", 18)

@@ -19,7 +19,7 @@ import pytest
 from arbiter.programs import ProgramConfig, load_supervisor_ini
 from arbiter.programs import errors
 from arbiter.programs.states import Autorestart
-from program_helpers import Master, master  # noqa: F401  (fixture)
+from program_helpers import FakeClock, Master, master  # noqa: F401  (fixture)
 
 PY = sys.executable
 
@@ -52,9 +52,11 @@ def test_supervisor_fixture_runs(master, tmp_path: Path, name: str) -> None:
         os.chmod(folder, 0o755)  # the shared copy is read-only; logs go to run/
     result = load_supervisor_ini(str(here / name))
     expected = EXPECTED[name]
-    m = master(*result.programs, groups=result.groups)
+    # A fake clock, moved on whenever the loop is idle: startsecs (2 s in options.conf) passes
+    # at once; these programs only run, so no timer races a real exit.
+    m = master(*result.programs, groups=result.groups, clock=FakeClock())
     m.manager.start_autostart()
-    m.run_until(lambda: all(m.state(n) == "RUNNING" for n in expected["running"]), timeout=15)
+    m.run_until(lambda: all(m.state(n) == "RUNNING" for n in expected["running"]), timeout=15, jump=True)
     assert all(m.state(n) == "STOPPED" for n in expected.get("stopped", []))
     for log, needles in expected.get("log_contains", {}).items():
         m.run_until(lambda: all(n in (here / log).read_text() for n in needles))
@@ -64,16 +66,43 @@ def test_supervisor_fixture_runs(master, tmp_path: Path, name: str) -> None:
 
 
 def test_crash_loop_backs_off_longer_each_time_then_fatal(master, tmp_path: Path) -> None:
-    m = master(program(tmp_path, "crash", sh("exit 1"), startsecs=1, startretries=2))
+    clock = FakeClock()
+    m = master(program(tmp_path, "crash", sh("exit 1"), startsecs=1, startretries=2), clock=clock)
     m.manager.start_autostart()
-    m.run_until(lambda: m.state("crash") == "FATAL", timeout=10)
+    for attempt, delay in enumerate((1.0, 2.0), start=1):
+        m.run_until(lambda: m.state("crash") == "BACKOFF" and m.info("crash")["pid"] == 0)
+        assert len(m.messages("^spawned: 'crash'")) == attempt
+        clock.advance(delay - 0.001)
+        m.turn(0)
+        assert m.state("crash") == "BACKOFF"  # not a millisecond early
+        clock.advance(0.001)
+        m.turn(0)
+        assert m.state("crash") == "STARTING"
+    m.run_until(lambda: m.state("crash") == "FATAL")
     spawns = m.times("^spawned: 'crash'")
     gaps = [b - a for a, b in zip(spawns, spawns[1:])]
     assert len(spawns) == 3, m.messages()
-    assert 0.9 <= gaps[0] < 1.6 and 1.9 <= gaps[1] < 2.6, gaps
+    assert gaps == pytest.approx([1.0, 2.0])
     assert m.messages("^gave up: ") == ["gave up: crash entered FATAL state, too many start retries too quickly"]
     assert m.messages("^exited: ") == ["exited: crash (exit status 1; not expected)"] * 3
     assert m.info("crash")["description"] == "Exited too quickly (process log may have details)"
+
+
+def test_startsecs_is_counted_on_the_managers_clock(master, tmp_path: Path) -> None:
+    clock = FakeClock()
+    m = master(program(tmp_path, "slow", ("sleep", "30"), startsecs=5), clock=clock)
+    m.manager.start_autostart()
+    m.run_until(lambda: m.info("slow")["pid"] != 0)
+    clock.advance(4.999)
+    m.turn(0)
+    assert m.state("slow") == "STARTING"
+    clock.advance(0.001)
+    m.turn(0)
+    assert m.state("slow") == "RUNNING"
+    assert m.messages("^success: ") == [
+        "success: slow entered RUNNING state, process has stayed up for > than 5 seconds (startsecs)"]
+    clock.advance(3600)
+    assert m.info("slow")["uptime"] == pytest.approx(3605)
 
 
 def test_autorestart_unexpected_follows_exitcodes(master, tmp_path: Path) -> None:
@@ -91,15 +120,20 @@ def test_autorestart_unexpected_follows_exitcodes(master, tmp_path: Path) -> Non
 
 def test_term_ignoring_child_is_killed_after_stopwaitsecs(master, tmp_path: Path) -> None:
     script = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(60)"
-    m = master(program(tmp_path, "stubborn", (PY, "-c", script), stopwaitsecs=1))
+    clock = FakeClock()
+    m = master(program(tmp_path, "stubborn", (PY, "-c", script), stopwaitsecs=1), clock=clock)
     m.manager.start_autostart()
     m.run_until(lambda: "ready" in (tmp_path / "stubborn.log").read_text())
-    asked = time.monotonic()
+    asked = clock()
     m.manager.stop("stubborn")
     assert m.state("stubborn") == "STOPPING"
+    clock.advance(0.999)
+    m.turn(0)
+    assert m.messages("^killing 'stubborn'") == []
+    clock.advance(0.001)
     m.run_until(lambda: m.state("stubborn") == "STOPPED", timeout=5)
     (killed_at,) = m.times("^killing 'stubborn'")
-    assert 0.9 <= killed_at - asked < 2.0
+    assert killed_at - asked == pytest.approx(1.0)
     assert m.messages("^stopped: ") == ["stopped: stubborn (terminated by SIGKILL)"]
     assert "waiting for stubborn to stop" in m.messages()
 
@@ -255,6 +289,23 @@ def test_user_umask_directory_and_environment(master, tmp_path: Path, monkeypatc
     assert sorted(map(int, groups.split())) == sorted(set(os.getgrouplist("nobody", nobody.pw_gid)))
     assert (umask, cwd) == ("0027", str(work))
     assert env == f"{nobody.pw_dir} nobody yes none mine"
+
+
+def test_a_program_inherits_the_masters_umask_unless_it_sets_its_own(master, tmp_path: Path) -> None:
+    touch = "import os, sys; open(sys.argv[1], 'w').close()"
+    inherit = program(tmp_path, "inherit", (PY, "-c", touch, str(tmp_path / "inherited")), startsecs=0,
+                      autorestart=Autorestart.NEVER)
+    own = program(tmp_path, "own", (PY, "-c", touch, str(tmp_path / "own")), startsecs=0,
+                  autorestart=Autorestart.NEVER, umask=0o077)
+    m = master(inherit, own)
+    old = os.umask(0o027)  # the umask the user started the master with
+    try:
+        m.manager.start_autostart()
+    finally:
+        os.umask(old)
+    m.run_until(lambda: m.state("inherit") == m.state("own") == "EXITED")
+    assert (tmp_path / "inherited").stat().st_mode & 0o777 == 0o640  # 0666 & ~027: never forced to 0
+    assert (tmp_path / "own").stat().st_mode & 0o777 == 0o600
 
 
 # ---- output -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 
 from arbiter.programs import Diff, ProgramConfig, errors
 from arbiter.programs.states import Autorestart
-from program_helpers import Master, master  # noqa: F401  (fixture)
+from program_helpers import FakeClock, Master, master  # noqa: F401  (fixture)
 
 PY = sys.executable
 # Ignores SIGTERM, so that a stop lasts stopwaitsecs and ends with SIGKILL.
@@ -142,9 +142,10 @@ def test_numprocs_grows_and_shrinks_in_place(master, tmp_path: Path) -> None:
 def test_removed_group_is_stopped_then_forgotten_and_can_come_back(master, tmp_path: Path) -> None:
     stubborn = program(tmp_path, "stubborn", (PY, "-c", STUBBORN), stopwaitsecs=1)
     other = program(tmp_path, "other", ("sleep", "30"))
-    m = master(stubborn, other)
+    clock = FakeClock()
+    m = master(stubborn, other, clock=clock)
     m.manager.start_autostart()
-    m.run_until(lambda: m.running("stubborn", "other") and "ready" in (tmp_path / "stubborn.log").read_text())
+    m.run_until(lambda: m.running("stubborn", "other") and "ready" in (tmp_path / "stubborn.log").read_text(), jump=True)
     old, other_pid = m.pid("stubborn"), m.pid("other")
 
     assert m.manager.update([other], {}) == Diff(removed=("stubborn",))
@@ -153,13 +154,16 @@ def test_removed_group_is_stopped_then_forgotten_and_can_come_back(master, tmp_p
     assert m.manager.settled(["stubborn"], "stopped") is None
     # Back in the configuration before it stopped: it takes over, never running beside it.
     assert m.manager.update([stubborn, other], {}) == Diff(added=("stubborn",))
+    clock.advance(1)  # stopwaitsecs: SIGKILL, once
+    m.run_until(lambda: m.state("stubborn") == "STARTING" and m.pid("stubborn") not in (0, old), timeout=5)
+    clock.advance(0.2)  # startsecs
     m.run_until(lambda: m.state("stubborn") == "RUNNING" and m.pid("stubborn") != old, timeout=5)
     assert old in m.reaped
     assert m.messages("^killing 'stubborn'") == [f"killing 'stubborn' ({old}) with SIGKILL"]
 
     again = m.pid("stubborn")
     m.manager.update([other], {})
-    m.run_until(lambda: m.names() == ["other"], timeout=5)
+    m.run_until(lambda: m.names() == ["other"], timeout=5, jump=True)
     assert again in m.reaped and m.pid("other") == other_pid
     with pytest.raises(errors.BadName):
         m.manager.settled(["stubborn"], "stopped")
@@ -167,13 +171,13 @@ def test_removed_group_is_stopped_then_forgotten_and_can_come_back(master, tmp_p
 
 def test_a_group_of_the_same_name_with_other_programs_replaces_it_in_one_update(master, tmp_path: Path) -> None:
     old = program(tmp_path, "old", (PY, "-c", STUBBORN), process_name="worker", stopwaitsecs=0.5)
-    m = master(old, groups={"svc": ["old"]})
+    m = master(old, groups={"svc": ["old"]}, clock=FakeClock())
     m.manager.start_autostart()
-    m.run_until(lambda: m.running("svc:worker") and "ready" in (tmp_path / "old.log").read_text())
+    m.run_until(lambda: m.running("svc:worker") and "ready" in (tmp_path / "old.log").read_text(), jump=True)
     first = m.pid("svc:worker")
     new = program(tmp_path, "new", ("sleep", "30"), process_name="worker")
     assert m.manager.update([new], {"svc": ["new"]}) == Diff(changed=("svc",))
-    m.run_until(lambda: m.running("svc:worker") and m.pid("svc:worker") != first, timeout=5)  # info(): one row
+    m.run_until(lambda: m.running("svc:worker") and m.pid("svc:worker") != first, timeout=5, jump=True)  # info(): one row
     assert first in m.reaped
     m.manager.stop("new")  # the program name now means the new program
     with pytest.raises(errors.BadName):
@@ -182,18 +186,18 @@ def test_a_group_of_the_same_name_with_other_programs_replaces_it_in_one_update(
 
 def test_a_stop_during_an_update_wins_and_a_start_uses_the_new_command(master, tmp_path: Path) -> None:
     stubborn = program(tmp_path, "stubborn", (PY, "-c", STUBBORN), stopwaitsecs=1)
-    m = master(stubborn)
+    m = master(stubborn, clock=FakeClock())
     m.manager.start_autostart()
-    m.run_until(lambda: m.running("stubborn") and "ready" in (tmp_path / "stubborn.log").read_text())
+    m.run_until(lambda: m.running("stubborn") and "ready" in (tmp_path / "stubborn.log").read_text(), jump=True)
     m.manager.update([replace(stubborn, command=sh("echo new; exec sleep 30"))], {})
     assert m.manager.settled(["stubborn"], "running") is None  # it restarts once stopped
     m.manager.stop("stubborn")  # the restart is called off
     assert m.manager.settled(["stubborn"], "running") is False
-    m.run_until(lambda: m.manager.settled(["stubborn"], "stopped"), timeout=5)
+    m.run_until(lambda: m.manager.settled(["stubborn"], "stopped"), timeout=5, jump=True)
     m.turn()
     assert m.state("stubborn") == "STOPPED"
     m.manager.start("stubborn")
-    m.run_until(lambda: m.running("stubborn") and "new" in (tmp_path / "stubborn.log").read_text())
+    m.run_until(lambda: m.running("stubborn") and "new" in (tmp_path / "stubborn.log").read_text(), jump=True)
 
 
 # ---- add and remove -----------------------------------------------------------------------

@@ -107,6 +107,9 @@ def read_ini(path: str) -> tuple[dict[str, Value], Extras]:
         raw = getattr(options, key)
         if raw is not None:
             values[name] = Value(raw, f"{path}: [supervisord] {key}")
+    if options.umask is None:
+        # Supervisor's own default: its programs (and their files) never get a umask of 0.
+        values["umask"] = Value(0o022, f"{path}: [supervisord] umask (unset: Supervisor's default 022)")
     if options.nodaemon is not None:
         values["daemon"] = Value(not options.nodaemon, f"{path}: [supervisord] nodaemon")
         if options.nodaemon and not options.silent:  # supervisord logs to its terminal too then

@@ -53,7 +53,10 @@ from arbiter.control.records import (
     SignalArgs,
     Status,
 )
-from arbiter.errors import ArbiterError
+# Stable error codes and their numbers: one table for program and control errors alike.
+from arbiter.errors import ERROR_CODES as ERROR_CODES
+from arbiter.errors import ArbiterError, fault_number
+from arbiter.programs.memlog import MemoryLog
 
 # Each command and the record its arguments come in.
 COMMAND_ARGS: dict[str, type] = {
@@ -63,37 +66,6 @@ COMMAND_ARGS: dict[str, type] = {
     "refork": NoArgs,
 }
 COMMAND_NAMES = frozenset(COMMAND_ARGS)
-
-# Stable error codes: the HTTP status each is sent with, and Supervisor's XML-RPC fault number
-# (supervisor/xmlrpc.py `Faults`), so supervisorctl reads our faults as it reads its own.
-ERROR_CODES: dict[str, tuple[int, int]] = {
-    "BAD_REQUEST": (400, 2),        # INCORRECT_PARAMETERS
-    "BAD_ARGUMENTS": (400, 3),
-    "BAD_SIGNAL": (400, 11),
-    "UNAUTHORIZED": (401, 2),
-    "FORBIDDEN": (403, 2),
-    "NOT_FOUND": (404, 1),          # UNKNOWN_METHOD: the closest meaning
-    "BAD_NAME": (404, 10),
-    "NO_FILE": (404, 20),
-    "METHOD_NOT_ALLOWED": (405, 1),
-    "TIMEOUT": (408, 30),
-    "ALREADY_STARTED": (409, 60),
-    "NOT_RUNNING": (409, 70),
-    "ALREADY_ADDED": (409, 90),
-    "STILL_RUNNING": (409, 91),
-    "TOO_LARGE": (413, 2),
-    "HEADERS_TOO_LARGE": (431, 2),
-    "FAILED": (500, 30),
-    "INTERNAL": (500, 30),
-    "SPAWN_ERROR": (500, 50),
-    "ABNORMAL_TERMINATION": (500, 40),
-    "NOT_EXECUTABLE": (500, 21),
-    "RELOAD_FAILED": (500, 30),
-    "CANT_REREAD": (500, 92),
-    "SHUTTING_DOWN": (503, 6),
-    "SHUTDOWN_STATE": (503, 6),     # Supervisor's spelling, as arbiter.programs raises it
-}
-
 
 class ControlError(ArbiterError):
     """A control request that cannot be done. `code` is one of `ERROR_CODES` (stable, for
@@ -108,7 +80,7 @@ class ControlError(ArbiterError):
     @property
     def fault_code(self) -> int:
         """Supervisor's XML-RPC fault number for this error (30, FAILED, when it has none)."""
-        return ERROR_CODES.get(self.code, (500, 30))[1]
+        return fault_number(self.code)
 
     def to_json(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}}
@@ -147,4 +119,9 @@ class Backend(Protocol):
     def log_path(self, name: str, stream: str) -> str | None:
         """The file holding `stream` ("stdout"/"stderr") of program `name` (a namespec), or the
         master's own log when `name` is "master"; None when that output is not captured."""
+        ...
+
+    def log_memory(self, name: str, stream: str) -> MemoryLog | None:
+        """The last output of `stream` of program `name` when it has no log file but goes
+        through the master's own stream (kept in memory for tail); None otherwise."""
         ...

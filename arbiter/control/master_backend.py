@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from arbiter import __version__
+from arbiter import __version__, procfs
 from arbiter.control import location
 from arbiter.control.backend import Command, ControlError
 from arbiter.control.records import (
@@ -38,6 +38,8 @@ from arbiter.control.security import Credentials
 from arbiter.control.server import ControlServer, missing_credential
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.programs.errors import ProgramError
+from arbiter.programs.manager import Progress
+from arbiter.programs.memlog import MemoryLog
 from arbiter.web.scoreboard import SlotState
 
 if TYPE_CHECKING:
@@ -87,20 +89,12 @@ class ControlledMaster(Protocol):
 
 
 SETTLED = object()  # a waiting command's check: done, reply with nothing more to say
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-_TICKS = os.sysconf("SC_CLK_TCK")
 WAIT_POLL = 0.05
 
 
 def proc_usage(pid: int) -> tuple[int, float]:
     """(RSS bytes, CPU seconds) of a process from /proc; zeros if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return 0, 0.0
-    # After the command name: state is field 3, utime 14, stime 15, rss 24 (1-based, man 5 proc).
-    return int(fields[21]) * _PAGE, (int(fields[11]) + int(fields[12])) / _TICKS
+    return procfs.usage(pid) or (0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -167,7 +161,8 @@ class MasterBackend:
         """The program manager's row as a record; Supervisor's avail shows priority and
         autostart (a [group:x] priority is its programs' default)."""
         return ProgramRow(
-            name=row["name"], group=row["group"], state=program_state(row["state"]), pid=row["pid"],
+            name=row["name"], group=row["group"], program=row.get("program", row["name"]),
+            state=program_state(row["state"]), pid=row["pid"],
             start=row["start"], stop=row["stop"], now=row["now"], uptime=row["uptime"],
             exitstatus=row["exitstatus"], spawnerr=row["spawnerr"] or "", description=row["description"],
             stdout_logfile=row["stdout_logfile"], stderr_logfile=row["stderr_logfile"],
@@ -190,6 +185,16 @@ class MasterBackend:
             return path
         except ProgramError as exc:
             raise _control_error(exc) from None
+
+    def log_memory(self, name: str, stream: str) -> MemoryLog | None:
+        programs = self.master.programs
+        if name == "master" or programs is None:
+            return None
+        try:
+            memory: MemoryLog | None = programs.log_memory(name, stream)
+        except ProgramError as exc:
+            raise _control_error(exc) from None
+        return memory
 
     # -- service of the master loop ------------------------------------------------------------
 
@@ -252,50 +257,70 @@ class MasterBackend:
             return sorted({f"{row['group']}:*" for row in self._programs().status()})
         return names
 
-    def _each(self, command: Command, act: Callable[[str], None]) -> list[str]:
+    def _each(self, command: Command, act: Callable[[str], Any]) -> list[str]:
         """Apply `act` to every name; one failing name fails a single-name command, and is
         reported in place in a many-name one."""
-        names = self._names(command)
-        single = len(names) == 1 and names == list(getattr(command.args, "names", ()))
-        results: list[dict[str, Any]] = []
-        for name in names:
-            try:
-                act(name)
-            except ProgramError as exc:
-                if single:
-                    raise
-                results.append({"name": name, "group": name.split(":")[0], "status": exc.fault,
-                                "description": exc.message})
-        if results:
-            command.reply(results)
+        names, failures = self._try_each(command, act)
+        if failures:
+            command.reply(failures)
             return []
         return names
 
-    def _settle(self, command: Command, names: list[str], goal: str) -> None:
-        if not names:
-            return
-        if isinstance(command.args, ProcessArgs) and not command.args.wait:
-            command.reply(None)
-            return
+    def _try_each(self, command: Command, act: Callable[[str], Any]) -> tuple[list[str], list[dict[str, Any]]]:
+        """(the names `act` took, a result for each it refused); a single name raises instead."""
+        names = self._names(command)
+        single = len(names) == 1 and names == list(getattr(command.args, "names", ()))
+        done: list[str] = []
+        failures: list[dict[str, Any]] = []
+        for name in names:
+            try:
+                act(name)
+                done.append(name)
+            except ProgramError as exc:
+                if single:
+                    raise
+                failures.append({"name": name, "group": name.split(":")[0], "status": exc.fault,
+                                 "description": exc.message})
+        return done, failures
+
+    def _per_process(self, command: Command, act: Callable[[str], Any], goal: str) -> None:
+        """start/stop/restart: act on each name, then (with wait) answer once every process
+        acted on reached `goal` or will not: one result per process, as Supervisor's
+        startAllProcesses does (a single process named alone fails the command instead)."""
+        assert isinstance(command.args, ProcessArgs)
         programs = self._programs()
+        skip = {"running": {"STARTING", "RUNNING", "BACKOFF"}, "stopped": {"STOPPED", "EXITED", "FATAL", "UNKNOWN"}}
+        # Processes already where a start (or stop) of several takes them are not acted on.
+        before = {(row["group"], row["name"]) for row in programs.status()
+                  if command.name != "restart" and row["statename"] in skip[goal]}
+        names, failures = self._try_each(command, act)
+        if not command.args.wait or not names:
+            # Not waiting: still say which could not even be spawned, as Supervisor does.
+            now = programs.progress(names, goal) if names and goal == "running" else []
+            failures += [_result(p, goal) for p in now if p.spawn_error and (p.group, p.name) not in before]
+            command.reply(failures or None)
+            return
+        single = len(command.args.names) == 1 and not failures
 
         def check() -> Any:
-            done = programs.settled(names, goal)
-            if done is False:
+            progress = [p for p in programs.progress(names, goal) if (p.group, p.name) not in before]
+            if single and len(progress) == 1 and progress[0].reached is False:
                 raise ControlError("SPAWN_ERROR" if goal == "running" else "FAILED",
-                                   f"{', '.join(names)} did not reach {goal.upper()}")
-            return None if done is None else SETTLED
+                                   f"{', '.join(names)} did not reach {goal.upper()}: {progress[0].why_not}")
+            if any(p.reached is None for p in progress):
+                return None
+            return failures + [_result(p, goal) for p in progress]
 
         self._waiting.append((check, command))
 
     def _do_start(self, command: Command) -> None:
-        self._settle(command, self._each(command, self._programs().start), "running")
+        self._per_process(command, self._programs().start, "running")
 
     def _do_stop(self, command: Command) -> None:
-        self._settle(command, self._each(command, self._programs().stop), "stopped")
+        self._per_process(command, self._programs().stop, "stopped")
 
     def _do_restart(self, command: Command) -> None:
-        self._settle(command, self._each(command, self._programs().restart), "running")
+        self._per_process(command, self._programs().restart, "running")
 
     def _do_signal(self, command: Command) -> None:
         assert isinstance(command.args, SignalArgs)
@@ -401,6 +426,18 @@ class MasterBackend:
         for name in self._names(command):
             self._programs().remove_group(name)
         command.reply(None)
+
+
+def _result(progress: Progress, goal: str) -> dict[str, Any]:
+    """One process's answer: OK, or why it did not get to `goal`, in Supervisor's terms (a
+    spawn error when it could not start or exited within startsecs, else an abnormal end)."""
+    if progress.reached:
+        return {"name": progress.name, "group": progress.group, "status": "OK", "description": "OK"}
+    if goal != "running":
+        code = "FAILED"
+    else:
+        code = "SPAWN_ERROR" if progress.spawn_error else "ABNORMAL_TERMINATION"
+    return {"name": progress.name, "group": progress.group, "status": code, "description": progress.why_not}
 
 
 def _control_error(exc: ProgramError) -> ControlError:

@@ -1,38 +1,22 @@
 """`/metrics` in Prometheus' text format (version 0.0.4), built from one `status()` snapshot.
 
-Memory and CPU come from /proc/<pid>/statm and /proc/<pid>/stat: two small reads per process,
-no psutil, and a process that exits meanwhile is simply left out.
+Memory and CPU come from /proc/<pid>/stat (`arbiter.procfs`): one small read per process, no
+psutil, and a process that exits meanwhile is simply left out.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import Any
 
+from arbiter import procfs
 from arbiter.control.names import namespec
 from arbiter.control.records import Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PROGRAM_STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN")
 WORKER_STATES = ("BOOTING", "READY", "DRAINING", "RETIRING")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def proc_usage(pid: int) -> tuple[int, float] | None:
-    """(resident bytes, user+system CPU seconds) of `pid`, or None when it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            resident_pages = int(f.read().split()[1])
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (OSError, ValueError, IndexError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    fields = stat[stat.rfind(b")") + 2:].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return resident_pages * _PAGE, (utime + stime) / _TICKS
+proc_usage = procfs.usage  # the one /proc reader; routes.py reads it through this module
 
 
 def _escape(value: Any) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from arbiter.control.backend import ControlError
 from arbiter.control.records import ProgramRow
+from arbiter.programs import names as naming
 
 Program = ProgramRow
 
@@ -17,16 +18,15 @@ def namespec(program: Program) -> str:
     return program.namespec
 
 
-def matches(program: Program, name: str) -> bool:
-    """Whether `name` designates `program`: a bare name matches a process or a whole group."""
-    if name == "all":
-        return True
-    group = program.group or program.name
-    if name.endswith(":*") or name.endswith(":"):
-        return group == name.rsplit(":", 1)[0]
-    if ":" in name:
-        return f"{group}:{program.name}" == name
-    return program.name == name or group == name
+def matching(programs: Sequence[Program], name: str) -> list[Program]:
+    """The status rows `name` designates, by the one rule the program manager uses too
+    (`arbiter.programs.names.select`): a bare name is a process, else a program's pool, else
+    a group; `group:*` a group; `all` everything."""
+    return naming.select(programs, name, _named)[0]
+
+
+def _named(program: Program) -> naming.Named:
+    return naming.Named(program.group or program.name, program.name, program.program or program.name)
 
 
 def select(programs: Sequence[Program], names: Sequence[str]) -> list[Program]:
@@ -37,7 +37,7 @@ def select(programs: Sequence[Program], names: Sequence[str]) -> list[Program]:
     """
     chosen: list[Program] = []
     for name in names:
-        found = [p for p in programs if matches(p, name)]
+        found = matching(programs, name)
         if not found and name != "all":
             raise ControlError("BAD_NAME", f"no such process or group: {name}")
         chosen.extend(p for p in found if not any(p is q for q in chosen))
@@ -50,12 +50,9 @@ def find_one(programs: Sequence[Program], name: str) -> Program:
     Raises:
         ControlError: BAD_NAME when nothing, or more than one process, matches.
     """
-    found = [p for p in programs if matches(p, name)] if name != "all" else []
-    if len(found) != 1:
-        exact = [p for p in found if namespec(p) == name or p.name == name]
-        if len(exact) != 1:
-            raise ControlError("BAD_NAME", f"no such process: {name}")
-        found = exact
+    found, single = naming.select(programs, name, _named) if name != "all" else ([], False)
+    if not single and len(found) != 1:
+        raise ControlError("BAD_NAME", f"no such process: {name}")
     return found[0]
 
 

@@ -138,6 +138,7 @@ class ProgramRow:
     restarts: int | None = None
     rss: int | None = None
     cpu: float | None = None
+    program: str = ""  # its program's name, which a numprocs pool shares (see programs.names)
 
     @property
     def namespec(self) -> str:
@@ -167,7 +168,7 @@ class ProgramRow:
                    stderr_logfile=str(data.get("stderr_logfile") or ""),
                    priority=_int(data.get("priority"), 999), autostart=bool(data.get("autostart", True)),
                    log_dropped_bytes=_int(data.get("log_dropped_bytes")), restarts=data.get("restarts"),
-                   rss=data.get("rss"), cpu=data.get("cpu"))
+                   rss=data.get("rss"), cpu=data.get("cpu"), program=str(data.get("program") or name))
 
 
 @dataclass(frozen=True)

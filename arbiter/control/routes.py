@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from arbiter.control import commands, metrics
 from arbiter.control.backend import Backend, ControlError
 from arbiter.control.connection import HttpConnection, Request
-from arbiter.control.logs import DEFAULT_TAIL, LogFollower, read_range
+from arbiter.control.logs import DEFAULT_TAIL, LogFollower, Source, read_range
 from arbiter.control.names import check_names, find_one, namespec, select
 from arbiter.control.records import (
     ClearArgs,
@@ -182,11 +182,16 @@ class Api:
 
     # -- logs -----------------------------------------------------------------------------------
 
-    def _log_path(self, name: str, stream: str) -> str:
+    def _log_path(self, name: str, stream: str) -> Source:
+        """The log file, or for a program whose output goes through the master's own stream,
+        what the master keeps of it in memory."""
         if name != "master":
             name = namespec(find_one(self.backend.status().programs, name))
         path = self.backend.log_path(name, stream)
         if not path:
+            memory = self.backend.log_memory(name, stream)
+            if memory is not None:
+                return memory
             raise ControlError("NO_FILE", f"{stream} of {name} is not captured to a file")
         return path
 
@@ -213,7 +218,7 @@ class Api:
             ("X-Log-Offset", str(chunk.offset)), ("X-Log-Next-Offset", str(chunk.next_offset)),
             ("X-Log-Size", str(chunk.size))])
 
-    def _start_follow(self, conn: HttpConnection, path: str, offset: int) -> None:
+    def _start_follow(self, conn: HttpConnection, path: Source, offset: int) -> None:
         follower = LogFollower(path, offset)
         conn.start_stream(200, LOG_TEXT, [("X-Log-Offset", str(follower.position))])
         self._follow(conn, follower)

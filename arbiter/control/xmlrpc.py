@@ -21,7 +21,7 @@ from typing import Any
 from arbiter.control import commands
 from arbiter.control.backend import ERROR_CODES, Backend, ControlError
 from arbiter.control.connection import HttpConnection, Request
-from arbiter.control.logs import read_range, tail
+from arbiter.control.logs import Source, read_range, tail
 from arbiter.control.names import Program, find_one, namespec, select
 from arbiter.control.records import (
     RUNNING_STATES,
@@ -353,10 +353,13 @@ class XmlRpc:
 
     # -- supervisor: logs -------------------------------------------------------------------------
 
-    def _log_file(self, name: str, stream: str) -> str:
+    def _log_file(self, name: str, stream: str) -> Source:
         spec = "master" if name == "master" else namespec(find_one(self._programs(), str(name)))
         path = self.backend.log_path(spec, stream)
         if not path:
+            memory = self.backend.log_memory(spec, stream)  # output through the master's stream
+            if memory is not None:
+                return memory
             raise ControlError("NO_FILE", f"{stream} of {name} is not captured")
         return path
 

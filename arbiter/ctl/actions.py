@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from arbiter.control.names import matches
+from arbiter.control.names import matching
 from arbiter.control.records import ProgramRow, Status
 from arbiter.ctl.client import EXIT_GENERIC, EXIT_INVALID_ARGS, EXIT_NOT_RUNNING, ApiError, ControlClient
 
@@ -54,7 +54,7 @@ def known_with_status(c: Ctl, names: tuple[str, ...], bad_group_status: int) -> 
         return ["all"], programs
     known = []
     for name in names:
-        if any(matches(p, name) for p in programs):
+        if matching(programs, name):
             known.append(name)
         elif name.endswith(":*") or name.endswith(":"):
             click.echo(f"{name.rstrip(':*')}: ERROR (no such group)")
@@ -74,7 +74,8 @@ def _left_alone(action: str, names: list[str], programs: list[ProgramRow]) -> se
     wildcards = [n for n in names if n == "all" or n.endswith(":*") or n.endswith(":")]
     alone = set()
     for p in programs:
-        if any(matches(p, n) for n in names if n not in wildcards) or not any(matches(p, n) for n in wildcards):
+        if (any(p in matching(programs, n) for n in names if n not in wildcards)
+                or not any(p in matching(programs, n) for n in wildcards)):
             continue
         if p.running == (action == "start"):
             alone.add(p.namespec)

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from arbiter.control.names import matches
+from arbiter.control.names import matching
 from arbiter.control.records import STOPPED_STATES, Status
 from arbiter.ctl.actions import Ctl, act, known, programs_of, result_spec
 from arbiter.ctl.client import (
@@ -84,7 +84,7 @@ def status(c: Ctl, names: tuple[str, ...]) -> None:
     if names and "all" not in names:
         chosen = []
         for name in names:
-            found = [p for p in st.programs if matches(p, name)]
+            found = matching(st.programs, name)
             if not found:
                 kind = "group" if name.endswith(":*") or name.endswith(":") else "process"
                 click.echo(f"{name}: ERROR (no such {kind})")

@@ -150,7 +150,8 @@ class Master:
         self._log_start()
         # Always present, even empty: `arbiter ctl update` may add programs later.
         self.programs = ProgramManager(self.cfg.programs, self.cfg.groups, self.selector, self.log,
-                                       clock=self.clock, childlogdir=self.cfg.childlogdir)
+                                       clock=self.clock, childlogdir=self.cfg.childlogdir,
+                                       record_path=self._programs_record(), master_pid=self.pid)
         self.programs.start_autostart()
         if self.handover is not None:
             self.pool.adopt(self.handover, self.cfg.workers)
@@ -169,6 +170,18 @@ class Master:
         finally:
             self._shutdown()
         return self.exit_code
+
+    def _programs_record(self) -> str | None:
+        """Where the record of running programs is kept (`programs.registry`): beside the
+        pidfile, else beside the control socket (`arbiter.sock` in the start directory when
+        unset); relative paths from the start directory, as for the socket itself."""
+        cwd = self.start_cwd
+        if self.cfg.pidfile:
+            return os.path.normpath(os.path.join(cwd, os.path.expanduser(str(self.cfg.pidfile)))) + ".programs"
+        sock: str | None = self.cfg.control_socket
+        if sock is not None and sock.strip().lower() == "none":
+            return None
+        return os.path.normpath(os.path.join(cwd, os.path.expanduser(sock or "arbiter.sock"))) + ".programs"
 
     def _bind(self) -> list[Listener]:
         if self.handover is not None:

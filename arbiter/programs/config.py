@@ -291,7 +291,7 @@ def check_programs(
                 what = "itself" if dep == program.name else f"unknown program {dep!r}"
                 raise ConfigError(f"{program.origin or origin}: depends_on of {program.name!r} names "
                                   + what + _suggest(dep, by_name))
-    _check_cycles(by_name, origin)
+    check_cycles(by_name, origin)
     specs: list[ProcessSpec] = []
     seen: dict[str, str] = {}
     for program in programs:
@@ -317,7 +317,7 @@ def check_programs(
     return specs
 
 
-def _check_cycles(by_name: Mapping[str, ProgramConfig], origin: str) -> None:
+def check_cycles(by_name: Mapping[str, ProgramConfig], origin: str) -> None:
     done: set[str] = set()
 
     def visit(name: str, path: list[str]) -> None:

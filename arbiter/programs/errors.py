@@ -1,22 +1,23 @@
 """Errors from program control requests, with Supervisor's stable XML-RPC fault codes.
 
 Supervisor's clients (supervisorctl, and the tools built on its API) branch on these numbers,
-so they are kept as Supervisor numbers them (supervisor/xmlrpc.py `Faults`).
+so they are kept as Supervisor numbers them; they come from the one table in
+`arbiter.errors.ERROR_CODES`, which the control API's errors use too.
 """
 
 from __future__ import annotations
 
-from arbiter.errors import ArbiterError
+from arbiter.errors import ArbiterError, fault_number
 
-SHUTDOWN_STATE = 6
-BAD_NAME = 10
-BAD_SIGNAL = 11
-FAILED = 30
-SPAWN_ERROR = 50
-ALREADY_STARTED = 60
-NOT_RUNNING = 70
-ALREADY_ADDED = 90
-STILL_RUNNING = 91
+SHUTDOWN_STATE = fault_number("SHUTDOWN_STATE")
+BAD_NAME = fault_number("BAD_NAME")
+BAD_SIGNAL = fault_number("BAD_SIGNAL")
+FAILED = fault_number("FAILED")
+SPAWN_ERROR = fault_number("SPAWN_ERROR")
+ALREADY_STARTED = fault_number("ALREADY_STARTED")
+NOT_RUNNING = fault_number("NOT_RUNNING")
+ALREADY_ADDED = fault_number("ALREADY_ADDED")
+STILL_RUNNING = fault_number("STILL_RUNNING")
 
 
 class ProgramError(ArbiterError):

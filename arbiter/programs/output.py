@@ -18,6 +18,7 @@ from arbiter.programs import values
 from arbiter.programs.capture import LineFramer, PipeReader, ReadPacer
 from arbiter.programs.config import ProcessSpec
 from arbiter.programs.logfile import MasterStream, RotatingLogFile
+from arbiter.programs.memlog import MemoryLog
 from arbiter.programs.process import make_pipe
 
 Sink = RotatingLogFile | MasterStream
@@ -54,6 +55,7 @@ class ProcessOutput:
     ) -> None:
         self.spec = spec
         self.readers: list[PipeReader] = []
+        self.pipe_fds: dict[str, int] = {}  # channel -> the read end of the current child's pipe
         self.logpaths: dict[str, str] = {}
         self._selector = selector
         self._log = log
@@ -62,6 +64,8 @@ class ProcessOutput:
         self._master_stream = master_stream
         self._pacer = pacer
         self._sinks: dict[str, Sink | None] = {}
+        # What goes to the master's stream is also kept here, for tail (no file to read).
+        self.memory: dict[str, MemoryLog] = {}
 
     def open_pipes(self) -> SpawnPipes:
         """Pipes for the next spawn. A stream nobody keeps goes to /dev/null: reading it would
@@ -93,11 +97,17 @@ class ProcessOutput:
             os.close(write_end)  # so end of file comes when the child (and its children) close
             sink = self._sinks[channel]
             assert sink is not None
-            shared = isinstance(sink, MasterStream)
-            framer = LineFramer(self.spec.name if shared else "", self.spec.program.log_timestamps,
-                                whole_lines=shared)
-            self.readers.append(PipeReader(read_end, framer, sink.write, self._selector,
-                                           on_close=self.readers.remove, pacer=self._pacer))
+            timestamps = self.spec.program.log_timestamps
+            if isinstance(sink, MasterStream):
+                # Read as is, kept as is in memory, framed for the shared stream on its way.
+                tee = _Tee(self.memory[channel], LineFramer(self.spec.name, timestamps, whole_lines=True), sink)
+                reader = PipeReader(read_end, LineFramer(), tee.write, self._selector,
+                                    on_close=tee.closed(self.readers.remove), pacer=self._pacer)
+            else:
+                reader = PipeReader(read_end, LineFramer("", timestamps), sink.write, self._selector,
+                                    on_close=self.readers.remove, pacer=self._pacer)
+            self.readers.append(reader)
+            self.pipe_fds[channel] = read_end
         spawned.pipes.clear()
 
     def drain(self) -> None:
@@ -123,6 +133,8 @@ class ProcessOutput:
         sink = self._sink(channel)
         if isinstance(sink, RotatingLogFile):
             sink.truncate()
+        elif channel in self.memory:
+            self.memory[channel].clear()
 
     def reopen(self) -> None:
         for sink in self._sinks.values():
@@ -144,6 +156,7 @@ class ProcessOutput:
         sink: Sink | None = None
         if target == values.MASTER:
             sink = self._master_stream(channel)
+            self.memory.setdefault(channel, MemoryLog())
         elif target == values.AUTO:
             target = self._auto_logfile(channel)
         if target not in (None, values.MASTER):
@@ -167,6 +180,29 @@ class ProcessOutput:
             return None
         os.close(fd)
         return path
+
+
+class _Tee:
+    """One pipe's bytes to memory as they are, and to the master's shared stream framed (each
+    line whole, prefixed with the program's name)."""
+
+    def __init__(self, memory: MemoryLog, framer: LineFramer, sink: MasterStream) -> None:
+        self._memory, self._framer, self._sink = memory, framer, sink
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._memory.write(data)
+        framed = self._framer.feed(bytes(data))
+        if framed:
+            self._sink.write(framed)
+
+    def closed(self, then: Callable[[PipeReader], None]) -> Callable[[PipeReader], None]:
+        """The reader's on_close: pass on a last line without its end, then `then`."""
+        def on_close(reader: PipeReader) -> None:
+            rest = self._framer.flush()
+            if rest:
+                self._sink.write(rest)
+            then(reader)
+        return on_close
 
 
 class MasterStreams:

@@ -43,6 +43,8 @@ STOPPED_STATES = frozenset({S.STOPPED, S.EXITED, S.FATAL, S.UNKNOWN})
 STARTED_STATES = frozenset({S.STARTING, S.RUNNING, S.BACKOFF})
 SIGNALLABLE_STATES = frozenset({S.STARTING, S.RUNNING, S.STOPPING})
 
+# Supervisor's words for a process that exited within startsecs.
+EXITED_TOO_QUICKLY = "Exited too quickly (process log may have details)"
 # Supervisor logs "waiting for x to stop" this often while a stop is in progress.
 STOP_REPORT_INTERVAL = 2.0
 # A SIGKILL that did not end the process is sent again, but not more often than this.
@@ -404,11 +406,11 @@ def _exited(
     expected = code in rules.exitcodes
 
     if state is S.STOPPING:
-        # STOPPING -> STOPPED: the exit we asked for.
-        level = logging.INFO if expected else logging.WARNING
+        # STOPPING -> STOPPED: the exit we asked for, so INFO whatever its status (as
+        # Supervisor logs it): a requested stop is no warning.
         stopped = replace(record, state=S.STOPPED, pid=0, exitstatus=code, laststop=now,
                           delay=0.0, restart_pending=False)
-        actions: list[Action] = [Log(level, f"stopped: {name} ({text})")]
+        actions: list[Action] = [Log(logging.INFO, f"stopped: {name} ({text})")]
         if record.restart_pending and not shutting_down:
             # STOPPED -> STARTING: the second half of a restart.
             new, more = _begin_start(stopped, now, reset_backoff=True)
@@ -419,7 +421,7 @@ def _exited(
     if state is S.STARTING and now - started < rules.startsecs:
         # STARTING -> BACKOFF: it died before startsecs, whatever its exit code.
         failed = replace(record, pid=0, exitstatus=None, laststop=now,
-                         spawnerr="Exited too quickly (process log may have details)")
+                         spawnerr=EXITED_TOO_QUICKLY)
         log = Log(logging.WARNING, f"exited: {name} ({text}; not expected)")
         return _begin_backoff(failed, now, rules, [log])
 

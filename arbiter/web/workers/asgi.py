@@ -1,6 +1,7 @@
 """The `uvicorn` worker: an ASGI app served by `uvicorn.Server` on the inherited sockets.
 
-uvloop and httptools when available; lifespan on. The heartbeat is a task on the worker's own
+uvloop when available, httptools with the sync worker's request rules (asgi_http.py),
+WebSockets through `websockets`; lifespan on. The heartbeat is a task on the worker's own
 event loop, so a handler that blocks the loop (a CPU loop, a blocking call) stops the heartbeat
 and the master treats the worker as hung, which is the point.
 """
@@ -10,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Generator
 from typing import Any
 
 import uvicorn
+from uvicorn.config import WS_PROTOCOLS
 
 from arbiter import logs
+from arbiter.web.http.parser import Limits
+from arbiter.web.workers.asgi_http import protocol_class
 from arbiter.web.workers.base import Worker
 
 HEARTBEAT_EVERY = 0.5
@@ -29,40 +34,18 @@ def _loop_name() -> str:
     return "uvloop"
 
 
-def _draining_protocol() -> type[Any] | str:
-    """uvicorn's httptools protocol, changed in one respect: how it stops.
+def _websocket_protocol() -> str:
+    """`websockets` (a dependency) on its Sans-I/O core where this uvicorn has that binding."""
+    return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"
 
-    uvicorn closes an idle keep-alive connection the moment shutdown starts; a client that
-    had just sent a request on it sees the connection drop with no answer, which is where most
-    failed requests during a reload come from. Here an idle connection stays open until its
-    keep-alive timer ends it, and a request that arrives meanwhile is answered, with
-    `Connection: close`, so the client moves to a live worker without losing anything.
-    """
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # no httptools: uvicorn's h11 protocol, drained uvicorn's way
-        return "h11"
 
-    class DrainingHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
-        draining = False
+def _without_websocket_traces(record: logging.LogRecord) -> bool:
+    """`websockets` logs every handshake header and frame at DEBUG through uvicorn's logger:
+    cookies, tokens and message contents do not belong in the error log, even at debug."""
+    return record.levelno > logging.DEBUG or _WEBSOCKETS_DIR not in record.pathname
 
-        def shutdown(self) -> None:
-            self.draining = True
-            if self.cycle is not None and not self.cycle.response_complete:
-                self.cycle.keep_alive = False  # in flight: answer, then close
-            elif self.timeout_keep_alive_task is None:
-                # Accepted but silent so far: give the request that is surely coming the same
-                # keep-alive grace as an idle connection.
-                self.timeout_keep_alive_task = self.loop.call_later(
-                    self.timeout_keep_alive, self.timeout_keep_alive_handler
-                )
 
-        def on_headers_complete(self) -> None:
-            super().on_headers_complete()
-            if self.draining and self.cycle is not None:
-                self.cycle.keep_alive = False
-
-    return DrainingHttpToolsProtocol
+_WEBSOCKETS_DIR = f"{os.sep}websockets{os.sep}"
 
 
 class _Server(uvicorn.Server):
@@ -94,7 +77,9 @@ class UvicornWorker(Worker):
         cfg = self.cfg
         kwargs: dict[str, Any] = dict(
             loop=_loop_name(),
-            http=_draining_protocol(),
+            # Our request limits and refusals, and a drain that loses no request (asgi_http.py).
+            http=protocol_class(Limits.from_config(cfg)),
+            ws=_websocket_protocol(),
             # "auto": startup and shutdown run whenever the app speaks lifespan, and a startup
             # failure stops the worker (exit 3); a bare app that rejects the lifespan scope is
             # still served, where "on" would refuse to start it.
@@ -109,8 +94,6 @@ class UvicornWorker(Worker):
             log_config=None,
             server_header=True,
             date_header=True,
-            h11_max_incomplete_event_size=cfg.limit_request_line + cfg.limit_request_field_size * 4
-            if cfg.limit_request_line else None,
         )
         if cfg.certfile:
             kwargs.update(ssl_certfile=cfg.certfile, ssl_keyfile=cfg.keyfile)
@@ -134,6 +117,7 @@ class UvicornWorker(Worker):
         theirs.handlers[:] = ours.handlers
         theirs.setLevel(ours.level)
         theirs.propagate = False
+        theirs.addFilter(_without_websocket_traces)
         config = self.make_config()
         self.server = _Server(config, self)
         if not self.alive:
