@@ -55,7 +55,7 @@ def pss_kb(pid: int) -> int:
     return int(match.group(1))
 
 
-def serve_everyone(master: Arbiter, workers: int, requests: int = 400) -> set[int]:
+def serve_everyone(master: Arbiter, workers: int) -> set[int]:
     """Fresh connections until every worker has answered (each then holds the warm table)."""
     seen: set[int] = set()
 
@@ -235,3 +235,22 @@ def test_stop_with_a_mold_leaves_nothing(arbiter, sig: int) -> None:
     assert master.wait_exit(30) == 0
     for pid in [mold, *pids]:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_uvicorn_workers_refork_and_run_lifespan_startup_themselves(arbiter) -> None:
+    master = arbiter(["lazy_asgi_app:app", "-w", "2", "-k", "uvicorn", "--refork-after", "15"])
+    master.wait_ready(2)
+    serve_everyone(master, 2)
+    mold, pids = wait_reforked(master, 2)
+    assert psutil.Process(mold).num_threads() == 1
+    answers = {}
+    for _ in range(30):
+        status_code, body = master.get("/")
+        assert status_code == 200
+        fields = dict(item.split("=") for item in body.decode().split())
+        answers[int(fields["pid"])] = fields
+    assert set(answers) <= set(pids) and answers
+    for pid, fields in answers.items():
+        assert int(fields["startup"]) == pid  # the lifespan startup ran in the worker itself
+        assert int(fields["built_by"]) == mold  # the lazy table came from the mold, not rebuilt
+        assert fields["loop_ok"] == "1"  # what startup bound to a loop is this worker's loop

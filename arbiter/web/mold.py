@@ -33,6 +33,7 @@ log = logging.getLogger("arbiter.error")
 
 REQUEST = struct.Struct("=III")  # slot index, age, generation: 12 bytes, one atomic pipe write
 REPARENT_WAIT = 5.0  # seconds a new worker waits to become the master's child before giving up
+THREADS_WAIT = 5.0  # seconds the mold gives threads told to stop (an executor's idle workers)
 # Signals the mold handles (the worker's); blocked around each fork so that no handler of the
 # mold's runs in the new worker before it installs its own.
 _FORK_BLOCKED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1,
@@ -64,6 +65,10 @@ def serve(worker: Worker, requests_fd: int, start_child: StartChild) -> int:
     hook = worker.cfg.hook("on_refork")
     if hook:
         hook(worker)
+    deadline = time.monotonic() + THREADS_WAIT
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
     others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if others:
         log.error("Worker (pid:%d) cannot become the mold: threads still running after on_refork: %s",
