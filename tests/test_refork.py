@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import textwrap
 import signal
 from pathlib import Path
 from typing import Any
@@ -254,3 +255,41 @@ def test_uvicorn_workers_refork_and_run_lifespan_startup_themselves(arbiter) -> 
         assert int(fields["startup"]) == pid  # the lifespan startup ran in the worker itself
         assert int(fields["built_by"]) == mold  # the lazy table came from the mold, not rebuilt
         assert fields["loop_ok"] == "1"  # what startup bound to a loop is this worker's loop
+
+
+def test_the_subreaper_master_reaps_orphans_of_programs_without_mistaking_them(arbiter, tmp_path: Path) -> None:
+    """A program that leaves orphans behind: once the master is a child subreaper (first
+    promotion), they become its children; it reaps them and the program and workers go on."""
+    path = tmp_path / "arbiter.toml"
+    path.write_text(textwrap.dedent(f'''
+        wsgi_app = "{APP}"
+        workers = 2
+        refork_after = [10]
+        loglevel = "debug"
+
+        [programs.leaver]
+        command = "sh -c 'while true; do (sleep 0.1 &); sleep 0.2; done'"
+        startsecs = 0
+    '''))
+    master = arbiter(["-c", str(path)])
+    master.wait_ready(2)
+    program = int(master.wait_log(r"spawned: 'leaver' with pid (\d+)")[0].group(1))
+    serve_everyone(master, 2)
+    mold, pids = wait_reforked(master, 2)
+    master.wait_log(r"Reaped an orphaned process", count=3)
+    orphan_parent = psutil.Process(master.pid)
+
+    def no_zombies() -> bool:
+        zombies = []
+        for child in orphan_parent.children():
+            try:
+                zombies += [child.pid] if child.status() == psutil.STATUS_ZOMBIE else []
+            except psutil.NoSuchProcess:
+                pass
+        return not zombies
+
+    wait_until(no_zombies, timeout=5, what="no zombie children of the master")
+    assert psutil.Process(program).is_running()
+    assert master.log().count("spawned: 'leaver'") == 1  # the program was never taken for exited
+    assert children(master, "mold") == [mold] and sorted(master.workers()) == sorted(pids)
+    assert master.get("/")[0] == 200
