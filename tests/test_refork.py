@@ -123,8 +123,9 @@ def test_hooks_run_where_documented(arbiter) -> None:
     assert all(b"reforks=1" in master.get("/")[1] for _ in range(6))
 
 
-def test_keepalive_load_through_promotion_fails_no_request(arbiter) -> None:
-    master = arbiter([APP, "-w", "3", "--refork-after", "30", "--keep-alive", "2"])
+@pytest.mark.parametrize("app,kind", [(APP, "sync"), (APP, "gthread"), ("lazy_asgi_app:app", "uvicorn")])
+def test_keepalive_load_through_promotion_fails_no_request(arbiter, app: str, kind: str) -> None:
+    master = arbiter([app, "-k", kind, "-w", "3", "--refork-after", "30", "--keep-alive", "2"])
     master.wait_ready(3)
     with Load(master.port, keepalive=4, fresh=2, slow=1, max_seconds=90) as load:
         mold, pids = wait_reforked(master, 3, timeout=80)
@@ -224,6 +225,31 @@ def test_max_requests_recycles_from_the_mold(arbiter) -> None:
         assert psutil.Process(pid).ppid() == master.pid
     assert master.log().count("forked by the mold") >= 4
     assert children(master, "mold") == [mold]
+
+
+def test_a_hung_mold_is_killed_on_timeout_and_forking_falls_back(arbiter) -> None:
+    master = arbiter([APP, "-w", "2", "--refork-after", "10", "-t", "2"])
+    master.wait_ready(2)
+    serve_everyone(master, 2)
+    mold, _ = wait_reforked(master, 2)
+    os.kill(mold, signal.SIGSTOP)  # silent: no heartbeat
+    master.wait_log(rf"WORKER TIMEOUT \(pid:{mold}\)")
+    master.wait_log(rf"The mold \(pid:{mold}\) died")
+    master.signal(signal.SIGTTIN)  # a new worker now comes from the master
+    master.wait_workers(lambda w: len(w) == 3)
+    assert master.get("/")[0] == 200
+
+
+def test_workers_forked_by_the_mold_leave_when_the_master_is_killed(arbiter) -> None:
+    """Their parent-death signal is armed once their parent is the master."""
+    master = arbiter([APP, "-w", "2", "--refork-after", "10"])
+    master.wait_ready(2)
+    serve_everyone(master, 2)
+    mold, pids = wait_reforked(master, 2)
+    procs = [psutil.Process(pid) for pid in [mold, *pids]]
+    os.kill(master.pid, signal.SIGKILL)
+    gone, alive = psutil.wait_procs(procs, timeout=10)
+    assert not alive, alive
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM])

@@ -2,7 +2,7 @@
 
 Lifespan startup records the pid it ran in (and makes a per-loop object, as a DB pool would);
 the first request builds a table and records which pid built it. Answers:
-`pid=P startup=S built_by=B loop_ok=1`.
+`pid=P startup=S built_by=B loop_ok=1`. /sleep waits half a second first.
 """
 import asyncio
 import os
@@ -26,6 +26,8 @@ async def app(scope, receive, send):
                 return
     if scope["type"] != "http":
         return
+    if scope["path"] == "/sleep":
+        await asyncio.sleep(0.5)
     if _table is None:
         _table = [os.urandom(64 * 1024) for _ in range(160)]  # 10 MB
         state["built_by"] = os.getpid()
