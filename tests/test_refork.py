@@ -319,3 +319,11 @@ def test_the_subreaper_master_reaps_orphans_of_programs_without_mistaking_them(a
     assert master.log().count("spawned: 'leaver'") == 1  # the program was never taken for exited
     assert children(master, "mold") == [mold] and sorted(master.workers()) == sorted(pids)
     assert master.get("/")[0] == 200
+
+
+@pytest.mark.parametrize("value", ["100,50", "0", "ten"])
+def test_refork_after_must_be_growing_positive_counts(value: str) -> None:
+    result = run_arbiter([APP, "--refork-after", value])
+    assert result.returncode == 2, result.stderr
+    assert "refork_after" in result.stderr and "50,100,1000" in result.stderr
+

@@ -97,7 +97,10 @@ def to_refork_thresholds(value: Any) -> tuple[int, ...]:
         items = [items]
     if not isinstance(items, (list, tuple)):
         raise ValueError("request counts separated by commas, such as 50,100,1000")
-    numbers = tuple(to_int(item) for item in items)
+    try:
+        numbers = tuple(to_int(item) for item in items)
+    except ValueError:
+        numbers = (0,)
     if any(n <= 0 for n in numbers) or any(b <= a for a, b in zip(numbers, numbers[1:])):
         raise ValueError("positive request counts, each larger than the one before (50,100,1000)")
     return numbers

@@ -84,8 +84,8 @@ class MoldKeeper:
         """Promote a worker at the next turn. Returns why not, or None."""
         if self.pool.cfg.worker_class.lower().find("gevent") >= 0:
             return "reforking does not work with gevent workers"
-        if self.promoting is not None:
-            return f"worker {self.promoting.pid} is already being promoted"
+        if self.promoting is not None or self.forced:
+            return "a promotion is already under way"
         if not any(w.ready for w in self.pool.current()):
             return "no serving worker to promote"
         self.disabled = self.unsupported = None
