@@ -181,6 +181,11 @@ class MoldKeeper:
 
     def _maybe_promote(self, now: float) -> None:
         pool = self.pool
+        # Not while the pool is in flux (a reload's old generation or a replaced worker still
+        # draining): one change at a time, and the promoted worker is never the last one serving.
+        if any(w.retiring or w.wants_retirement or w.generation != pool.generation
+               for w in pool.workers.values() if w.role == "worker"):
+            return
         # With a mold, only its own workers are warm enough to matter; without one (the first time,
         # or after the mold died), any serving worker will do.
         template = self.template
