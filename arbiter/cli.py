@@ -14,10 +14,11 @@ from typing import Any
 import click
 
 from arbiter import __version__, logs
-from arbiter.web import app as app_loader
 from arbiter.config import loader as config_mod
-from arbiter.errors import AppLoadError, ArbiterError, ConfigError
 from arbiter.config.settings import SETTINGS, Setting
+from arbiter.errors import AppLoadError, ArbiterError, ConfigError
+from arbiter.web import app as app_loader
+from arbiter.web import workers
 
 
 def _option(setting: Setting) -> Any:
@@ -68,6 +69,7 @@ def _serve(params: dict[str, Any]) -> int:
     app_loader.prepare_path(cfg.chdir, cfg.pythonpath)
     if cfg.check_config:
         if cfg.wsgi_app:
+            workers.check(cfg.worker_class, threads=cfg.threads, preload=cfg.preload_app)
             app_loader.load(cfg.wsgi_app)
         click.echo(f"{cfg.config or 'configuration'}: OK" + (f"; {cfg.wsgi_app} imports" if cfg.wsgi_app else ""))
         return 0
@@ -79,9 +81,8 @@ def _serve(params: dict[str, Any]) -> int:
 
         daemonize()
 
-    from arbiter.master.loop import Master
-
     from arbiter.control.master_backend import attach_control
+    from arbiter.master.loop import Master
 
     setproctitle(f"arbiter: master [{cfg.title_name}]")
     master = Master(cfg, reload_config=lambda: config_mod.build(cli_values), start_cwd=start_cwd)

@@ -75,6 +75,19 @@ def uvicorn(app: str) -> Contender:
                      port_from="listen")
 
 
+def gunicorn_gevent(app: str) -> list[Contender]:
+    """Gunicorn's gevent worker with its Python parser, and with its C parser (`gunicorn[fast]`,
+    the gunicorn_h1c package) when that is installed: Gunicorn at its best."""
+    peers = [gunicorn(app, "-k", "gevent", "--http-parser", "python")]
+    try:
+        import gunicorn_h1c  # noqa: F401
+
+        peers.append(gunicorn(app, "-k", "gevent", "--http-parser", "fast"))
+    except ImportError:
+        pass
+    return peers
+
+
 # name -> (contenders, target ratio arbiter/each peer or None)
 SCENARIOS: dict[str, tuple[list[Contender], float | None]] = {
     "wsgi-sync": ([arbiter("wsgi_hello:app", "-k", "sync"), gunicorn("wsgi_hello:app", "-k", "sync")], 2.0),
@@ -83,7 +96,13 @@ SCENARIOS: dict[str, tuple[list[Contender], float | None]] = {
                       gunicorn("wsgi_hello:app", "-k", "gthread", "--threads", "4")], None),
     "asgi": ([arbiter("asgi_hello:app", "-k", "uvicorn"), gunicorn("asgi_hello:app", "-k", GUNICORN_UVICORN),
               uvicorn("asgi_hello:app")], 1.0),
+    "wsgi-gevent": ([arbiter("wsgi_hello:app", "-k", "gevent"), *gunicorn_gevent("wsgi_hello:app")], 1.0),
+    "flask-gevent": ([arbiter("flask_hello:app", "-k", "gevent"), *gunicorn_gevent("flask_hello:app")], 1.0),
+    "io-gevent": ([arbiter("wsgi_io:app", "-k", "gevent"), *gunicorn_gevent("wsgi_io:app")], 1.0),
 }
+# wrk connections per scenario (default 64). 10 ms per request caps 64 connections at 6,400 req/s
+# whatever the server; 256 leave the servers, not the wait, as the limit.
+CONNECTIONS: dict[str, int] = {"io-gevent": 256}
 REPLACEMENT: dict[str, list[Contender]] = {
     "replace-sync": [arbiter("wsgi_hello:app", "-k", "sync"), gunicorn("wsgi_hello:app", "-k", "sync")],
     "replace-uvicorn": [arbiter("asgi_hello:app", "-k", "uvicorn"), gunicorn("asgi_hello:app", "-k", GUNICORN_UVICORN)],
@@ -91,7 +110,9 @@ REPLACEMENT: dict[str, list[Contender]] = {
 
 
 def launch(c: Contender) -> Server:
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(APPS), os.environ.get("PYTHONPATH")]))}
+    # The checkout's own arbiter, not whichever one is installed.
+    path = [str(APPS), str(APPS.parent.parent), os.environ.get("PYTHONPATH")]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, path))}
     return start_server(c.label, c.cmd, env=env, cwd=str(APPS), port_from=c.port_from)
 
 
@@ -135,8 +156,9 @@ def throughput(name: str, args: argparse.Namespace, rows: list[Row]) -> None:
                     row.failure = f"exited with {server.proc.returncode} during the run"
                     print(f"  ! {row.server}: {row.failure}\n{server.log_tail()}", file=sys.stderr)
                     continue
-                run_wrk(server.url, args.warmup)
-                result = run_wrk(server.url, args.duration)
+                connections = CONNECTIONS.get(name, 64)
+                run_wrk(server.url, args.warmup, connections=connections)
+                result = run_wrk(server.url, args.duration, connections=connections)
                 row.rounds.append(result.rps)
                 row.non2xx += result.non2xx
                 row.socket_errors += result.socket_errors
@@ -209,7 +231,8 @@ def print_report(rows: list[Row], replaced: list[list[dict]], args: argparse.Nam
 
 
 def print_throughput(rows: list[Row], args: argparse.Namespace) -> None:
-    print(f"\nThroughput: {WORKERS} workers each, wrk -t2 -c64, {args.rounds} round(s) x {args.duration:g} s "
+    wider = ", ".join(f"{n} -c{c}" for n, c in CONNECTIONS.items())
+    print(f"\nThroughput: {WORKERS} workers each, wrk -t2 -c64 ({wider}), {args.rounds} round(s) x {args.duration:g} s "
           f"(+{args.warmup:g} s warm-up), median of rounds")
     head = f"{'scenario':<13} {'server':<52} {'median req/s':>12}  {'rounds (req/s)':<26} {'non2xx/sockerr':>14}  arbiter/peer"
     print(head + "\n" + "-" * len(head))
@@ -244,7 +267,7 @@ def print_replacement(replaced: list[list[dict]], args: argparse.Namespace) -> N
 
 def versions() -> dict:
     found = {"python": platform.python_version(), "cpus": os.cpu_count()}
-    for dist in ("arbiter", "gunicorn", "uvicorn", "uvloop", "httptools", "flask"):
+    for dist in ("arbiter", "gunicorn", "gunicorn_h1c", "uvicorn", "uvloop", "httptools", "flask", "gevent"):
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -311,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         result = {
             "settings": {"workers": WORKERS, "rounds": args.rounds, "duration_s": args.duration,
-                         "warmup_s": args.warmup, "repeats": args.repeats, "wrk": "-t2 -c64 --latency"},
+                         "warmup_s": args.warmup, "repeats": args.repeats, "wrk": "-t2 -c64 --latency",
+                         "connections": CONNECTIONS},
             "versions": versions(),
             "throughput": [{**row.__dict__, "median": row.median, "target": SCENARIOS[row.scenario][1]} for row in rows],
             "replacement": [r for group in replaced for r in group],

@@ -62,10 +62,10 @@ class ServedWorker:
         code = 0
         try:
             logs.setup(self.cfg)
-            if self.worker_name == "gthread":
-                from arbiter.web.workers.gthread import ThreadWorker as cls
-            else:
-                from arbiter.web.workers.sync import SyncWorker as cls  # type: ignore[assignment]
+            from arbiter.web import workers
+
+            cls = workers.load(self.worker_name)
+            cls.prepare_process()  # gevent patches here; the test app was imported before, as under preload
             worker = cls(age=1, ppid=os.getppid(), sockets=[self.listener], app=app, cfg=self.cfg,
                          slot=self.slot, generation=1)
             worker.init_process()

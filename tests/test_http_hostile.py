@@ -38,7 +38,7 @@ def _pid_of(body: bytes) -> int:
     return int(body.split()[0].split(b"=")[1])  # wsgi_app answers "pid=N path=/..."
 
 
-@pytest.mark.parametrize("kind", ["sync", "gthread"])
+@pytest.mark.parametrize("kind", ["sync", "gthread", "gevent"])
 def test_no_request_line_kills_the_worker_and_its_neighbour_is_served(arbiter, kind: str) -> None:
     threads = ["--threads", "2"] if kind == "gthread" else []  # sync with threads > 1 is gthread
     master = arbiter(["wsgi_app:app", "-w", "1", "-k", kind, *threads])

@@ -29,7 +29,7 @@ def test_unix_socket_peer_has_no_address(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-@pytest.mark.parametrize("kind", ["sync", "gthread"])
+@pytest.mark.parametrize("kind", ["sync", "gthread", "gevent"])
 def test_tls(tmp_path: Path, kind: str) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
@@ -102,8 +102,9 @@ def test_pre_and_post_request_hooks(tmp_path: Path) -> None:
         assert mark.read_text().splitlines() == ["pre GET / a=b (1, 1)", "post 200 OK 200 5"]
 
 
-def test_worker_connections_limit(tmp_path: Path) -> None:
-    with serve(app, "sync", worker_connections=2, keepalive=10) as served:
+@pytest.mark.parametrize("kind", ["sync", "gevent"])
+def test_worker_connections_limit(tmp_path: Path, kind: str) -> None:
+    with serve(app, kind, worker_connections=2, keepalive=10) as served:
         first, second = served.connect(), served.connect()
         for sock in (first, second):
             client = Client(sock)

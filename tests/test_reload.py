@@ -10,8 +10,8 @@ import pytest
 
 from load import Load
 
-WORKER_CLASSES = ["uvicorn", "sync", "gthread"]
-APP_FOR = {"uvicorn": "asgi_app:app", "sync": "wsgi_app:app", "gthread": "wsgi_app:app"}
+WORKER_CLASSES = ["uvicorn", "sync", "gthread", "gevent"]
+APP_FOR = {"uvicorn": "asgi_app:app", "sync": "wsgi_app:app", "gthread": "wsgi_app:app", "gevent": "wsgi_app:app"}
 
 
 def _args(kind: str, *extra: str) -> list[str]:
@@ -45,7 +45,7 @@ def test_hup_under_load_fails_no_request_and_replaces_every_worker(arbiter, kind
     assert not original & set(master.workers())
 
 
-@pytest.mark.parametrize("kind", ["uvicorn", "sync"])
+@pytest.mark.parametrize("kind", ["uvicorn", "sync", "gevent"])
 def test_slow_request_in_flight_during_hup_completes(arbiter, kind):
     master = arbiter(_args(kind, "-w", "2"))
     master.wait_ready(2)

@@ -1,4 +1,4 @@
-"""The sync and gthread workers, end to end: a forked worker on 127.0.0.1:0, raw HTTP bytes."""
+"""The sync, gthread and gevent workers, end to end: a forked worker on 127.0.0.1:0, raw HTTP bytes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from http_helpers import Client, app, get, request, serve, wait_until
 
 from arbiter.web.scoreboard import SlotState
 
-WORKERS = ["sync", "gthread"]
+WORKERS = ["sync", "gthread", "gevent"]
 
 
 @pytest.fixture(params=WORKERS)
@@ -362,7 +362,7 @@ def test_environ_is_complete(worker) -> None:
     assert env["wsgi.version"] == [1, 0] and env["wsgi.url_scheme"] == "http"
     assert env["wsgi.multiprocess"] is True and env["wsgi.run_once"] is False
     assert env["wsgi.input_terminated"] is True
-    assert env["wsgi.multithread"] is (worker.worker_name == "gthread")
+    assert env["wsgi.multithread"] is (worker.worker_name in ("gthread", "gevent"))
 
 
 @pytest.mark.parametrize("kind", WORKERS)

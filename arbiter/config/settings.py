@@ -139,14 +139,15 @@ class Config:
         ("-w", "--workers"), metavar="INT", section="worker", env_default="WEB_CONCURRENCY")
     worker_class: str = setting(
         to_str, "auto",
-        "Worker class: sync, gthread, uvicorn, or module:Class. `auto` picks uvicorn for an ASGI app and "
-        "sync for a WSGI app.", ("-k", "--worker-class"), metavar="CLASS", section="worker")
+        "Worker class: sync, gthread, gevent (pip install 'arbiter[gevent]'), uvicorn, or module:Class; "
+        "Gunicorn's names work too. `auto` picks uvicorn for an ASGI app and sync (gthread with "
+        "--threads above 1) for a WSGI app.", ("-k", "--worker-class"), metavar="CLASS", section="worker")
     threads: int = setting(
         to_positive_int, 1, "Threads per gthread worker (more than 1 with sync means gthread).",
         ("--threads",), metavar="INT", section="worker")
     worker_connections: int = setting(
-        to_positive_int, 1000, "The most open connections per worker.", ("--worker-connections",),
-        metavar="INT", section="worker")
+        to_positive_int, 1000, "The most open connections per worker (sync, gthread, gevent).",
+        ("--worker-connections",), metavar="INT", section="worker")
     reload_batch: int = setting(
         to_positive_int, 8,
         "During a rolling reload, how many new workers may boot at once beside the old ones.",

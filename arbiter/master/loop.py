@@ -114,6 +114,8 @@ class Master:
             BindError: a listening address cannot be bound.
             AppLoadError: under --preload, the app cannot be imported.
         """
+        if self.cfg.wsgi_app:
+            self.cfg = self._checked(self.cfg)  # a bad -k is a usage error, found before anything starts
         hook = self.cfg.hook("on_starting")
         if hook:
             hook(self)
@@ -139,10 +141,8 @@ class Master:
             close_in_child=self._close_in_child, preloaded=self.preloaded, log=self.log, clock=self.clock,
         )
         if self.cfg.wsgi_app:
-            kind = self.cfg.worker_class
-            if kind == "auto" and self.preloaded is not None:
-                kind = "uvicorn" if app_loader.is_asgi(self.preloaded) else "sync"
-            workers.preimport(kind)
+            workers.preimport(self._worker_class())
+            self.pool.announce_choice()
         else:
             self.pool.target = 0  # programs only: Arbiter as a supervisord
         self.signals.install(self.selector)
@@ -210,8 +210,25 @@ class Master:
         scheme = "https" if self.cfg.is_ssl else "http"
         for listener in self.listeners:
             self.log.info("Listening at: %s (%s)", listener.url(scheme), self.pid)
-        if self.cfg.wsgi_app:
-            self.log.info("Using worker: %s", self.cfg.worker_class)
+        if self.cfg.wsgi_app and self._worker_class() != "auto":
+            # Under `auto` with no --preload, the first worker of a generation says which class
+            # it chose, once it has imported the app (see `WorkerPool.announce_choice`).
+            self.log.info("Using worker: %s", self._worker_class())
+
+    def _checked(self, cfg: Any) -> Any:
+        """`cfg` with its worker class resolved to our name (aliases, `--threads`).
+
+        Raises:
+            ConfigError: an unknown, refused or uninstalled class, or gevent with --preload.
+        """
+        name = workers.check(cfg.worker_class, threads=cfg.threads, preload=cfg.preload_app)
+        return dataclasses.replace(cfg, worker_class=name) if name != cfg.worker_class else cfg
+
+    def _worker_class(self) -> str:
+        """The class the workers use; `auto` only while no worker has imported the app."""
+        if self.cfg.worker_class == "auto" and self.preloaded is not None:
+            return workers.pick("auto", app_loader.is_asgi(self.preloaded), self.cfg.threads)
+        return str(self.cfg.worker_class)
 
     def turn(self) -> None:
         """One loop turn. Public so tests and a future embedding can drive it."""
@@ -406,6 +423,11 @@ class Master:
             except ConfigError as exc:
                 self.log.error("Reload refused, the config has an error (still serving the old one): %s", exc)
                 return f"the config has an error: {exc}"
+            try:
+                cfg = self._checked(cfg)
+            except ConfigError as exc:
+                self.log.error("Reload refused (still serving the old config): %s", exc)
+                return str(exc)
             if cfg.bind != self.cfg.bind:
                 try:
                     with host.socket_umask(cfg.umask):
@@ -418,6 +440,10 @@ class Master:
                     self.log.info("Listening at: %s (%s)", listener.url("https" if cfg.is_ssl else "http"), self.pid)
             if cfg.workers != self.cfg.workers:
                 self.scale(cfg.workers)
+            if cfg.worker_class != self.cfg.worker_class:
+                workers.preimport(cfg.worker_class)
+                if cfg.worker_class != "auto":
+                    self.log.info("Using worker: %s", cfg.worker_class)
             self.cfg = self.pool.cfg = cfg
         if self.pool.target == 0:  # after WINCH, HUP brings the workers back, as in Gunicorn
             self.scale(self.cfg.workers)

@@ -105,6 +105,8 @@ class WorkerPool:
         # One byte per generation: the first worker that fails to load the app prints why.
         self._token_r, self._token_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         os.write(self._token_w, b"t")
+        # One byte per generation under `auto`: the first worker to import the app logs the class.
+        self._announce_r, self._announce_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.molds = MoldKeeper(self)
 
     # -- queries ---------------------------------------------------------------------------
@@ -182,7 +184,8 @@ class WorkerPool:
         worker_boot.run_worker(
             cfg=self.cfg, age=worker.age, ppid=ppid, generation=worker.generation, slot=worker.slot,
             sockets=[listener.sock for listener in self.listeners], preloaded=self.preloaded,
-            token_fd=self._token_r, post_fork=post_fork, on_exit=on_exit, as_mold=self._as_mold,
+            token_fd=self._token_r, announce_fd=self._announce_r, post_fork=post_fork, on_exit=on_exit,
+            as_mold=self._as_mold,
         )
 
     def _as_mold(self, instance: Worker) -> int:
@@ -279,6 +282,17 @@ class WorkerPool:
             pass
         os.write(self._token_w, b"t")
 
+    def announce_choice(self) -> None:
+        """Let the next worker that resolves `auto` log which class it chose (at most one byte
+        waits in the pipe). Nothing to do when the master knows the class itself."""
+        if self.cfg.worker_class != "auto" or self.preloaded is not None:
+            return
+        try:
+            os.read(self._announce_r, 1)
+        except BlockingIOError:
+            pass
+        os.write(self._announce_w, b"a")
+
     def adopt(self, handover: HandOver, configured: int) -> None:
         """Take over the workers a previous master image ran (after an in-place upgrade)."""
         now = self.clock()
@@ -304,6 +318,7 @@ class WorkerPool:
         self.molds.reset()
         self.last_reload = RELOADING
         self._refill_token()
+        self.announce_choice()
         self.log.info("Reloading: starting generation %d", self.generation)
 
     # -- each loop turn --------------------------------------------------------------------
@@ -411,5 +426,5 @@ class WorkerPool:
 
     def close(self) -> None:
         self.molds.close()
-        os.close(self._token_r)
-        os.close(self._token_w)
+        for fd in (self._token_r, self._token_w, self._announce_r, self._announce_w):
+            os.close(fd)

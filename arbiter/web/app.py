@@ -71,7 +71,8 @@ def load(spec: str) -> Callable[..., Any]:
             raise AppLoadError(f"app factory {spec!r} raised", details=traceback.format_exc()) from None
     if not callable(app):
         raise AppLoadError(f"{spec!r} is a {type(app).__name__}, not a callable application")
-    return app
+    loaded: Callable[..., Any] = app
+    return loaded
 
 
 def is_asgi(app: Any) -> bool:

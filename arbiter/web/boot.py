@@ -73,6 +73,17 @@ def report_load_error(exc: AppLoadError, token_fd: int) -> None:
         log.info("Worker (pid:%d) could not load the app either", os.getpid())
 
 
+def announce_choice(chosen: str, app_is_asgi: bool, announce_fd: int) -> None:
+    """Log the class `auto` chose, once per generation: only the worker that reads the
+    master's byte from the pipe says it (the master cannot know without importing the app)."""
+    try:
+        won = bool(os.read(announce_fd, 1))
+    except OSError:  # BlockingIOError: another worker said it already; EBADF: no pipe
+        won = False
+    if won:
+        log.info("Using worker: %s (for %s app)", chosen, "an ASGI" if app_is_asgi else "a WSGI")
+
+
 def run_worker(
     *,
     cfg: Config,
@@ -83,6 +94,7 @@ def run_worker(
     sockets: Sequence[socket.socket],
     preloaded: Callable[..., Any] | None,
     token_fd: int,
+    announce_fd: int = -1,
     post_fork: Callable[[], None],
     on_exit: Callable[[Worker], None],
     as_mold: Callable[[Worker], int] | None = None,
@@ -101,13 +113,24 @@ def run_worker(
             key, _, value = pair.partition("=")
             os.environ[key] = value
         drop_privileges(cfg.user, cfg.group)
+        chosen = workers.for_threads(workers.canonical(cfg.worker_class), cfg.threads)
+        # A named class is loaded before the app: gevent's must patch before any app import.
+        cls = None if chosen == "auto" else workers.load(chosen)
+        prepare = getattr(cls, "prepare_process", None)  # a custom class may not derive from ours
+        if prepare is not None:
+            prepare()
         if preloaded is not None:
             app = preloaded
         elif cfg.wsgi_app:
             app = app_loader.load(cfg.wsgi_app)
         else:  # the master forks no worker without an app; say so if one ever did
             raise WorkerBootError("no app to serve (wsgi_app is not set)")
-        cls = workers.resolve(cfg.worker_class, app_loader.is_asgi(app))
+        app_is_asgi = app_loader.is_asgi(app)
+        if cls is None:
+            chosen = workers.pick(chosen, app_is_asgi, cfg.threads)
+            cls = workers.load(chosen)
+            announce_choice(chosen, app_is_asgi, announce_fd)
+        workers.fits(cls, chosen, app_is_asgi)
         worker = cls(age=age, ppid=ppid, sockets=sockets, app=app, cfg=cfg, slot=slot, generation=generation)
         booted = True
         worker.init_process()

@@ -26,15 +26,20 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from arbiter.web.http.parser import Request
+
+class RequestHead(Protocol):
+    """What the atoms read of a request: its headers as (NAME, value) pairs (a WSGI worker's
+    parsed request, or the ASGI access middleware's view of a scope)."""
+
+    headers: list[tuple[str, str]]
 
 
 class _Atoms(dict):  # type: ignore[type-arg]
     __slots__ = ("_req", "_resp", "_environ", "_duration")
 
-    def __init__(self, req: Request, resp: Any, environ: Mapping[str, Any], duration: float) -> None:
+    def __init__(self, req: RequestHead, resp: Any, environ: Mapping[str, Any], duration: float) -> None:
         super().__init__()
         self._req = req
         self._resp = resp
@@ -149,12 +154,12 @@ class AccessLog:
         self.fmt = fmt
         self.logger = logger or logging.getLogger("arbiter.access")
 
-    def format(self, req: Request, resp: Any, environ: Mapping[str, Any], duration: float) -> str:
+    def format(self, req: RequestHead, resp: Any, environ: Mapping[str, Any], duration: float) -> str:
         try:
             return self.fmt % _Atoms(req, resp, environ, duration)
         except (TypeError, ValueError, KeyError) as exc:
             return f"bad access_log_format {self.fmt!r}: {exc}"
 
-    def log(self, req: Request, resp: Any, environ: Mapping[str, Any], duration: float) -> None:
+    def log(self, req: RequestHead, resp: Any, environ: Mapping[str, Any], duration: float) -> None:
         """`duration` is the request time in seconds."""
         self.logger.info(self.format(req, resp, environ, duration))

@@ -24,12 +24,14 @@ import os
 import random
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 from arbiter import logs
 from arbiter.config.settings import Config
+from arbiter.errors import WorkerBootError
 from arbiter.web.scoreboard import Slot, SlotState
 
 PR_SET_PDEATHSIG = 1
@@ -51,6 +53,9 @@ class Worker:
     # Whether this class can stop serving and leave only the main thread behind, so that the
     # process can become the mold new workers fork from (reforking). Off for custom classes.
     refork_safe: ClassVar[bool] = False
+    # False for a class whose process must be prepared before any app code is imported (gevent
+    # monkey-patches): `--preload` would import the app in the master, so it is refused at start.
+    allows_preload: ClassVar[bool] = True
     # Signals a worker handles itself; everything else keeps its default.
     SIGNALS: ClassVar[tuple[int, ...]] = (
         signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1, signal.SIGURG,
@@ -91,6 +96,10 @@ class Worker:
         return f"<Worker {self.pid}>"
 
     # -- life cycle ------------------------------------------------------------------------
+
+    @classmethod
+    def prepare_process(cls) -> None:
+        """Runs in the new worker process before the app is imported (nothing by default)."""
 
     def init_process(self) -> None:
         """Set up signals and parent watching, run `post_worker_init`, then serve until done."""
@@ -161,6 +170,24 @@ class Worker:
             self.promoted = True
 
     # -- helpers for subclasses ------------------------------------------------------------
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """A server TLS context from `certfile` and `keyfile`, or None when TLS is off.
+
+        Raises:
+            WorkerBootError: the certificate or key cannot be loaded.
+        """
+        if not self.cfg.certfile:
+            return None
+        # `ssl.SSLContext` looked up now, not at import: under gevent it is the patched class.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(self.cfg.certfile, self.cfg.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise WorkerBootError(
+                f"cannot load TLS certificate certfile={self.cfg.certfile!r} keyfile={self.cfg.keyfile!r}: {exc}"
+            ) from None
+        return context
 
     def notify(self) -> None:
         """Heartbeat: one store into shared memory. Also notices an orphaned worker."""

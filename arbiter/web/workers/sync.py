@@ -29,7 +29,6 @@ import time
 from typing import Any, ClassVar
 
 from arbiter import logs
-from arbiter.errors import WorkerBootError
 from arbiter.web.http.connection import MIN_HEAD_TIMEOUT, RECV_SIZE, Connection, ListenerInfo
 from arbiter.web.http.parser import Limits
 from arbiter.web.http.response import DRAIN_LIMIT
@@ -72,7 +71,7 @@ class SyncWorker(Worker):
         self.io_timeout = self.head_timeout
         self.max_connections = max(1, int(cfg.worker_connections))
         self.graceful_timeout = float(cfg.graceful_timeout)
-        self.ssl_context = self._ssl_context() if cfg.certfile else None
+        self.ssl_context = self.tls_context()
         self.handler = WSGIHandler(self, multithread=self.multithread)
         self.trust = self.handler.trust
         self.selector = selectors.DefaultSelector()
@@ -102,16 +101,6 @@ class SyncWorker(Worker):
             if not conn.busy:
                 self.close_conn(conn)
         self.selector.close()
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            context.load_cert_chain(self.cfg.certfile, self.cfg.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            raise WorkerBootError(
-                f"cannot load TLS certificate certfile={self.cfg.certfile!r} keyfile={self.cfg.keyfile!r}: {exc}"
-            ) from None
-        return context
 
     # -- the loop --------------------------------------------------------------------------
 
