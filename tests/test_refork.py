@@ -327,3 +327,14 @@ def test_refork_after_must_be_growing_positive_counts(value: str) -> None:
     assert result.returncode == 2, result.stderr
     assert "refork_after" in result.stderr and "50,100,1000" in result.stderr
 
+
+
+def test_ctl_refork_is_refused_for_gevent_workers(arbiter, tmp_path: Path) -> None:
+    pytest.importorskip("gevent")
+    sock = tmp_path / "control-0.sock"
+    master = arbiter([APP, "-w", "1", "-k", "gevent"])
+    master.wait_ready(1)
+    result = run_arbiter(["ctl", "-s", str(sock), "refork"])
+    assert result.returncode != 0
+    assert "reforking does not work with gevent workers" in result.stdout
+    assert master.get("/")[0] == 200 and not children(master, "mold")
