@@ -102,7 +102,10 @@ def serve(worker: Worker, requests_fd: int, start_child: StartChild) -> int:
         while len(pending) >= REQUEST.size:
             request = ForkRequest(*REQUEST.unpack_from(pending))
             pending = pending[REQUEST.size:]
-            fork_worker(worker, request, master_pid, start_child)
+            try:
+                fork_worker(worker, request, master_pid, start_child)
+            except OSError as exc:  # EAGAIN, ENOMEM: the master drops the request after `timeout`
+                log.error("The mold cannot fork a worker: %s", exc.strerror or exc)
     return 0
 
 
