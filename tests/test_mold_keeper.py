@@ -144,7 +144,7 @@ def test_the_mold_dies_forking_falls_back_and_a_worker_is_promoted_again() -> No
     assert (600, signal.SIGURG) in h.signals  # promoted again at the same threshold
 
 
-def test_a_request_the_mold_never_answers_is_dropped_after_the_timeout() -> None:
+def test_a_mold_that_does_not_answer_within_the_timeout_is_retired() -> None:
     h = started(refork_after=(5,), workers=1, timeout=5.0)
     (first,) = h.pool.workers
     serve(h, first, 5)
@@ -155,10 +155,12 @@ def test_a_request_the_mold_never_answers_is_dropped_after_the_timeout() -> None
     h.clock.advance(5.1)
     h.beat(first)
     h.turn()
-    # Dropped (its slot freed), and asked again: the mold heartbeats, so it is not hung.
-    (again,) = fork_requests(h)
-    assert again.age > request.age
-    assert [w.age for w in h.pool.workers.values() if w.pid == placeholder] in ([], [again.age])
+    # Dropped (its slot freed); the mold is retired and the worker comes from the master.
+    assert placeholder not in h.pool.workers and h.board.read(request.slot).state in (SlotState.FREE,
+                                                                                      SlotState.BOOTING)
+    assert (first, signal.SIGTERM) in h.signals and h.pool.molds.mold is None
+    assert not fork_requests(h)
+    assert [w for w in h.pool.workers.values() if w.role == "worker" and w.pid > 0 and w.forked_from == 0]
 
 
 def test_a_worker_that_exits_before_the_master_reads_its_pid_is_not_lost() -> None:

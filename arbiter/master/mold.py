@@ -127,8 +127,11 @@ class MoldKeeper:
                     pool.exited(pid, self.orphans.pop(pid))
                 elif worker.retiring_since is not None:  # the master began stopping meanwhile
                     pool.kill(pid, signal.SIGTERM)
-            elif now - worker.spawned_at > limit or self.mold is None:
-                self._drop(index, worker, "the mold did not fork it in time" if self.mold else "the mold is gone")
+            elif self.mold is None:
+                self._drop(index, worker, "the mold is gone")
+            elif now - worker.spawned_at > limit:
+                self._drop(index, worker, "the mold did not fork it in time")
+                self._give_up_on_mold(f"it did not answer within {limit:.0f} s")
         promoting = self.promoting
         if promoting is not None and pool.scoreboard.read(promoting.slot.index).state == SlotState.MOLD:
             self._promoted(promoting)
@@ -139,6 +142,18 @@ class MoldKeeper:
         pool.workers.pop(worker.pid, None)
         pool.scoreboard.release(index)
         pool.log.warning("A worker asked of the mold never registered (%s); forking from the master", why)
+
+    def _give_up_on_mold(self, why: str) -> None:
+        """A mold that heartbeats but does not fork (out of memory, out of processes): retire it,
+        fork from the master, and promote again at the last threshold."""
+        mold, self.mold, self.mold_ready = self.mold, None, False
+        if mold is None:
+            return
+        self.step = max(0, self.step - 1)
+        self.pool.log.error("Retiring the mold (pid:%s): %s; forking from the master", mold.pid, why)
+        self.pool._retire(mold, self.pool.clock())
+        for index, pending in list(self.pending.items()):
+            self._drop(index, pending, "the mold is retired")
 
     def _promoted(self, worker: WorkerProcess) -> None:
         pool = self.pool
