@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import signal
 
+from test_pool import Harness, exit_status
+
 from arbiter.master.mold import PROMOTE_ACK
 from arbiter.web.mold import REQUEST, ForkRequest
 from arbiter.web.scoreboard import SlotState
-from test_pool import Harness, exit_status
 
 
 def started(**settings: object) -> Harness:
@@ -68,7 +69,7 @@ def test_a_worker_is_promoted_at_the_threshold_and_new_workers_come_from_it() ->
     for request in requests:
         assert h.pool.workers[-(request.slot + 1)].forked_from == first
     # Each registers through its slot and is re-keyed by its pid.
-    for pid, request in zip((777, 778), requests):
+    for pid, request in zip((777, 778), requests, strict=True):
         h.board.slot(request.slot).register(pid)
     h.turn()
     assert {777, 778} <= set(h.pool.workers) and all(pid > 0 for pid in h.pool.workers)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import textwrap
 import signal
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-
 from conftest import APPS, Arbiter, run_arbiter, wait_until
 from load import Load
 
@@ -81,8 +80,8 @@ def wait_reforked(master: Arbiter, workers: int, timeout: float = 60.0) -> tuple
         pids = master.workers()
         if len(molds) != 1 or len(pids) != workers:
             return None
-        by_mold = set(int(p) for p in re.findall(rf"Booting worker with pid: (\d+) \(forked by the mold, pid {molds[0]}\)",
-                                                 master.log()))
+        pattern = rf"Booting worker with pid: (\d+) \(forked by the mold, pid {molds[0]}\)"
+        by_mold = {int(p) for p in re.findall(pattern, master.log())}
         return (molds[0], pids) if set(pids) <= by_mold else None
 
     result: tuple[int, list[int]] = wait_until(done, timeout, what="every worker forked by the mold")

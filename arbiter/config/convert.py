@@ -101,7 +101,7 @@ def to_refork_thresholds(value: Any) -> tuple[int, ...]:
         numbers = tuple(to_int(item) for item in items)
     except ValueError:
         numbers = (0,)
-    if any(n <= 0 for n in numbers) or any(b <= a for a, b in zip(numbers, numbers[1:])):
+    if any(n <= 0 for n in numbers) or any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
         raise ValueError("positive request counts, each larger than the one before (50,100,1000)")
     return numbers
 

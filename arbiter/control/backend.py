@@ -53,6 +53,7 @@ from arbiter.control.records import (
     SignalArgs,
     Status,
 )
+
 # Stable error codes and their numbers: one table for program and control errors alike.
 from arbiter.errors import ERROR_CODES as ERROR_CODES
 from arbiter.errors import ArbiterError, fault_number

@@ -178,7 +178,8 @@ class MoldKeeper:
             if now - self.promoted_at > PROMOTE_ACK and state in (SlotState.READY, SlotState.RETIRING):
                 worker, self.promoting = self.promoting, None
                 worker.role = "worker"  # it never stopped serving: it stays as it is
-                self.unsupported = self.disabled = f"worker {worker.pid} ignored the promotion (its class cannot refork)"
+                why = f"worker {worker.pid} ignored the promotion (its class cannot refork)"
+                self.unsupported = self.disabled = why
                 pool.log.error("Reforking off: %s", self.disabled)
             elif now - self.promoted_at > limit:
                 worker, self.promoting = self.promoting, None
@@ -204,7 +205,8 @@ class MoldKeeper:
         # With a mold, only its own workers are warm enough to matter; without one (the first time,
         # or after the mold died), any serving worker will do.
         template = self.template
-        candidates = [w for w in pool.current() if w.ready and w.pid > 0 and (not template or w.forked_from == template)]
+        candidates = [w for w in pool.current()
+                      if w.ready and w.pid > 0 and (not template or w.forked_from == template)]
         if not candidates:
             return
         if self.forced:
