@@ -6,6 +6,7 @@ This is the only module that prints errors and exits; everything below it raises
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -14,64 +15,49 @@ from typing import Any
 import click
 
 from arbiter import __version__, logs
+from arbiter.config import flags
 from arbiter.config import loader as config_mod
-from arbiter.config.settings import SETTINGS, Setting
 from arbiter.errors import AppLoadError, ArbiterError, ConfigError
 from arbiter.web import app as app_loader
 from arbiter.web import workers
 
 
-def _option(setting: Setting) -> Any:
-    kwargs: dict[str, Any] = {"help": setting.help, "default": None, "show_default": False}
-    if setting.is_flag:
-        kwargs.update(is_flag=True, default=None)
-    elif setting.multiple:
-        kwargs.update(multiple=True, default=(), metavar=setting.metavar)
-    else:
-        kwargs.update(metavar=setting.metavar)
-    if setting.default not in (None, (), False) and not setting.is_flag:
-        shown = ",".join(setting.default) if isinstance(setting.default, tuple) else setting.default
-        kwargs["help"] += f"  [default: {shown}]"
-    return click.option(*setting.flags, setting.name, **kwargs)
-
-
 def _cli_values(params: dict[str, Any]) -> dict[str, config_mod.Value]:
     """What was typed, keyed by setting, with the flag as its origin for error messages."""
-    values: dict[str, config_mod.Value] = {}
-    for setting in SETTINGS:
-        raw = params.get(setting.name)
-        if raw is None or raw == ():
-            continue
-        if setting.multiple:
-            raw = list(raw)
-        values[setting.name] = config_mod.Value(raw, f"option {setting.flags[-1]}")
-    app = params.get("app")
-    if app:
-        values["wsgi_app"] = config_mod.Value(app, "APP argument")
-    return values
+    return {name: config_mod.Value(raw, origin) for name, (raw, origin) in flags.values(params).items()}
 
 
 def _serve(params: dict[str, Any]) -> int:
     cli_values = _cli_values(params)
-    cfg = config_mod.build(cli_values)
+    start_cwd = os.getcwd()
+    cfg = config_mod.build(cli_values, cwd=start_cwd)
     if cfg.print_config:
         click.echo(cfg.as_text())
         return 0
     if not cfg.wsgi_app and not cfg.programs:
-        raise ConfigError("nothing to run: pass APP (module:attribute), or set `wsgi_app` or [programs] in a config file")
+        raise ConfigError("nothing to run: pass APP (module:attribute), or set `wsgi_app` or [programs] in a "
+                          "config file")
     if cfg.umask is not None:  # unset: keep the umask Arbiter was started with; before any file
         os.umask(cfg.umask)
     try:
         logs.setup(cfg)
     except OSError as exc:
         raise ConfigError(f"cannot open log file {exc.filename}: {exc.strerror}") from None
-    start_cwd = os.getcwd()
+    if cfg.is_ssl:
+        from arbiter.web import tls
+
+        tls.server_context(cfg)  # a bad certificate, cipher or CA file stops the start here
     app_loader.prepare_path(cfg.chdir, cfg.pythonpath)
     if cfg.check_config:
         if cfg.wsgi_app:
             workers.check(cfg.worker_class, threads=cfg.threads, preload=cfg.preload_app)
-            app_loader.load(cfg.wsgi_app)
-        click.echo(f"{cfg.config or 'configuration'}: OK" + (f"; {cfg.wsgi_app} imports" if cfg.wsgi_app else ""))
+            app_loader.load(cfg.wsgi_app, cfg.raw_paste_global_conf)
+        messages = config_mod.startup_messages(cfg)
+        for level, message in messages:
+            click.echo(f"{logging.getLevelName(level)}: {message}", err=True)
+        count = sum(level >= logging.WARNING for level, _ in messages)
+        click.echo(f"{cfg.config or 'configuration'}: OK" + (f"; {cfg.wsgi_app} imports" if cfg.wsgi_app else "")
+                   + (f" ({count} warning{'s' if count > 1 else ''})" if count else ""))
         return 0
 
     from setproctitle import setproctitle
@@ -79,25 +65,24 @@ def _serve(params: dict[str, Any]) -> int:
     if cfg.daemon:
         from arbiter.master.daemon import daemonize
 
-        daemonize()
+        daemonize(keep_stdio=cfg.enable_stdio_inheritance)
+        logs.reopen()  # --capture-output: fds 1 and 2 back on the error log file
 
     from arbiter.control.master_backend import attach_control
     from arbiter.master.loop import Master
 
     setproctitle(f"arbiter: master [{cfg.title_name}]")
-    master = Master(cfg, reload_config=lambda: config_mod.build(cli_values), start_cwd=start_cwd)
+    master = Master(cfg, reload_config=lambda: config_mod.build(cli_values, cwd=start_cwd),
+                    start_cwd=start_cwd)
     attach_control(master)
+    if cfg.statsd_host:
+        from arbiter.statsd import WorkerGauge
+
+        master.attach(WorkerGauge(master))
     return master.run()
 
 
-@click.command(
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    help="Run APP (module:attribute, module:factory() or module) with pre-forked web workers.\n\n"
-    "Operate a running master with `arbiter ctl`.",
-)
-@click.argument("app", required=False)
-@click.version_option(__version__, "-v", "--version", prog_name="arbiter")
-def serve_command(**params: Any) -> None:
+def _run(**params: Any) -> None:
     try:
         code = _serve(params)
     except AppLoadError as exc:
@@ -111,9 +96,12 @@ def serve_command(**params: Any) -> None:
     sys.exit(code)
 
 
-for _setting in reversed(SETTINGS):
-    if _setting.flags:
-        serve_command = _option(_setting)(serve_command)
+serve_command = click.version_option(__version__, "-v", "--version", prog_name="arbiter")(flags.make_command(
+    _run,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    help="Run APP (module:attribute, module:factory() or module) with pre-forked web workers.\n\n"
+    "Operate a running master with `arbiter ctl`.",
+))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,7 +1,18 @@
-"""Worker memory (PSS) with --preload: Arbiter against Gunicorn, same FastAPI app, 4 workers each.
+"""Memory: the whole server's footprint (FastAPI hello, Arbiter vs Gunicorn vs uvicorn), then
+worker PSS with --preload on a big app (Arbiter vs Gunicorn). 4 workers each.
 
-    python3 benchmarks/memory_bench.py                  # ~1 minute
-    python3 benchmarks/memory_bench.py --warmup 20000 --records 200000
+    python3 benchmarks/memory_bench.py                  # ~2 minutes
+    python3 benchmarks/memory_bench.py --only footprint --rounds 5
+    python3 benchmarks/memory_bench.py --only big-preload --warmup 20000 --records 200000
+
+footprint: apps/fastapi_hello.py under the five servers of boot_bench.py (Arbiter and Gunicorn
+with the uvicorn worker, each with and without --preload, and `uvicorn --workers 4`), one after
+the other, rounds alternating the order. Once 4 workers answer, `--warmup` GET / on 8 keep-alive
+connections, then the total PSS of the server's whole process tree (master, workers, any helper
+process) from /proc/PID/smaps_rollup. Target (issue 15): Arbiter <= 0.8x of Gunicorn and of
+uvicorn, with and without --preload.
+
+big-preload:
 
 The app (reload_apps/fastapi_big.py) builds ~80 MB of Python objects at import, on top of
 fastapi and pydantic. Each server imports it in the master (--preload) and forks 4 workers; after
@@ -29,7 +40,8 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import ServerError, start_server, stop_all  # noqa: E402
+from _harness import use_bytecode_cache, ServerError, start_server, stop_all  # noqa: E402
+from _peers import BENCH, contenders, launch, listening_socket, pss_kb, tree, wait_pids_serving  # noqa: E402
 
 APPS = Path(__file__).resolve().parent / "reload_apps"
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,35 +201,117 @@ def measure(name: str, cmd: list[str], args) -> dict:
         server.stop()
 
 
+FOOTPRINT_TARGET = 0.8
+FOOTPRINT_PAIRS = [("arbiter --preload", "gunicorn --preload"), ("arbiter --preload", "uvicorn --workers"),
+                   ("arbiter", "gunicorn"), ("arbiter", "uvicorn --workers")]
+
+
+def footprint(args) -> int:
+    """Total PSS of each server's process tree, FastAPI hello app, after a warm-up."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH / "apps"), str(ROOT)]),
+           "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    sock = listening_socket()
+    names = list(contenders("fastapi_hello:app", args.workers, sock.fileno()))
+    totals: dict[str, list[dict]] = {n: [] for n in names}
+    status = 0
+    print(f"footprint: apps/fastapi_hello.py, {args.workers} workers, warm-up {args.warmup} GET / on "
+          f"{args.connections} keep-alive connections, {args.rounds} rounds; load {os.getloadavg()[0]:.2f}", flush=True)
+    try:
+        for rnd in range(args.rounds):
+            order = names[rnd % len(names):] + names[:rnd % len(names)]
+            for name in order:
+                server = launch(name, contenders("fastapi_hello:app", args.workers, sock.fileno())[name],
+                                sock, env, str(BENCH / "apps"))
+                try:
+                    took, pids = wait_pids_serving(server, args.workers, 60)
+                    if took is None:
+                        print(f"  ! {name}: only {len(pids)} workers answered\n{server.log_tail()}", flush=True)
+                        status = 1
+                        continue
+                    ok, errors, _ = warm_up(server.port, args.warmup, args.connections)
+                    time.sleep(args.settle)
+                    procs = tree(server.pid)
+                    sizes = {pid: pss_kb(pid) for pid in procs}
+                finally:
+                    server.stop()
+                row = {"total": sum(sizes.values()), "master": sizes[server.pid], "procs": len(procs),
+                       "workers": sorted(v for pid, v in sizes.items() if pid != server.pid), "errors": errors}
+                totals[name].append(row)
+                print(f"  round {rnd + 1} {name:<20} total {row['total'] / 1024:6.1f} MB in {row['procs']} processes "
+                      f"(master {row['master'] / 1024:.1f}, others {' '.join(f'{w / 1024:.1f}' for w in row['workers'])})"
+                      f"; warm-up {ok} ok, {errors} errors", flush=True)
+    finally:
+        stop_all()
+        sock.close()
+    med = {n: statistics.median(r["total"] for r in rows) for n, rows in totals.items() if rows}
+    print(f"\ntotal PSS, master + workers (+ helpers), after warm-up (MB, median of rounds); load now "
+          f"{os.getloadavg()[0]:.2f}")
+    print(f"{'server':<20} {'total':>7} {'master':>7} {'procs':>5}  rounds")
+    for name, rows in totals.items():
+        if rows:
+            master = statistics.median(r["master"] for r in rows)
+            print(f"{name:<20} {med[name] / 1024:7.1f} {master / 1024:7.1f} {rows[0]['procs']:>5}  "
+                  + " ".join(f"{r['total'] / 1024:.1f}" for r in rows))
+    for a, b in FOOTPRINT_PAIRS:
+        if a in med and b in med:
+            ratio = med[a] / med[b]
+            print(f"{a} / {b}: {ratio:.2f}x (target <= {FOOTPRINT_TARGET}x: "
+                  f"{'met' if ratio <= FOOTPRINT_TARGET else 'MISSED'})")
+    print(flush=True)
+    return status
+
+
 def mb(kb: float) -> str:
     return f"{kb / 1024:7.1f}"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="footprint,big-preload", help="comma-separated: footprint, big-preload")
+    parser.add_argument("--rounds", type=int, default=3, help="footprint: rounds per server")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--records", type=int, default=130_000, help="records built at import (~80 MB)")
     parser.add_argument("--warmup", type=int, default=8000, help="GET / requests before measuring")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections during warm-up")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds between warm-up and measuring")
     parser.add_argument("--cap", type=float, default=20.0, help="longest wait for the SIGTTIN worker")
-    parser.add_argument("--max-seconds", type=int, default=400, help="hard bound on the whole run")
+    parser.add_argument("--max-seconds", type=int, default=900, help="hard bound on the whole run")
     parser.add_argument("--refork", action="store_true", help="also the reforking rows (issue 14)")
     parser.add_argument("--refork-only", action="store_true", help="only the reforking rows")
     parser.add_argument("--refork-workers", type=int, default=8)
     parser.add_argument("--refork-after", type=int, default=200)
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="leave PYTHONDONTWRITEBYTECODE as it is (a source checkout then recompiles Arbiter at every start)")
     args = parser.parse_args()
-    if args.refork_only:
-        return refork_report(args)
+    bytecode = "" if args.no_bytecode_cache else use_bytecode_cache()
+    if bytecode:
+        print(bytecode)
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(args.max_seconds)
+    if args.refork_only:
+        try:
+            return refork_report(args)
+        except KeyboardInterrupt as exc:
+            print(f"interrupted ({exc})", file=sys.stderr)
+            return 130
+        finally:
+            signal.alarm(0)
 
+    status = 0
+    if "footprint" in args.only.split(","):
+        try:
+            status = footprint(args)
+        except KeyboardInterrupt as exc:
+            print(f"interrupted ({exc})", file=sys.stderr)
+            return 130
+    if "big-preload" not in args.only.split(","):
+        return status
     w = str(args.workers)
-    contenders = {
+    big = {
         "arbiter": [PY, "-m", "arbiter", "fastapi_big:app", "--preload", "-w", w, "-k", "uvicorn",
                     "-b", "127.0.0.1:0"],
         "gunicorn": [PY, "-m", "gunicorn", "fastapi_big:app", "--preload", "-w", w, "-k", gunicorn_uvicorn_worker(),
@@ -226,9 +320,9 @@ def main() -> int:
     print(f"memory_bench: reload_apps/fastapi_big.py ({args.records} records), --preload, {w} workers each; "
           f"warm-up {args.warmup} GET / on {args.connections} keep-alive connections; "
           f"loadavg {os.getloadavg()[0]:.2f}", flush=True)
-    results, status = {}, 0
+    results = {}
     try:
-        for name, cmd in contenders.items():
+        for name, cmd in big.items():
             print(f"  {name}: {' '.join(Path(c).name if c == PY else c for c in cmd)}", flush=True)
             try:
                 results[name] = measure(name, cmd, args)

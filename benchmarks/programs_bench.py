@@ -43,7 +43,7 @@ sys.path.insert(0, str(APPS))
 from chatty import LINE as CHATTY_LINE  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import LIVE_MASTERS, BenchError, Interrupted, MasterProcess  # noqa: E402
+from _harness import use_bytecode_cache, LIVE_MASTERS, BenchError, Interrupted, MasterProcess  # noqa: E402
 PY = sys.executable
 MiB = 1 << 20
 LINE_LEN = len(CHATTY_LINE)  # 64
@@ -266,7 +266,7 @@ def rows(total: int) -> list[tuple]:
                 (flood, "intact", "stream intact (rounds)", None, None),
                 (flood, "master_cpu_s", "master CPU user+sys (s)", "{:.2f}", ("ratio", 0.5)),
                 (flood, "master_sys_s", "  of which sys (s)", "{:.2f}", None),
-                (flood, "kib_per_read", "KiB per master read (avg)", "{:.1f}", None)]
+                (flood, "kib_per_read", "KiB per master read(2) (avg)", "{:.1f}", None)]
     out += [("spawn-100", "first_spawned_s", "start -> first spawned (s)", "{:.3f}", None),
             ("spawn-100", "spawned_s", f"start -> all {NUMPROCS} spawned (s)", "{:.3f}", ("ratio", 1 / 3)),
             ("spawn-100", "spawning_s", "first -> last spawned (s)", "{:.3f}", None),
@@ -335,6 +335,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 round, 100 MiB floods")
     parser.add_argument("--only", default="flood-chunks,flood-lines,spawn-100", help="comma-separated scenarios")
     parser.add_argument("--json", metavar="FILE", help="also write every round's numbers here")
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="leave PYTHONDONTWRITEBYTECODE as it is (a source checkout then recompiles Arbiter at every start)")
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
     total = (args.mib or (100 if args.quick else 500)) * MiB
@@ -349,10 +351,12 @@ def main() -> int:
     signal.signal(signal.SIGALRM, interrupt)
     signal.alarm(int(120 + rounds * len(scenarios) * 2 * (60 + total / MiB * 0.5)))  # the whole run's limit
 
+    bytecode = "" if args.no_bytecode_cache else use_bytecode_cache()
     versions = {"arbiter": metadata.version("arbiter"), "supervisor": metadata.version("supervisor"),
                 "python": platform.python_version()}
     print(f"arbiter {versions['arbiter']} vs supervisord {versions['supervisor']}, Python {versions['python']}, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; {rounds} round(s), floods of {total // MiB} MiB")
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; {rounds} round(s), floods of {total // MiB} MiB; "
+          f"{bytecode or 'PYTHONDONTWRITEBYTECODE left as is'}")
     results: dict[str, dict[str, list[dict]]] = {}
     status = 0
     try:

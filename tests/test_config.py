@@ -85,9 +85,14 @@ def test_python_config_values_hooks_and_errors(tmp_path):
         build(cli={"config": str(path)})
 
 
-def test_unknown_arbiter_environment_variable(tmp_path):
-    with pytest.raises(ConfigError, match=r"environment variable ARBITER_WORKRES: unknown setting 'WORKRES'"):
-        build(env={"ARBITER_WORKRES": "2"})
+def test_unknown_arbiter_environment_variable_is_a_warning_not_a_stop():
+    # An unrelated tool's ARBITER_URL must not stop the service; a typo is still pointed out.
+    cfg = build(env={"ARBITER_WORKRES": "2", "ARBITER_URL": "http://x", "ARBITER_TOKEN": "t",
+                     "ARBITER_SOCKET": "/s"})
+    assert cfg.extras.warnings == (
+        "environment variable ARBITER_URL: unknown setting 'URL'; ignored",
+        "environment variable ARBITER_WORKRES: unknown setting 'WORKRES'; did you mean 'workers'?; ignored",
+    )
 
 
 def test_sync_with_threads_means_gthread():
@@ -158,3 +163,21 @@ def test_settings_doc_is_generated_from_the_table():
 
     path = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
     assert path.read_text() == docs.render(), "run: python3 -m arbiter.config.docs > docs/settings.md"
+
+
+def test_toml_program_table_suggests_programs(tmp_path):
+    path = tmp_path / "arbiter.toml"
+    path.write_text('workers = 1\n\n[program.ticker]\ncommand = "sleep 5"\n')
+    with pytest.raises(ConfigError) as info:
+        build(cli={"config": str(path)})
+    assert str(info.value) == f"{path}:3: unknown setting 'program'; did you mean 'programs'?"
+
+
+def test_help_lists_options_by_section_common_first_and_modes_in_octal():
+    out = run_arbiter(["--help"]).stdout
+    positions = [out.index(flag) for flag in ("-c, --config", "-b, --bind", "-w, --workers", "--timeout",
+                                              "--access-logfile", "--certfile", "--control-socket ")]
+    assert positions == sorted(positions), out
+    assert out.index("Socket options:") < out.index("Worker options:") < out.index("Control options:")
+    mode_help = out[out.index("--control-socket-mode"):].split("\n\n")[0]
+    assert "[default: 0600]" in " ".join(mode_help.split()) and "384" not in mode_help

@@ -157,7 +157,8 @@ def test_socket_from_config_and_environment(served: ServerLoop, tmp_path: Path, 
     assert main(["-c", str(conf), "version"]) == 0
     conf.write_text(f"[unix_http_server]\nfile={name}\n")
     assert main(["-c", str(conf), "version"]) == 0
-    toml = tmp_path / "arbiter.toml"
+    # Not ./arbiter.toml: with no -c, the master (and so ctl) would read that one by itself.
+    toml = tmp_path / "named.toml"
     toml.write_text(f'control_socket = "{served.unix_path}"\n')
     assert main(["-c", str(toml), "version"]) == 0
     pyconf = tmp_path / "conf.py"

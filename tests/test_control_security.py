@@ -113,12 +113,13 @@ def _as_nobody(action: Callable[[], bytes]) -> bytes:
     return data
 
 
-def _raw_request(path: str) -> Callable[[], bytes]:
+def _raw_request(path: str, close: bool = False) -> Callable[[], bytes]:
     def request() -> bytes:
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(5)
             sock.connect(path)
-            sock.sendall(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            extra = b"Connection: close\r\n" if close else b""
+            sock.sendall(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n" + extra + b"\r\n")
             data = b""
             while chunk := sock.recv(65536):
                 data += chunk
@@ -135,6 +136,15 @@ def test_other_users_are_refused(make_loop, shared_dir: Path) -> None:
     assert answer.startswith(b"HTTP/1.1 403 "), answer
     assert b'"FORBIDDEN"' in answer and b"uid 65534" in answer
     assert jcall(open_socket.unix_path, "GET", "/v1/status")[0] == 200  # root (us) still may
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another uid")
+def test_a_socket_given_to_a_user_admits_that_user_only(make_loop, shared_dir: Path) -> None:
+    """Supervisor's chown: an event listener running as that user may call back."""
+    given = make_loop(unix_path=str(shared_dir / "given.sock"), unix_mode=0o600, unix_owner="nobody")
+    answer = _as_nobody(_raw_request(given.unix_path, close=True))
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert jcall(given.unix_path, "GET", "/v1/status")[0] == 200  # root (us) still may
 
 
 def test_close_in_child_leaves_the_parent_serving(served: ServerLoop) -> None:

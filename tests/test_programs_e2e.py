@@ -122,28 +122,6 @@ def test_programs_only_config_is_a_supervisord(arbiter, tmp_path):
     assert master.wait_exit(20) == 0
 
 
-def test_upgrade_restarts_programs_and_keeps_the_master_pid(arbiter, tmp_path):
-    path = _toml(tmp_path, '''
-        wsgi_app = "asgi_app:app"
-        workers = 1
-
-        [programs.sidecar]
-        command = "sleep 600"
-        startsecs = 0
-    ''')
-    master = arbiter(["-c", str(path)])
-    master.wait_ready(1)
-    first = int(master.wait_log(r"spawned: 'sidecar' with pid (\d+)")[0].group(1))
-    master.signal(signal.SIGUSR2)
-    master.wait_log(r"Upgraded in place")
-    second = int(master.wait_log(r"spawned: 'sidecar' with pid (\d+)", count=2)[1].group(1))
-    assert second != first
-    assert not psutil.pid_exists(first)
-    assert master.proc.poll() is None
-    master.wait_log(r"Reload done: generation 2")
-    assert master.get("/")[0] == 200
-
-
 def _copies(marker: str) -> list[psutil.Process]:
     """Live processes whose command line holds `marker` (this test's own temporary path)."""
     found = []

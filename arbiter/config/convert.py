@@ -5,6 +5,9 @@ expected ("an integer of at least 1"), which the loaders turn into an error nami
 
 from __future__ import annotations
 
+import logging.handlers
+import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -149,6 +152,86 @@ def to_env_pairs(value: Any) -> tuple[str, ...]:
     return items
 
 
+def to_optional_bool(value: Any) -> bool | None:
+    return None if value is None else to_bool(value)
+
+
+def to_dict(value: Any) -> dict[str, Any]:
+    """A mapping (a Python config's dict, a TOML table), copied."""
+    if isinstance(value, dict):
+        return dict(value)
+    raise ValueError("a dictionary")
+
+
+def choice(*choices: str) -> Callable[[Any], str]:
+    """A converter accepting one of `choices` (case-insensitive), returned lower-case."""
+
+    def to_choice(value: Any) -> str:
+        text = value.strip().lower() if isinstance(value, str) else None
+        if text not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return text
+
+    return to_choice
+
+
+to_proxy_protocol = choice("off", "v1", "v2", "auto")
+
+# `--ssl-version` names (Gunicorn's, from the ssl module's PROTOCOL_* constants), by the lowest
+# TLS version each lets a client use. The old protocols are refused: OpenSSL itself refuses them
+# at its default security level, so accepting the name would only fail later, per connection.
+SSL_VERSIONS = {"tls": "", "tls_server": "", "sslv23": "", "tlsv1_2": "TLSv1_2", "tlsv1_3": "TLSv1_3"}
+_SSL_NUMBERS = {"2": "tls", "17": "tls_server", "5": "tlsv1_2"}  # ssl.PROTOCOL_* values, as Gunicorn allows
+
+
+def to_ssl_version(value: Any) -> str:
+    text = str(value).strip().lower().removeprefix("protocol_")
+    text = _SSL_NUMBERS.get(text, text)
+    if text not in SSL_VERSIONS:
+        raise ValueError("one of TLS, TLS_SERVER, SSLv23, TLSv1_2, TLSv1_3 (SSLv3, TLSv1 and TLSv1_1 are insecure)")
+    return text
+
+
+def to_cert_reqs(value: Any) -> int:
+    """0 (no client certificate), 1 (optional) or 2 (required), as ssl.CERT_* and Gunicorn."""
+    names = {"cert_none": 0, "cert_optional": 1, "cert_required": 2}
+    if isinstance(value, str) and value.strip().lower() in names:
+        return names[value.strip().lower()]
+    number = to_int(value)
+    if number not in (0, 1, 2):
+        raise ValueError("0 (none), 1 (optional) or 2 (required)")
+    return number
+
+
+def syslog_address(text: str) -> tuple[str | tuple[str, int], socket.SocketKind | None]:
+    """`unix://PATH[#dgram|#stream]`, `udp://HOST:PORT` or `tcp://HOST:PORT`, as Gunicorn takes
+    them, to SysLogHandler's (address, socket type).
+
+    Raises:
+        ValueError: the text is none of these.
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in ("unix", "udp", "tcp") or not rest:
+        raise ValueError("unix://PATH, udp://HOST:PORT or tcp://HOST:PORT")
+    if scheme == "unix":
+        path, _, kind = rest.partition("#")
+        # None lets SysLogHandler try a datagram socket, then a stream one, as Gunicorn does.
+        return path, {"dgram": socket.SOCK_DGRAM, "stream": socket.SOCK_STREAM}.get(kind)
+    host, colon, port = rest.rpartition(":")
+    if not colon or not port.isdigit():
+        host, port = rest, "514"
+    return (host.strip("[]"), int(port)), socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
+
+
+def to_syslog_addr(value: Any) -> str:
+    text = to_str(value).strip()
+    syslog_address(text)
+    return text
+
+
+to_syslog_facility = choice(*sorted(logging.handlers.SysLogHandler.facility_names))
+
+
 _SIZE_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20,
                "G": 1 << 30, "GB": 1 << 30, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
 
@@ -175,3 +258,44 @@ def to_size(value: Any) -> int:
     if number < 0:
         raise ValueError("a size of at least 0")
     return int(number * _SIZE_UNITS[unit])
+
+
+def statsd_address(text: str) -> tuple[socket.AddressFamily, Any]:
+    """`unix://PATH` or `HOST:PORT` (`[v6]:PORT`; the port defaults to 8125), as Gunicorn takes it.
+
+    Raises:
+        ValueError: neither form.
+    """
+    if text.startswith("unix://"):
+        path = text[len("unix://"):]
+        if not path:
+            raise ValueError("unix://PATH or HOST:PORT")
+        return socket.AF_UNIX, path
+    match = re.fullmatch(r"\[(?P<v6>[0-9a-fA-F:.]+)\](?::(?P<p6>\d+))?|(?P<host>[^:\[\]]+)(?::(?P<port>\d+))?", text)
+    if match is None:
+        raise ValueError("unix://PATH or HOST:PORT")
+    if match["v6"]:
+        return socket.AF_INET6, (match["v6"], int(match["p6"] or 8125))
+    return socket.AF_INET, (match["host"], int(match["port"] or 8125))
+
+
+def to_statsd_host(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = to_str(value).strip()
+    statsd_address(text)
+    return text
+
+
+SECURE_SCHEME_HEADERS = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}
+
+
+def to_scheme_headers(value: Any) -> dict[str, str]:
+    """Gunicorn's `secure_scheme_headers`, limited to its default headers and values (the ones the
+    HTTP layer knows); names are case-insensitive."""
+    items = to_dict(value)
+    found = {str(name).upper(): str(text) for name, text in items.items()}
+    if any(SECURE_SCHEME_HEADERS.get(name) != text for name, text in found.items()):
+        raise ValueError("some of Gunicorn's default headers and values: "
+                         + ", ".join(f"{k}: {v}" for k, v in SECURE_SCHEME_HEADERS.items()))
+    return found

@@ -10,25 +10,39 @@ variable read under the config file. `SETTINGS` is the table derived from the fi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from arbiter.config.convert import (
+    choice,
     to_bool,
+    to_cert_reqs,
     to_comma_list,
+    to_dict,
     to_env_pairs,
     to_hook,
+    to_int,
     to_log_level,
     to_non_negative_int,
+    to_optional_bool,
     to_optional_str,
     to_positive_int,
+    to_proxy_protocol,
     to_refork_thresholds,
+    to_scheme_headers,
     to_seconds,
+    to_ssl_version,
+    to_statsd_host,
     to_str,
     to_str_list,
+    to_syslog_addr,
+    to_syslog_facility,
     to_umask,
 )
+from arbiter.config.setting import Extras, Setting, hook, ignored, refused, setting
+
+__all__ = ["ALIASES", "BY_NAME", "HOOKS", "SETTINGS", "Config", "Extras", "Setting", "lookup"]
 
 Hook = Callable[..., Any]
 
@@ -49,64 +63,9 @@ HOOKS: dict[str, str] = {
     "worker_exit": "worker_exit(server, worker)",
     "nworkers_changed": "nworkers_changed(server, new_value, old_value)",
     "on_exit": "on_exit(server)",
+    "ssl_context": "ssl_context(config, default_ssl_context_factory)",
     "on_refork": "on_refork(worker)",
 }
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting's declaration: what the CLI, the loaders and the docs need to know of it."""
-
-    name: str
-    convert: Callable[[Any], Any]
-    default: Any
-    help: str
-    flags: Sequence[str] = ()
-    metavar: str = ""
-    multiple: bool = False  # the flag may be repeated; values accumulate
-    is_flag: bool = False  # a boolean switch on the command line
-    section: str = "server"
-    # An environment variable Gunicorn users expect to work, read under the config file.
-    env_default: str | None = None
-
-    @property
-    def env(self) -> str:
-        return "ARBITER_" + self.name.upper()
-
-
-def setting(
-    convert: Callable[[Any], Any],
-    default: Any,
-    help: str,
-    flags: Sequence[str] = (),
-    *,
-    metavar: str = "",
-    multiple: bool = False,
-    is_flag: bool = False,
-    section: str = "server",
-    env_default: str | None = None,
-) -> Any:
-    """A `Config` field carrying its `Setting` (its name is filled in from the field's)."""
-    meta = Setting("", convert, default, help, tuple(flags), metavar, multiple, is_flag, section, env_default)
-    return field(default=default, metadata={"setting": meta})
-
-
-def hook(signature: str) -> Any:
-    """A `Config` field for a server hook, set only in a Python config file (as in Gunicorn)."""
-    return setting(to_hook, None, f"Server hook `{signature}`, set in a Python config file.", section="hooks")
-
-
-@dataclass(frozen=True)
-class Extras:
-    """What a config file holds beyond the flat settings: programs, groups, and warnings about
-    what it asked for that Arbiter does not do (yet)."""
-
-    programs: tuple[Any, ...] = ()  # ProgramConfig records (the programs layer sits above this one)
-    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-    # A supervisord.conf's [inet_http_server] (username, password): the TCP control API's Basic
-    # auth credential. None when the file has no such section. A secret: never printed.
-    http_auth: tuple[str | None, str | None] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -114,7 +73,10 @@ class Config:
     """The resolved settings (`cfg.workers`), frozen; built by `arbiter.config.loader.build`."""
 
     config: str | None = setting(
-        to_optional_str, None, "A config file: arbiter.toml, a Gunicorn-style .py file.", ("-c", "--config"),
+        to_optional_str, None,
+        "A config file: a .toml file, a supervisord.conf (a file with [sections]), or a Gunicorn Python "
+        "config (any other name, or python:MODULE). Default: ./arbiter.toml, else ./gunicorn.conf.py.",
+        ("-c", "--config"),
         metavar="FILE", section="config")
     wsgi_app: str | None = setting(
         to_optional_str, None,
@@ -184,7 +146,8 @@ class Config:
     limit_request_field_size: int = setting(
         to_non_negative_int, 8190,
         "The most bytes in one header field line, CRLF included (0: no check per field, but the head is still "
-        "bounded as if each field were at most 8190 bytes, as Gunicorn).", ("--limit-request-field-size",),
+        "bounded as if each field were at most 8190 bytes, as Gunicorn).", ("--limit-request-field-size",
+        "--limit-request-field_size"),
         metavar="INT", section="security")
     forwarded_allow_ips: tuple[str, ...] = setting(
         to_comma_list, ("127.0.0.1", "::1"),
@@ -258,8 +221,13 @@ class Config:
         " pidfile, else in the working directory; `none` turns it off.", ("--control-socket",),
         metavar="PATH", section="control")
     control_socket_mode: int = setting(
-        to_umask, 384, "File mode of the control socket (octal).", ("--control-socket-mode",), metavar="MODE",
+        to_umask, 0o600, "File mode of the control socket (octal).", ("--control-socket-mode",), metavar="MODE",
         section="control")
+    control_socket_owner: str | None = setting(
+        to_optional_str, None,
+        "Owner of the control socket, USER or USER:GROUP (Supervisor's [unix_http_server] chown), so a"
+        " program running as that user (an event listener calling back over XML-RPC) may use it.",
+        ("--control-socket-owner",), metavar="USER[:GROUP]", section="control")
     control_bind: str | None = setting(
         to_optional_str, None,
         "Also serve the control API on TCP HOST:PORT (off by default; needs a credential, loopback too:"
@@ -279,6 +247,192 @@ class Config:
         metavar="FILE", section="ssl")
     keyfile: str | None = setting(
         to_optional_str, None, "TLS private key file.", ("--keyfile",), metavar="FILE", section="ssl")
+    # -- Gunicorn's settings beyond the core ones (issue 10; what each does: docs/gunicorn.md) ------
+    reuse_port: bool = setting(
+        to_bool, False, "Set SO_REUSEPORT on the listening sockets: several servers may bind one port.",
+        ("--reuse-port",), is_flag=True, section="socket")
+    proxy_protocol: str = setting(
+        to_proxy_protocol, "off", "Read HAProxy's PROXY header (v1, v2, or auto for either) from peers in "
+        "--proxy-allow-from, for their client's address; bare --proxy-protocol means auto.", ("--proxy-protocol",),
+        metavar="MODE", section="security", flag_value="auto")
+    proxy_allow_ips: tuple[str, ...] = setting(
+        to_comma_list, ("127.0.0.1", "::1"), "Peers that must send a PROXY header (others may not), comma "
+        "separated; `*` for all.", ("--proxy-allow-from",), metavar="IPS", section="security")
+    paste: str | None = setting(
+        to_optional_str, None, "Serve the WSGI app of a PasteDeploy config file (FILE or FILE#NAME) instead of APP; "
+        "its [loggers] configure logging unless --log-config is given.", ("--paste", "--paster"),
+        metavar="FILE", section="server")
+    raw_paste_global_conf: tuple[str, ...] = setting(
+        to_env_pairs, (), "A PasteDeploy global config variable (KEY=VALUE); repeatable.", ("--paste-global",),
+        metavar="KEY=VALUE", multiple=True, section="server")
+    root_path: str = setting(
+        to_str, "", "The path the app is mounted at behind a proxy: SCRIPT_NAME for WSGI, root_path for ASGI.",
+        ("--root-path",), metavar="PATH", section="server")
+    sendfile: bool | None = setting(
+        to_optional_bool, None, "Never send files with sendfile(2) (wsgi.file_wrapper is iterated instead).",
+        ("--no-sendfile",), is_flag=True, flag_value=False, section="server")
+    initgroups: bool = setting(
+        to_bool, False, "With --user, give workers the user's supplementary groups (else they have none).",
+        ("--initgroups",), is_flag=True, section="server")
+    capture_output: bool = setting(
+        to_bool, False, "Send the app's stdout and stderr to the error log file too.", ("--capture-output",),
+        is_flag=True, section="logging")
+    logconfig: str | None = setting(
+        to_optional_str, None, "A logging config file (Python's fileConfig INI format), applied after the "
+        "settings above; its gunicorn.error/gunicorn.access loggers configure Arbiter's.", ("--log-config",),
+        metavar="FILE", section="logging")
+    logconfig_json: str | None = setting(
+        to_optional_str, None, "A logging config as JSON (Python's dictConfig schema).", ("--log-config-json",),
+        metavar="FILE", section="logging")
+    logconfig_dict: dict[str, Any] = setting(
+        to_dict, {}, "A logging config as a dict (dictConfig schema), set in a config file; wins over "
+        "--log-config-json and --log-config.", section="logging")
+    syslog: bool = setting(
+        to_bool, False, "Also send the error log (and the access log) to syslog.", ("--log-syslog",),
+        is_flag=True, section="logging")
+    syslog_addr: str = setting(
+        to_syslog_addr, "udp://localhost:514", "Where syslog listens: unix://PATH[#dgram|#stream], "
+        "udp://HOST:PORT or tcp://HOST:PORT.", ("--log-syslog-to",), metavar="SYSLOG_ADDR", section="logging")
+    syslog_prefix: str | None = setting(
+        to_optional_str, None, "The program name in syslog lines (arbiter.PREFIX.error); default: --name, "
+        "else the app.", ("--log-syslog-prefix",), metavar="SYSLOG_PREFIX", section="logging")
+    syslog_facility: str = setting(
+        to_syslog_facility, "user", "The syslog facility.", ("--log-syslog-facility",), metavar="FACILITY",
+        section="logging")
+    disable_redirect_access_to_syslog: bool = setting(
+        to_bool, False, "With --log-syslog, keep the access log out of syslog.",
+        ("--disable-redirect-access-to-syslog",), is_flag=True, section="logging")
+    enable_stdio_inheritance: bool = setting(
+        to_bool, False, "With --daemon, keep stdout and stderr where they were redirected (not a terminal).",
+        ("-R", "--enable-stdio-inheritance"), is_flag=True, section="logging")
+    ssl_version: str = setting(
+        to_ssl_version, "tls", "The lowest TLS version a client may use: TLS (any the library allows), "
+        "TLSv1_2 or TLSv1_3.", ("--ssl-version",), metavar="VERSION", section="ssl")
+    ciphers: str | None = setting(
+        to_optional_str, None, "Allowed ciphers, as an OpenSSL cipher list (default: Python's).", ("--ciphers",),
+        metavar="CIPHERS", section="ssl")
+    cert_reqs: int = setting(
+        to_cert_reqs, 0, "Client certificates: 0 none, 1 optional, 2 required (checked against --ca-certs).",
+        ("--cert-reqs",), metavar="INT", section="ssl")
+    ca_certs: str | None = setting(
+        to_optional_str, None, "CA certificates that sign client certificates (PEM).", ("--ca-certs",),
+        metavar="FILE", section="ssl")
+    suppress_ragged_eofs: bool = setting(
+        to_bool, True, "Take a TLS connection closed without close_notify as a clean end.",
+        ("--suppress-ragged-eofs",), is_flag=True, section="ssl")
+    reload_engine: str = setting(
+        choice("auto", "poll", "inotify"), "auto", "How --reload notices changes: auto (inotify on Linux), "
+        "inotify, or poll (for file systems without change events).", ("--reload-engine",), metavar="ENGINE",
+        section="debugging")
+    reload_extra_files: tuple[str, ...] = setting(
+        to_str_list, (), "With --reload, also reload when this file changes (templates, configs); repeatable.",
+        ("--reload-extra-file",), metavar="FILE", multiple=True, section="debugging")
+    spew: bool = setting(
+        to_bool, False, "Print every line the workers execute (a trace; very slow).", ("--spew",), is_flag=True,
+        section="debugging")
+    statsd_host: str | None = setting(
+        to_statsd_host, None, "Send Gunicorn's StatsD metrics to HOST:PORT or unix://PATH (UDP, never blocking).",
+        ("--statsd-host",), metavar="STATSD_ADDR", section="metrics")
+    statsd_prefix: str = setting(
+        to_str, "", "Prefix for the StatsD metric names (a dot is added).", ("--statsd-prefix",),
+        metavar="PREFIX", section="metrics")
+    dogstatsd_tags: str = setting(
+        to_str, "", "DogStatsD tags added to every metric, comma separated (tag:value,...).", ("--dogstatsd-tags",),
+        metavar="TAGS", section="metrics")
+    enable_backlog_metric: bool = setting(
+        to_bool, False, "Also send the listening sockets' accept queue length as the gunicorn.backlog gauge.",
+        ("--enable-backlog-metric",), is_flag=True, section="metrics")
+
+    # -- Gunicorn's flags that mean nothing here: accepted, a value other than the default logged
+    # -- once at start with the reason (`ignored`) or refused at start (`refused`) ---------------
+    control_socket_disable: bool = setting(
+        to_bool, False, "Turn the control socket off (as `--control-socket none`).", ("--no-control-socket",),
+        is_flag=True, section="control")
+    do_handshake_on_connect: bool = ignored(
+        to_bool, False, ("--do-handshake-on-connect",),
+        "the TLS handshake always starts at accept and never blocks a worker", is_flag=True)
+    worker_tmp_dir: str | None = ignored(
+        to_optional_str, None, ("--worker-tmp-dir",),
+        "no heartbeat files here: workers report to the master through a shared-memory scoreboard",
+        metavar="DIR")
+    tmp_upload_dir: str | None = ignored(
+        to_optional_str, None, (), "request bodies are never spooled to disk; wsgi.input reads the socket")
+    default_proc_name: str | None = ignored(
+        to_optional_str, "gunicorn", (), "process titles use --name, else the app")
+    uwsgi_allow_ips: tuple[str, ...] = ignored(
+        to_comma_list, ("127.0.0.1", "::1"), ("--uwsgi-allow-from",), "the uwsgi protocol is not served",
+        metavar="IPS")
+    asgi_loop: str = ignored(
+        choice("auto", "asyncio", "uvloop"), "auto", ("--asgi-loop",),
+        "the uvicorn worker runs on uvloop when it is installed, else asyncio", metavar="LOOP")
+    asgi_lifespan: str = ignored(
+        choice("auto", "on", "off"), "auto", ("--asgi-lifespan",),
+        "the uvicorn worker runs the lifespan protocol in uvicorn's auto mode", metavar="MODE")
+    asgi_disconnect_grace_period: int = ignored(
+        to_non_negative_int, 3, ("--asgi-disconnect-grace-period",),
+        "disconnects reach the app through uvicorn; draining is bounded by --graceful-timeout", metavar="INT")
+    websocket_max_message_size: int = ignored(
+        to_positive_int, 16777216, ("--websocket-max-message-size",),
+        "WebSockets are served by uvicorn with its own 16 MiB limit", metavar="INT")
+    http_parser: str = ignored(
+        choice("auto", "fast", "python"), "auto", ("--http-parser",),
+        "HTTP/1.1 is always parsed by httptools (llhttp)", metavar="PARSER")
+    logger_class: str = refused(
+        to_str, "gunicorn.glogging.Logger", ("--logger-class",),
+        "Gunicorn's Logger class API is not offered; use --log-config or logconfig_dict", metavar="CLASS")
+    protocol: str = refused(to_str, "http", ("--protocol",), "only HTTP is served (no uwsgi protocol)",
+                            metavar="PROTOCOL")
+    http_protocols: str = refused(to_str, "h1", ("--http-protocols",), "HTTP/2 is not served yet",
+                                  metavar="PROTOCOLS")
+    http2_cleartext: str = refused(to_str, "off", ("--http2-cleartext",), "HTTP/2 is not served yet",
+                                   metavar="MODE")
+    http2_max_concurrent_streams: int = refused(
+        to_int, 100, ("--http2-max-concurrent-streams",), "HTTP/2 is not served yet", metavar="INT")
+    http2_initial_window_size: int = refused(
+        to_int, 65535, ("--http2-initial-window-size",), "HTTP/2 is not served yet", metavar="INT")
+    http2_max_frame_size: int = refused(
+        to_int, 16384, ("--http2-max-frame-size",), "HTTP/2 is not served yet", metavar="INT")
+    http2_max_header_list_size: int = refused(
+        to_int, 65536, ("--http2-max-header-list-size",), "HTTP/2 is not served yet", metavar="INT")
+    permit_obsolete_folding: bool = refused(
+        to_bool, False, ("--permit-obsolete-folding",),
+        "llhttp refuses obsolete line folding (RFC 9112 5.2), a request-smuggling risk", is_flag=True)
+    strip_header_spaces: bool = refused(
+        to_bool, False, ("--strip-header-spaces",),
+        "a space before a header's colon is refused (RFC 9112 5.1), a request-smuggling risk", is_flag=True)
+    permit_unconventional_http_method: bool = refused(
+        to_bool, False, ("--permit-unconventional-http-method",),
+        "llhttp knows a fixed list of methods; any other is answered 501", is_flag=True)
+    permit_unconventional_http_version: bool = refused(
+        to_bool, False, ("--permit-unconventional-http-version",),
+        "llhttp accepts HTTP/1.0 and HTTP/1.1 only", is_flag=True)
+    casefold_http_method: bool = refused(
+        to_bool, False, ("--casefold-http-method",), "llhttp matches methods case-sensitively", is_flag=True)
+    forwarder_headers: tuple[str, ...] = refused(
+        to_comma_list, ("SCRIPT_NAME", "PATH_INFO"), ("--forwarder-headers",),
+        "a trusted proxy may set SCRIPT_NAME (and the X-Forwarded-* headers) only", metavar="HEADERS")
+    header_map: str = refused(
+        choice("drop", "refuse", "dangerous"), "drop", ("--header-map",),
+        "headers with underscores are dropped, as Gunicorn's safe default does", metavar="MODE")
+    secure_scheme_headers: dict[str, str] = ignored(
+        to_scheme_headers, {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
+        (), "Gunicorn's three default scheme headers are always honoured from --forwarded-allow-ips peers")
+    dirty_apps: tuple[str, ...] = refused(
+        to_str_list, (), ("--dirty-app",), "the dirty worker pool is not offered yet", metavar="APP", multiple=True)
+    dirty_workers: int = refused(
+        to_non_negative_int, 0, ("--dirty-workers",), "the dirty worker pool is not offered yet", metavar="INT")
+    dirty_timeout: int = refused(
+        to_non_negative_int, 300, ("--dirty-timeout",), "the dirty worker pool is not offered yet", metavar="INT")
+    dirty_threads: int = refused(
+        to_positive_int, 1, ("--dirty-threads",), "the dirty worker pool is not offered yet", metavar="INT")
+    dirty_graceful_timeout: int = refused(
+        to_non_negative_int, 30, ("--dirty-graceful-timeout",), "the dirty worker pool is not offered yet",
+        metavar="INT")
+    on_dirty_starting: Hook | None = refused(to_hook, None, (), "the dirty worker pool is not offered yet")
+    dirty_post_fork: Hook | None = refused(to_hook, None, (), "the dirty worker pool is not offered yet")
+    dirty_worker_init: Hook | None = refused(to_hook, None, (), "the dirty worker pool is not offered yet")
+    dirty_worker_exit: Hook | None = refused(to_hook, None, (), "the dirty worker pool is not offered yet")
+
     on_starting: Hook | None = hook("on_starting(server)")
     on_reload: Hook | None = hook("on_reload(server)")
     when_ready: Hook | None = hook("when_ready(server)")
@@ -294,6 +448,7 @@ class Config:
     worker_exit: Hook | None = hook("worker_exit(server, worker)")
     nworkers_changed: Hook | None = hook("nworkers_changed(server, new_value, old_value)")
     on_exit: Hook | None = hook("on_exit(server)")
+    ssl_context: Hook | None = hook("ssl_context(config, default_ssl_context_factory)")
     on_refork: Hook | None = hook("on_refork(worker)")
     extras: Extras = field(default_factory=Extras)
 

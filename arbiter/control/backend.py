@@ -27,6 +27,7 @@ replace_worker  ReplaceWorkerArgs  {"pid": pid} once the worker's successor is a
                                    (it boots, then pid drains: the max_requests path)
 refork          NoArgs             {"refork": true} once a worker is chosen for promotion
 shutdown        NoArgs             anything (reply before exiting)
+remote_event    RemoteEventArgs    anything (a REMOTE_COMMUNICATION event was published)
 ==============  =================  ====================================================
 
 A per-process result is ``{"name", "group", "status": "OK" | <error code>, "description"}``
@@ -48,6 +49,7 @@ from arbiter.control.records import (
     NoArgs,
     ProcessArgs,
     ReloadArgs,
+    RemoteEventArgs,
     ReplaceWorkerArgs,
     ScaleArgs,
     SignalArgs,
@@ -65,6 +67,7 @@ COMMAND_ARGS: dict[str, type] = {
     "clear": ClearArgs, "reload": ReloadArgs, "scale": ScaleArgs, "reread": NoArgs, "update": GroupArgs,
     "add": GroupArgs, "remove": GroupArgs, "replace_worker": ReplaceWorkerArgs, "shutdown": NoArgs,
     "refork": NoArgs,
+    "remote_event": RemoteEventArgs,
 }
 COMMAND_NAMES = frozenset(COMMAND_ARGS)
 

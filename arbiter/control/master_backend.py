@@ -26,6 +26,7 @@ from arbiter.control.records import (
     ProgramRow,
     ReloadArgs,
     ReloadInfo,
+    RemoteEventArgs,
     ReplaceWorkerArgs,
     ScaleArgs,
     SignalArgs,
@@ -37,6 +38,7 @@ from arbiter.control.records import (
 from arbiter.control.security import Credentials
 from arbiter.control.server import ControlServer, missing_credential
 from arbiter.errors import ArbiterError, ConfigError
+from arbiter.events.types import remote_communication
 from arbiter.programs.errors import ProgramError
 from arbiter.programs.manager import Progress
 from arbiter.programs.memlog import MemoryLog
@@ -394,6 +396,11 @@ class MasterBackend:
             raise ControlError("FAILED", f"cannot refork: {refused}", http_status=409)
         command.reply({"refork": True})
 
+    def _do_remote_event(self, command: Command) -> None:
+        assert isinstance(command.args, RemoteEventArgs)
+        self._programs().publish(remote_communication(command.args.type, command.args.data))
+        command.reply(True)
+
     def _do_shutdown(self, command: Command) -> None:
         command.reply({"shutdown": True})
         self.master.stop(graceful=True)
@@ -492,7 +499,8 @@ def attach_control(master: ControlledMaster, environ: Mapping[str, str] | None =
         return None
     backend = MasterBackend(master)
     server = ControlServer(backend, master.selector, unix_path=unix_path, unix_mode=cfg.control_socket_mode,
-                           tcp=tcp, credentials=credentials, log=master.log, clock=master.clock)
+                           unix_owner=cfg.control_socket_owner, tcp=tcp, credentials=credentials,
+                           log=master.log, clock=master.clock)
     if cfg.metrics_token_file:
         try:
             with open(cfg.metrics_token_file) as handle:

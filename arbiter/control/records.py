@@ -237,9 +237,17 @@ class ReplaceWorkerArgs:
 
 
 @dataclass(frozen=True)
+class RemoteEventArgs:
+    """remote_event: Supervisor's sendRemoteCommEvent(type, data)."""
+
+    type: str
+    data: str
+
+
+@dataclass(frozen=True)
 class NoArgs:
     """reread, shutdown."""
 
 
 CommandArgs = (ProcessArgs | SignalArgs | ClearArgs | ReloadArgs | ScaleArgs | GroupArgs | ReplaceWorkerArgs
-               | NoArgs)
+               | NoArgs | RemoteEventArgs)

@@ -1,6 +1,8 @@
 """Who may use the control API, and the checks that keep a web page from using it on their behalf.
 
-- Unix socket: the kernel tells us the peer's uid (SO_PEERCRED); only our own uid and root pass.
+- Unix socket: the kernel tells us the peer's uid (SO_PEERCRED); only our own uid and root pass,
+  and the users the socket was given to on purpose (`control_socket_owner`, Supervisor's `chown`:
+  that user, and its group's members when the mode opens it to the group).
 - TCP: a credential, always (the server refuses to start without one, loopback included): a
   bearer token (`Authorization: Bearer ...`), or a supervisord.conf's `[inet_http_server]`
   username and password as HTTP Basic auth (what supervisorctl, Cesi and Supervisor's client
@@ -22,6 +24,8 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import os
+import pwd
 import socket
 import struct
 from dataclasses import dataclass
@@ -122,6 +126,11 @@ class Guard:
         self.tcp_ports: set[int] = set()
         self.tcp_hosts: set[str] = set()
         self.metrics_token: str | None = None  # opens GET /metrics only (metrics_token_file)
+        # Other users the socket was opened to on purpose (control_socket_owner and a group
+        # mode, Supervisor's chown/chmod): its owner, and members of its group when the mode
+        # gives the group access. A world-writable mode alone admits nobody else.
+        self.unix_owner: tuple[int, int] | None = None
+        self.unix_group_access = False
 
     @property
     def token(self) -> str | None:
@@ -149,7 +158,7 @@ class Guard:
         authorized = self.authorized(request) or self._metrics_only(request)
         request.context["bearer"] = authorized
         peer = request.peer
-        if peer.kind == "unix" and peer.uid not in (self.uid, 0):
+        if peer.kind == "unix" and peer.uid not in (self.uid, 0) and not self._admitted(peer.uid):
             raise ControlError("FORBIDDEN", f"uid {peer.uid} may not use this control socket")
         if not authorized:
             self._check_host(request)
@@ -165,6 +174,20 @@ class Guard:
             if request.method not in ("GET", "HEAD") and not hmac.compare_digest(
                     request.header("x-csrf-token").encode(), csrf_token.encode()):
                 raise ControlError("FORBIDDEN", "missing or wrong X-CSRF-Token (reload the dashboard)")
+
+    def _admitted(self, uid: int | None) -> bool:
+        if self.unix_owner is None or uid is None:
+            return False
+        owner_uid, group = self.unix_owner
+        if uid == owner_uid:
+            return True
+        if not self.unix_group_access:
+            return False
+        try:
+            entry = pwd.getpwuid(uid)
+        except KeyError:
+            return False
+        return group in os.getgrouplist(entry.pw_name, entry.pw_gid)
 
     def _metrics_only(self, request: Request) -> bool:
         if not self.metrics_token or request.path != "/metrics" or request.method not in ("GET", "HEAD"):

@@ -15,6 +15,7 @@ import selectors
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from arbiter.control.backend import Backend, ControlError
 from arbiter.control.connection import HttpConnection, Limits, Peer, Request
@@ -22,9 +23,11 @@ from arbiter.control.dashboard import Dashboard
 from arbiter.control.logs import LogFollower
 from arbiter.control.routes import Api
 from arbiter.control.security import Credentials, Guard, peer_credentials
-from arbiter.control.xmlrpc import XmlRpc
 from arbiter.errors import ArbiterError, BindError
 from arbiter.web.sockets import remove_stale_unix_socket
+
+if TYPE_CHECKING:
+    from arbiter.control.xmlrpc import XmlRpc
 
 FOLLOW_POLL = 0.25  # how often followed log files are checked for new bytes
 UNIX_PATH_MAX = 107
@@ -55,16 +58,19 @@ class ControlServer:
     """HTTP/1.1 + JSON (and Supervisor's XML-RPC) for `arbiter ctl`, the dashboard and probes."""
 
     def __init__(self, backend: Backend, selector: selectors.BaseSelector, *, unix_path: str | None,
-                 unix_mode: int = 0o600, tcp: tuple[str, int] | None = None,
+                 unix_mode: int = 0o600, unix_owner: str | None = None, tcp: tuple[str, int] | None = None,
                  credentials: Credentials | None = None,
                  log: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
         self.backend, self.selector, self.log, self.clock = backend, selector, log, clock
         self.unix_path = os.path.abspath(unix_path) if unix_path else None
         self.unix_mode, self.tcp = unix_mode, tcp
+        self.unix_owner = _owner(unix_owner) if unix_owner else None
         self.credentials = credentials or Credentials()
         self.limits = Limits()
         self.csrf_token = secrets.token_urlsafe(32)
         self.guard = Guard(uid=os.geteuid(), credentials=self.credentials, unix_path=self.unix_path)
+        self.guard.unix_owner = self.unix_owner
+        self.guard.unix_group_access = bool(unix_mode & 0o060)
         self._listeners: list[tuple[socket.socket, str]] = []
         self._unix_inode: tuple[int, int] | None = None
         self._connections: set[HttpConnection] = set()
@@ -72,11 +78,20 @@ class ControlServer:
         self._next_poll = 0.0
         self._addresses: list[str] = []
         self.dashboard = Dashboard(self.csrf_token, self.guard)
-        self.xmlrpc = XmlRpc(backend, log)
+        self._xmlrpc: XmlRpc | None = None
         self.api = Api(backend, log, self._add_follow, {
             "/": ("GET", self.dashboard.page), "/login": ("GET", self.dashboard.login),
-            "/RPC2": ("POST", self.xmlrpc.handle),
+            "/RPC2": ("POST", self._rpc2),
             "/favicon.ico": ("GET", lambda conn, request, params: conn.respond(204, b"", ""))})
+
+    def _rpc2(self, conn: HttpConnection, request: Request, params: dict[str, str]) -> None:
+        if self._xmlrpc is None:
+            # Made on the first XML-RPC call: xmlrpc.client brings http.client, email and ssl,
+            # ~20 ms of a master's start and ~1.5 MB it would otherwise hold for nothing.
+            from arbiter.control.xmlrpc import XmlRpc
+
+            self._xmlrpc = XmlRpc(self.backend, self.log)
+        self._xmlrpc.handle(conn, request, params)
 
     # -- starting -------------------------------------------------------------------------------
 
@@ -138,6 +153,12 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(path, self.unix_mode)
+        if self.unix_owner is not None:
+            try:
+                os.chown(path, *self.unix_owner)
+            except OSError as exc:
+                sock.close()
+                raise ControlStartError(f"cannot chown the control socket {path}: {exc.strerror}") from None
         st = os.stat(path)
         self._unix_inode = (st.st_dev, st.st_ino)
         sock.listen(64)
@@ -165,6 +186,22 @@ class ControlServer:
         self._listeners.append((sock, "tcp"))
         shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
         self._addresses.append(f"http://{shown}:{bound_port}")
+
+    def child_environment(self) -> dict[str, str]:
+        """What every program is told about this API, as Supervisor tells it: SUPERVISOR_SERVER_URL
+        (the unix socket first: no credential crosses it), and for TCP the Basic credential
+        (SUPERVISOR_USERNAME/PASSWORD, which Supervisor's client library sends)."""
+        env: dict[str, str] = {}
+        unix = [a for a in self._addresses if a.startswith("unix:")]
+        tcp = [a for a in self._addresses if a.startswith("http://")]
+        if unix:
+            env["SUPERVISOR_SERVER_URL"] = "unix://" + unix[0][len("unix:"):]
+        elif tcp:
+            env["SUPERVISOR_SERVER_URL"] = tcp[0]
+            password = self.credentials.password or ""
+            if self.credentials.username and not password.startswith("{SHA}"):
+                env["SUPERVISOR_USERNAME"], env["SUPERVISOR_PASSWORD"] = self.credentials.username, password
+        return env
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -308,3 +345,24 @@ class ControlServer:
         self._follows.clear()
         self._listeners.clear()
         self._unix_inode = None
+
+
+def _owner(spec: str) -> tuple[int, int]:
+    """(uid, gid) of `USER` or `USER:GROUP` (names or numbers; the user's group by default).
+
+    Raises:
+        ControlStartError: no such user or group.
+    """
+    import grp
+    import pwd
+
+    user, _, group = spec.partition(":")
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        gid = entry.pw_gid
+        if group:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ControlStartError(f"control_socket_owner {spec!r}: expected USER or USER:GROUP that "
+                                "exist on this machine") from None
+    return entry.pw_uid, gid

@@ -31,6 +31,7 @@ from arbiter.control.records import (
     NoArgs,
     ProcessArgs,
     ReloadArgs,
+    RemoteEventArgs,
     SignalArgs,
 )
 from arbiter.programs.states import ProcessStates
@@ -148,6 +149,7 @@ class XmlRpc:
             s + "addProcessGroup": (self.addProcessGroup, ["boolean", "string"]),
             s + "removeProcessGroup": (self.removeProcessGroup, ["boolean", "string"]),
             s + "shutdown": (self.shutdown, ["boolean"]),
+            s + "sendRemoteCommEvent": (self.sendRemoteCommEvent, ["boolean", "string", "string"]),
             s + "restart": (self.restart, ["boolean"]),
             "system.listMethods": (self.listMethods, ["array"]),
             "system.methodHelp": (self.methodHelp, ["string", "string"]),
@@ -431,6 +433,10 @@ class XmlRpc:
     def removeProcessGroup(self, name: str) -> Later:
         """Stop using group name (its processes must be stopped)."""
         return Later("remove", GroupArgs((str(name),)))
+
+    def sendRemoteCommEvent(self, type: str, data: str) -> Later:  # noqa: A002 -- Supervisor's name
+        """Send a REMOTE_COMMUNICATION event (type, data) to the event listeners subscribed to it."""
+        return Later("remote_event", RemoteEventArgs(str(type), str(data)))
 
     def shutdown(self) -> Later:
         """Stop every process and the master."""

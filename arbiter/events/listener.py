@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 READY_TOKEN = b"READY\n"
 RESULT_TOKEN = b"RESULT "
@@ -54,6 +55,16 @@ class ListenerProtocol:
         self.state = ListenerState.ACKNOWLEDGED
         self._buffer = b""
         self._result_len = None
+
+    def export(self) -> dict[str, Any]:
+        """Where it stands, for the image that takes over after an in-place upgrade."""
+        return {"state": self.state.value, "buffer": self._buffer.decode("latin-1"),
+                "result_len": self._result_len}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.state = ListenerState(saved["state"])
+        self._buffer = str(saved["buffer"]).encode("latin-1")
+        self._result_len = saved["result_len"]
 
     def sent(self) -> None:
         """An event was written to the listener's stdin."""

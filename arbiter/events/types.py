@@ -150,11 +150,14 @@ def tick(name: str, when: int) -> Event:
     return Event(name, f"when:{when}")
 
 
-def arbiter_event(name: str, **fields: object) -> Event:
-    """One of Arbiter's own `ARBITER_*` events; fields in the order given, Supervisor's layout."""
+def arbiter_event(name: str, body: str = "", **fields: object) -> Event:
+    """One of Arbiter's own `ARBITER_*` events; fields in the order given, Supervisor's layout
+    (`key:value` separated by spaces; a `body` of free text, such as a reason, after a newline)."""
     if PARENTS.get(name) not in ("ARBITER_WORKER", "ARBITER_RELOAD"):
         raise ValueError(f"not an Arbiter event type: {name}")
     payload = " ".join(f"{key}:{value}" for key, value in fields.items())
+    if body:
+        payload += "\n" + body
     return Event(name, payload, context=dict(fields))
 
 

@@ -22,12 +22,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from arbiter import __version__, logs
+from arbiter.config import loader as config_loader
 from arbiter.config.settings import Config
 from arbiter.errors import ArbiterError, ConfigError
+from arbiter.events.types import arbiter_event, supervisor_state
 from arbiter.master import host, reloader, systemd, upgrade
 from arbiter.master import signals as sigs
 from arbiter.master.pool import WorkerPool
-from arbiter.master.reload_state import NO_RELOAD
+from arbiter.master.reload_state import NO_RELOAD, ReloadState
 from arbiter.programs.manager import ProgramManager
 from arbiter.web import app as app_loader
 from arbiter.web import sockets, workers
@@ -90,6 +92,7 @@ class Master:
         self.programs: ProgramManager | None = None
         self._ready_sent = False
         self._reload_state = NO_RELOAD
+        self._reloading = 0  # the generation the last reload started (for ARBITER_RELOAD_FAILED)
         self.stopping = False
         self.graceful = True
         self.exit_code = 0
@@ -127,7 +130,7 @@ class Master:
         started: list[Service] = []
         try:
             if self.cfg.preload_app and self.cfg.wsgi_app:
-                self.preloaded = app_loader.load(self.cfg.wsgi_app)
+                self.preloaded = app_loader.load(self.cfg.wsgi_app, self.cfg.raw_paste_global_conf)
             for service in self.services:
                 service.start()
                 started.append(service)
@@ -149,9 +152,16 @@ class Master:
         host.write_pidfile(self.cfg.pidfile, self.pid)
         self._log_start()
         # Always present, even empty: `arbiter ctl update` may add programs later.
+        child_env: dict[str, str] = {}
+        for service in self.services:  # the control server says where programs find it
+            child_env.update(getattr(service, "child_environment", dict)())
         self.programs = ProgramManager(self.cfg.programs, self.cfg.groups, self.selector, self.log,
                                        clock=self.clock, childlogdir=self.cfg.childlogdir,
-                                       record_path=self._programs_record(), master_pid=self.pid)
+                                       record_path=self._programs_record(), master_pid=self.pid,
+                                       child_env=child_env, upgraded=self.handover is not None)
+        self.pool.emit = self.event
+        if self.handover is None:  # after an in-place upgrade the listeners know it runs
+            self.programs.publish(supervisor_state("RUNNING"))
         self.programs.start_autostart()
         if self.handover is not None:
             self.pool.adopt(self.handover, self.cfg.workers)
@@ -160,9 +170,10 @@ class Master:
         hook = self.cfg.hook("when_ready")
         if hook:
             hook(self)
-        if self.preloaded is not None:
-            # Objects created by the import never change again; keeping the collector off them
-            # keeps their pages shared with every forked worker instead of copied on write.
+        if self.cfg.wsgi_app:
+            # Objects created by the imports so far (the preloaded app, the server modules
+            # preimported above) never change again; keeping the collector off them keeps
+            # their pages shared with every forked worker instead of copied on write.
             gc.freeze()
         try:
             while not self._finished():
@@ -189,7 +200,8 @@ class Master:
             if all(text.startswith("fd://") for text in inherited):
                 # Handed down from systemd: the sockets are the configuration.
                 self.cfg = dataclasses.replace(self.cfg, bind=tuple(inherited))
-            listeners = sockets.create_listeners(self.cfg.bind, self.cfg.backlog, inherited=inherited)
+            listeners = sockets.create_listeners(self.cfg.bind, self.cfg.backlog, inherited=inherited,
+                                                 reuse_port=self.cfg.reuse_port)
             kept = {listener.fileno() for listener in listeners}
             for fd in set(self.handover.listeners.values()) - kept:
                 os.close(fd)  # an address the new config no longer binds
@@ -201,12 +213,12 @@ class Master:
                 os.environ.pop(name, None)  # ours alone: children must not take them for theirs
             self.cfg = dataclasses.replace(self.cfg, bind=tuple(f"fd://{fd}" for fd in activated))
             return sockets.adopt_systemd(activated)
-        return sockets.create_listeners(self.cfg.bind, self.cfg.backlog)
+        return sockets.create_listeners(self.cfg.bind, self.cfg.backlog, reuse_port=self.cfg.reuse_port)
 
     def _log_start(self) -> None:
         self.log.info("Starting arbiter %s", __version__)
-        for warning in self.cfg.extras.warnings:
-            self.log.warning("%s", warning)
+        for level, message in config_loader.startup_messages(self.cfg):
+            self.log.log(level, "%s", message)
         scheme = "https" if self.cfg.is_ssl else "http"
         for listener in self.listeners:
             self.log.info("Listening at: %s (%s)", listener.url(scheme), self.pid)
@@ -263,6 +275,7 @@ class Master:
             self._reap()
         if self.programs is not None:
             self.programs.tick()
+            self.programs.tick_events(time.time())  # TICK_* on wall-clock boundaries
         for service in self.services:
             service.tick()
         now = self.clock()
@@ -290,10 +303,26 @@ class Master:
             self.notify.ready(status)
         if self.pool.last_reload != self._reload_state:
             self._reload_state = self.pool.last_reload
+            self._reload_event(self._reload_state)
             if self._reload_state.in_progress:
                 self.notify.reloading(f"Reloading: {status}")
             else:
                 self.notify.ready(f"Reload {self._reload_state}; {status}")
+
+    def event(self, name: str, body: str = "", **fields: object) -> None:
+        """Publish one of Arbiter's own ARBITER_* events to the listeners that subscribe to it."""
+        if self.programs is not None:
+            self.programs.publish(arbiter_event(name, body=body, **fields))
+
+    def _reload_event(self, state: ReloadState) -> None:
+        generation = self.pool.generation
+        if state.in_progress:
+            self._reloading = generation  # an abandoned generation is no longer the pool's
+            self.event("ARBITER_RELOAD_STARTED", generation=generation)
+        elif state.has_failed:
+            self.event("ARBITER_RELOAD_FAILED", state.error, generation=max(generation, self._reloading))
+        else:
+            self.event("ARBITER_RELOAD_FINISHED", generation=generation, workers=self.pool.ready_count())
 
     def attach(self, service: Service) -> None:
         """Run `service` in this loop (before run()): started after the sockets are bound,
@@ -431,7 +460,7 @@ class Master:
             if cfg.bind != self.cfg.bind:
                 try:
                     with host.socket_umask(cfg.umask):
-                        self.listeners = sockets.rebind(self.listeners, cfg.bind, cfg.backlog)
+                        self.listeners = sockets.rebind(self.listeners, cfg.bind, cfg.backlog, cfg.reuse_port)
                 except ArbiterError as exc:
                     self.log.error("Reload refused (still serving the old config): %s", exc)
                     return str(exc)
@@ -480,6 +509,7 @@ class Master:
         self.notify.stopping()
         self._close_listeners(unlink=False)
         if self.programs is not None:
+            self.programs.publish(supervisor_state("STOPPING"))
             self.programs.stop_all()
         if graceful:
             self.pool.retire_all(now)

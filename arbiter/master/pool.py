@@ -102,6 +102,7 @@ class WorkerPool:
         self.reload_failures = 0
         self.last_reload = NO_RELOAD
         self.stats: collections.Counter[str] = collections.Counter()  # reloads, restarts, timeouts
+        self.emit: Callable[..., None] = lambda name, **fields: None  # ARBITER_WORKER_* events
         # One byte per generation: the first worker that fails to load the app prints why.
         self._token_r, self._token_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         os.write(self._token_w, b"t")
@@ -218,6 +219,8 @@ class WorkerPool:
             self.served_ok = True
         self.scoreboard.release(worker.slot.index)
         code = os.waitstatus_to_exitcode(status)
+        self.emit("ARBITER_WORKER_EXITED", pid=pid, generation=worker.generation, status=code,
+                  expected=int(worker.retiring or worker.killed))
         hook = self.cfg.hook("child_exit")
         if hook:
             hook(self.server, worker)
@@ -333,6 +336,7 @@ class WorkerPool:
                 worker.ready = True
                 self.served_ok = True
                 self.log.debug("Worker (pid:%s) ready", worker.pid)
+                self.emit("ARBITER_WORKER_BOOTED", pid=worker.pid, generation=worker.generation)
             if view.state == SlotState.RETIRING and not worker.wants_retirement:
                 worker.wants_retirement = True
             if worker.aborted_at is not None:
@@ -352,6 +356,8 @@ class WorkerPool:
             last = max(heard, worker.spawned_at, awake_since)
             if timeout and now - last > timeout:
                 self.stats["timeouts"] += 1
+                self.emit("ARBITER_WORKER_TIMEOUT", pid=worker.pid, generation=worker.generation,
+                          booting=int(not worker.ready))
                 self.log.critical("WORKER TIMEOUT (pid:%s)%s", worker.pid, "" if worker.ready else " while booting")
                 worker.aborted_at = now
                 self._signal(worker, signal.SIGABRT)

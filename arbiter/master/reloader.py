@@ -7,13 +7,14 @@ output in its selector and starts a rolling reload for each line.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import selectors
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from arbiter.errors import ArbiterError
 
@@ -46,13 +47,16 @@ class Watcher:
             raise ArbiterError("--reload needs watchfiles: pip install 'arbiter[reload]'") from None
         self.master = master
         paths = sorted({os.getcwd(), *master.cfg.pythonpath})
-        self.proc = subprocess.Popen([sys.executable, "-m", "arbiter.master.reloader", str(master.pid), *paths],
+        # --reload-extra-file: any kind of file, watched through its directory.
+        extra = sorted({os.path.abspath(path) for path in master.cfg.reload_extra_files})
+        spec = json.dumps({"paths": paths, "extra": extra, "engine": master.cfg.reload_engine})
+        self.proc = subprocess.Popen([sys.executable, "-m", "arbiter.master.reloader", str(master.pid), spec],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
         master.selector.register(self.proc.stdout, selectors.EVENT_READ, self._on_output)
         master.adopt_child(self.proc.pid, self._exited)
-        self.paths = paths
+        self.paths = paths + extra
 
     def _exited(self, status: int) -> None:
         self.proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by the master's loop
@@ -82,11 +86,11 @@ class Watcher:
             self.proc.wait()
 
 
-def main(master_pid: int, paths: list[str]) -> None:
+def main(master_pid: int, spec: dict[str, Any]) -> None:
     import os
     import signal
 
-    from watchfiles import PythonFilter, watch
+    from watchfiles import Change, PythonFilter, watch
 
     from arbiter.web.workers.base import set_parent_death_signal
 
@@ -94,11 +98,20 @@ def main(master_pid: int, paths: list[str]) -> None:
     if os.getppid() != master_pid:  # it died before that took effect
         return
 
+    paths: list[str] = spec["paths"]
+    extra = set(spec["extra"])
+    python = PythonFilter()
+
+    def wanted(change: Change, path: str) -> bool:
+        return path in extra or python(change, path)
+
     ready = False
     # yield_on_timeout: the first (empty) yield means the watches are in place; saying so lets
     # the master (and tests) know that a change made from now on will be seen.
-    for changes in watch(*paths, watch_filter=PythonFilter(), raise_interrupt=False,
-                         yield_on_timeout=True, rust_timeout=1000):
+    dirs = sorted({*paths, *(os.path.dirname(path) for path in extra)})
+    # --reload-engine: poll where inotify sees nothing (network and some container file systems).
+    for changes in watch(*dirs, watch_filter=wanted, raise_interrupt=False, yield_on_timeout=True,
+                         rust_timeout=1000, force_polling=spec["engine"] == "poll", poll_delay_ms=100):
         if not changes:
             if not ready:
                 ready = True
@@ -109,4 +122,4 @@ def main(master_pid: int, paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2:])
+    main(int(sys.argv[1]), json.loads(sys.argv[2]))

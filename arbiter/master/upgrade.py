@@ -5,6 +5,8 @@ process. Here the master calls execve() on itself: the PID, the children and eve
 descriptor not marked close-on-exec survive. What the new image needs to carry on is written to
 one environment variable: the listening sockets' fds by address, the scoreboard's fd, and the
 running workers. The new image adopts all of it and rolls the workers over to its own code.
+Programs keep running too: their pipes' read ends stay open across exec, and the new image
+takes them over from the record of running programs (`programs.adoption`).
 
 Before exec'ing, the master checks that the new code loads, in a child process
 (`--check-config`): after execve() there is no old image to fall back to.
@@ -133,7 +135,6 @@ class Upgrader:
         self.master = master
         self._check: subprocess.Popen[bytes] | None = None
         self._deadline = 0.0
-        self._exec_when_programs_stop = False
 
     def start(self) -> None:
         master = self.master
@@ -152,10 +153,6 @@ class Upgrader:
         if self._check is not None and now > self._deadline:
             self.master.log.error("Upgrade check did not finish in time; killing it")
             self._check.kill()
-        programs = self.master.programs
-        if self._exec_when_programs_stop and (programs is None or programs.all_stopped()):
-            self._exec_when_programs_stop = False
-            self._exec()
 
     def _checked(self, status: int) -> None:
         master, proc, self._check = self.master, self._check, None
@@ -165,13 +162,6 @@ class Upgrader:
         if code != 0 or master.stopping:
             master.pool.last_reload = ReloadState.failed(f"upgrade check exited {code}")
             master.log.error("Upgrade refused: the new code does not load (check exited %d); still serving", code)
-            return
-        if master.programs is not None and not master.programs.all_stopped():
-            # Program output pipes are close-on-exec and a program cannot be re-adopted with its
-            # pipe gone, so programs stop (in reverse priority) and the new image starts them.
-            master.log.info("Upgrade: stopping programs first; the new master starts them again")
-            master.programs.stop_all()
-            self._exec_when_programs_stop = True
             return
         self._exec()
 
@@ -186,7 +176,19 @@ class Upgrader:
             generation=pool.generation, age=pool.age, target=pool.target,
             configured=master.cfg.workers, workers=pool.handover_workers(),
         )
-        master.log.info("Upgrading in place: re-executing the master (pid %d)", master.pid)
+        kept: list[int] = []
+        if master.programs is not None:
+            # Programs keep running: the next image adopts them from the record, with their
+            # pipes' read ends, which stay open across exec (see programs.adoption).
+            try:
+                kept = master.programs.hand_over()
+            except OSError as exc:
+                master.pool.last_reload = ReloadState.failed(f"cannot record the programs: {exc.strerror}")
+                master.log.error("Upgrade refused: cannot write the record of running programs: %s; "
+                                 "still serving", exc.strerror)
+                return
+        master.log.info("Upgrading in place: re-executing the master (pid %d), keeping %d program "
+                        "pipes", master.pid, len(kept))
         environ = dict(os.environ)
         if master.notify.raw:
             environ["NOTIFY_SOCKET"] = master.notify.raw
@@ -194,6 +196,6 @@ class Upgrader:
             service.close()  # flushes the control API's replies; the new image listens again
         logs.flush()
         try:
-            reexec(handover, [*handover.listeners.values(), handover.scoreboard_fd], environ)
+            reexec(handover, [*handover.listeners.values(), handover.scoreboard_fd, *kept], environ)
         except OSError as exc:
             master.log.error("Upgrade failed: cannot re-execute %s: %s", command()[0], exc)

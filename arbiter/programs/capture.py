@@ -6,6 +6,11 @@ starve the other pipes (Supervisor's most reported flaw is burning a core here).
 returns goes to the log file straight from that buffer when no prefix is added (no copy, no
 allocation per read).
 
+Where the bytes go to a log file as they are (no timestamps), the file takes them from the pipe
+with splice(2) (`RotatingLogFile.splice_from`): they are never copied into the master at all,
+and one system call moves what a pipe holds (up to 512 KiB), while the pipe brings bulk. See docs/design.md for which settings
+keep the bytes in the master.
+
 A child that writes many small pieces (one line per write) would wake the master for each few
 kilobytes; `PipeReader` batches those: after a small read from a busy pipe it leaves the pipe
 alone for a few milliseconds (not watched for data; `ReadPacer`'s timer, itself in the selector,
@@ -23,11 +28,19 @@ import sys
 import time
 from collections.abc import Callable
 
-READ_SIZE = 1 << 20  # the pipe size we ask for (process.make_pipe)
+# The pipe size we ask for (process.make_pipe). Measured (benchmarks/programs_bench.py, 500 MiB
+# in 64 KiB writes): the master spends ~0.15 s with 256-512 KiB pipes, ~0.2 s with 64 KiB (more
+# wakeups) and ~0.4 s with 1 MiB (probably: the bytes have left the cache before they are copied).
+READ_SIZE = 512 << 10
 READ_CHUNK = 128 << 10  # one read: it and the page it is written to stay in a core's L2 cache
 TURN_BUDGET = 4 << 20  # most bytes read from one pipe in one loop turn
 DRAIN_BUDGET = 16 << 20  # most bytes read at once when the child has exited
 PARTIAL_LIMIT = 64 << 10  # a "line" longer than this is passed on without waiting for its end
+# splice(2) to a file costs more than a read and a write for a little data; so a pipe is spliced
+# only while it brings bulk: from the third full read in one go (the pipe held >= 384 KiB, more
+# than a paced pipe of small writes gathers, see PARK_FILL), until a splice moves < 256 KiB.
+SPLICE_AFTER_READS = 3
+SPLICE_KEEP = 256 << 10
 
 # Batching small writes (see PipeReader): a busy pipe is left unread for the time it takes, at
 # the rate just seen, to fill to 1/PARK_FILL of its size, at most PARK_MAX (the most latency
@@ -203,13 +216,17 @@ class PipeReader:
     def __init__(
         self, fd: int, framer: LineFramer, sink: Callable[[bytes | memoryview], None],
         selector: selectors.BaseSelector, on_close: Callable[[PipeReader], None] | None = None,
-        pacer: ReadPacer | None = None,
+        pacer: ReadPacer | None = None, splice: Callable[[int, int], int] | None = None,
     ) -> None:
         self.fd = fd
         self.closed = False
         self._framer = framer
         self._passthrough = framer.passthrough
         self._sink = sink
+        # The sink's own splice_from, when the bytes need not pass through the master; used
+        # while the pipe brings bulk (SPLICE_AFTER_READS, SPLICE_KEEP).
+        self._splice = splice if framer.passthrough else None
+        self._bulk = False
         self._selector = selector
         self._on_close = on_close
         self._pacer = pacer
@@ -283,8 +300,25 @@ class PipeReader:
     def read(self, budget: int, to_end: bool = False) -> int:
         """Read until the pipe is empty, or `budget` bytes; the number of bytes read. `to_end`:
         a short read does not end it (end of file is likely next, and is then seen now)."""
-        total = 0
+        total = full_reads = 0
         while total < budget and not self.closed:
+            if self._bulk:
+                assert self._splice is not None
+                want = budget - total
+                try:
+                    moved = self._splice(self.fd, want)
+                except (BlockingIOError, InterruptedError):
+                    break
+                if moved == 0:
+                    self.close()
+                    break
+                if moved > 0:
+                    total += moved
+                    self._bulk = moved >= SPLICE_KEEP
+                    if moved < min(want, READ_SIZE) and not to_end:
+                        break  # the pipe is likely empty (or the file near its rotation)
+                    continue
+                # NO_SPLICE: this time the bytes go through the master.
             try:
                 size = os.readv(self.fd, _BUFFERS)
             except (BlockingIOError, InterruptedError):
@@ -295,6 +329,9 @@ class PipeReader:
                 self.close()
                 break
             total += size
+            if size == READ_CHUNK and self._splice is not None:
+                full_reads += 1
+                self._bulk = full_reads >= SPLICE_AFTER_READS  # bulk: splice the rest
             if self._passthrough:
                 self._sink(_VIEW if size == READ_CHUNK else _VIEW[:size])  # no copy
             else:

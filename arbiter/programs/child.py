@@ -7,6 +7,7 @@ output), fed to the pure state machine, whose actions it carries out: spawn, sig
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import subprocess
@@ -19,6 +20,7 @@ from arbiter.programs import states as st
 from arbiter.programs.config import ProcessSpec
 from arbiter.programs.intent import NOTHING, Intent
 from arbiter.programs.output import ProcessOutput
+from arbiter.programs.state_events import Change, changes
 
 S = st.ProcessStates
 
@@ -33,11 +35,14 @@ class Process:
     Args:
         order: a tie-breaker after priority: the order processes were made in.
         on_spawn: called with each new child's pid (the set maps pids to processes).
+        on_change: called with the states each event took it through (for PROCESS_STATE_*),
+            before the actions that follow are carried out, so events keep their order.
     """
 
     def __init__(self, spec: ProcessSpec, order: int, output: ProcessOutput,
                  clock: Callable[[], float], log: logging.Logger,
-                 on_spawn: Callable[[Process, int], None] = lambda proc, pid: None) -> None:
+                 on_spawn: Callable[[Process, int], None] = lambda proc, pid: None,
+                 on_change: Callable[[Process, list[Change]], None] = lambda proc, changes: None) -> None:
         self.spec = spec
         self.rules = spec.rules
         self.order = order
@@ -51,9 +56,11 @@ class Process:
         self.spawns = 0
         self.starttime = 0  # of its child, from /proc (see registry): names it for good
         self.warned_blocked = False  # "not starting x yet" is said once per wait
+        self.extra_env: dict[str, str] = {}  # SUPERVISOR_SERVER_URL and such, from the master
         self._clock = clock
         self._log = log
         self._on_spawn = on_spawn
+        self._on_change = on_change
 
     @property
     def priority(self) -> int:
@@ -71,8 +78,13 @@ class Process:
 
     def feed(self, event: st.Event, *, shutting_down: bool = False) -> list[st.Refused]:
         """Give `event` to the state machine and carry out its actions; the refusals it made."""
-        self.record, actions = st.transition(self.record, event, self._clock(), self.rules,
+        before = self.record
+        self.record, actions = st.transition(before, event, self._clock(), self.rules,
                                              shutting_down=shutting_down)
+        if self.record.state is not before.state or isinstance(event, st.Exited):
+            entered = changes(before, self.record, event, self.rules)
+            if entered:
+                self._on_change(self, entered)
         refused = []
         for action in actions:
             if isinstance(action, st.Log):
@@ -117,17 +129,35 @@ class Process:
                       shutting_down=shutting_down)
             return
         try:
-            popen = process.spawn(spec, pipes.stdout, pipes.stderr, process.environment(spec))
+            popen = process.spawn(spec, pipes.stdout, pipes.stderr, process.environment(spec, extra=self.extra_env),
+                                  stdin=pipes.stdin)
         except process.CannotSpawn as exc:
             pipes.close_all()
             self.feed(st.SpawnFailed(str(exc)), shutting_down=shutting_down)
             return
-        self.output.attach(pipes)
+        self.output.attach(pipes, popen.pid)
         self.popen = popen
         self.started_wall = time.time()
         self.spawns += 1
         self._on_spawn(self, popen.pid)
         self.feed(st.Spawned(popen.pid), shutting_down=shutting_down)
+
+    def adopt(self, pid: int, state: str, started_wall: float, starttime: int, fds: dict[str, int],
+              stdin_fd: int, logpaths: dict[str, str]) -> None:
+        """Take over child `pid` that the previous image of this master ran (an in-place
+        upgrade): its state, its uptime (from the wall-clock start; the monotonic clock goes on
+        across exec) and its pipes. No state is entered: no event is sent."""
+        age = max(0.0, time.time() - started_wall)
+        laststart = self._clock() - age
+        entered = st.ProcessStates.STARTING if state == "STARTING" else st.ProcessStates.RUNNING
+        self.record = st.ProcessRecord(state=entered, pid=pid, laststart=laststart)
+        if entered is st.ProcessStates.STARTING:
+            # STARTING -> RUNNING once startsecs have passed since the spawn, as before.
+            at = laststart + self.rules.startsecs
+            self.record = dataclasses.replace(self.record, delay=at)
+            self.timers[st.StartsecsElapsed] = (at, st.StartsecsElapsed())
+        self.started_wall, self.starttime, self.spawns = started_wall, starttime, 1
+        self.output.adopt(fds, stdin_fd, pid, logpaths)
 
     # ---- a changed configuration -----------------------------------------------------------
 

@@ -18,10 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from arbiter.config.convert import to_positive_int, to_str
 from arbiter.errors import ConfigError
 from arbiter.programs import values as v
+from arbiter.programs.listener_config import LISTENER_KEYS, ListenerConfig, split_listener
 from arbiter.programs.states import Autorestart, Rules
-from arbiter.config.convert import to_positive_int, to_str
 
 if TYPE_CHECKING:
     from arbiter.programs.ini import IniResult
@@ -63,6 +64,14 @@ class ProgramConfig:
     # Arbiter's own keys.
     depends_on: tuple[str, ...] = ()  # programs that must be RUNNING before this one starts
     log_timestamps: bool = False  # prefix each captured line with the time it was read
+    # Supervisor's event keys: PROCESS_LOG_* per chunk read, PROCESS_COMMUNICATION_* for what is
+    # written between the XSUPERVISOR tokens (kept up to this many bytes; 0: no capture mode).
+    stdout_events_enabled: bool = False
+    stderr_events_enabled: bool = False
+    stdout_capture_maxbytes: int = 0
+    stderr_capture_maxbytes: int = 0
+    # Set for an `[eventlistener:x]`: its stdin/stdout speak the event protocol.
+    listener: ListenerConfig | None = None
     # Where it came from: `%(here)s` and error messages.
     here: str | None = None
     origin: str = ""
@@ -209,13 +218,17 @@ PROGRAM_KEYS: dict[str, Callable[[Any], Any]] = {
     "stderr_logfile_backups": v.to_non_negative_int,
     "depends_on": v.to_names,
     "log_timestamps": v.to_bool,
+    "stdout_events_enabled": v.to_bool,
+    "stderr_events_enabled": v.to_bool,
+    "stdout_capture_maxbytes": v.to_byte_size,
+    "stderr_capture_maxbytes": v.to_byte_size,
 }
-assert set(PROGRAM_KEYS) == {f.name for f in fields(ProgramConfig)} - {"name", "here", "origin"}
+assert set(PROGRAM_KEYS) == {f.name for f in fields(ProgramConfig)} - {"name", "here", "origin", "listener"}
 
 
 def build_program(
     name: str, raw: Mapping[str, Any], *, here: str | None, origin: str,
-    where: Callable[[str], str], warnings: list[str] | None = None,
+    where: Callable[[str], str], warnings: list[str] | None = None, listener: bool = False,
 ) -> ProgramConfig:
     """Convert one program's raw keys into a checked `ProgramConfig`.
 
@@ -223,13 +236,17 @@ def build_program(
         raw: key -> raw value; every key must be in `PROGRAM_KEYS` (the caller sorts out others).
         where: key -> "file:line [section] key" for messages.
         warnings: where to note settings that have no effect; None makes them errors.
+        listener: an event listener's section: `raw` may hold `LISTENER_KEYS` too.
 
     Raises:
         ConfigError: a value of the wrong kind, or settings that contradict each other.
     """
     if not re.fullmatch(r"[^\s:/]+", name):
         raise ConfigError(f"{where('')}: program name {name!r} may not hold spaces, ':' or '/'")
-    values: dict[str, Any] = {}
+    pool: ListenerConfig | None = None
+    if listener:
+        raw, pool = split_listener(raw, where)
+    values: dict[str, Any] = {"listener": pool} if pool is not None else {}
     for key, value in raw.items():
         try:
             values[key] = PROGRAM_KEYS[key](value)
@@ -249,6 +266,12 @@ def build_program(
     if values.get("redirect_stderr") and stderr_log not in (None, v.AUTO):
         message = (f"{where('stderr_logfile')}: redirect_stderr=true sends stderr to the stdout "
                    f"log, so stderr_logfile={stderr_log} is ignored")
+        if warnings is None:
+            raise ConfigError(message)
+        warnings.append(message)
+    if pool is not None and values.get("stdout_logfile", v.AUTO) not in (None, v.AUTO):
+        message = (f"{where('stdout_logfile')}: an event listener's stdout is the event protocol, "
+                   "not a log; stdout_logfile is not used (its stderr is captured as usual)")
         if warnings is None:
             raise ConfigError(message)
         warnings.append(message)
@@ -377,18 +400,25 @@ def programs_from_mapping(
         except ValueError as exc:
             raise ConfigError(f"{where('programs')}: expected {exc}") from None
     programs = []
-    for name, table in tables.items():
-        where = _toml_where(text, path, f"programs.{name}")
+    listener_tables = data.get("eventlisteners", {})
+    if not isinstance(listener_tables, Mapping):
+        raise ConfigError(f"{path}: 'eventlisteners' must be a table of [eventlisteners.NAME] tables")
+    sections = [("programs", name, table) for name, table in tables.items()]
+    sections += [("eventlisteners", name, table) for name, table in listener_tables.items()]
+    for kind, name, table in sections:
+        where = _toml_where(text, path, f"{kind}.{name}")
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where('')}: must be a table of program settings")
+        known = {**PROGRAM_KEYS, **LISTENER_KEYS} if kind == "eventlisteners" else PROGRAM_KEYS
         for key in table:
-            if key not in PROGRAM_KEYS:
-                raise ConfigError(f"{where(key)}: unknown program key {key!r}" + _suggest(key, PROGRAM_KEYS))
+            if key not in known:
+                raise ConfigError(f"{where(key)}: unknown program key {key!r}" + _suggest(key, known))
         raw = dict(table)
         for gname, members in groups.items():
             if name in members and gname in group_priority:
                 raw.setdefault("priority", group_priority[gname])
-        programs.append(build_program(name, raw, here=here, origin=where(""), where=where))
+        programs.append(build_program(name, raw, here=here, origin=where(""), where=where,
+                                      listener=kind == "eventlisteners"))
     check_programs(programs, groups, path)
     return programs, groups
 

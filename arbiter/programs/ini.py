@@ -20,10 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from arbiter.config.convert import to_log_level, to_str
 from arbiter.errors import ConfigError
 from arbiter.programs import values as v
 from arbiter.programs.config import PROGRAM_KEYS, ProgramConfig, build_program, check_programs, expand
-from arbiter.config.convert import to_log_level, to_str
+from arbiter.programs.listener_config import LISTENER_KEYS
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,7 @@ _KNOWN_KEYS: dict[str, set[str]] = {
 }
 # Supervisor program keys Arbiter does not act on, with the value that means "off": a file that
 # sets them to that value loses nothing, so only another value earns a warning.
-_PROGRAM_KEYS_IGNORED_AT = {
-    "stdout_capture_maxbytes": "0", "stderr_capture_maxbytes": "0",
-    "stdout_events_enabled": "false", "stderr_events_enabled": "false",
-    "stdout_syslog": "false", "stderr_syslog": "false", "serverurl": "auto",
-}
+_PROGRAM_KEYS_IGNORED_AT = {"stdout_syslog": "false", "stderr_syslog": "false", "serverurl": "auto"}
 # Kept as templates and expanded per process by ProgramConfig.processes().
 _PER_PROCESS_KEYS = {"command", "process_name", "directory", "environment", "stdout_logfile", "stderr_logfile"}
 
@@ -178,7 +175,7 @@ def load(path: str) -> IniResult:
                 options[section.name] = HttpServer(**_convert(section, _SERVER_KEYS))
             elif section.name == "supervisorctl" and "serverurl" in section.items:
                 options["serverurl"] = _expand_plain(section, "serverurl")
-        elif kind == "program" and name:
+        elif kind in ("program", "eventlistener") and name:
             program_sections.append(section)
         elif kind == "group" and name:
             _warn_unknown_keys(section, {"programs", "priority"}, warnings)
@@ -193,8 +190,9 @@ def load(path: str) -> IniResult:
     group_of = {member: g for g, members in groups.items() for member in members}
     programs = []
     for section in program_sections:
-        name = section.name.partition(":")[2]
-        raw = _program_values(section, name, group_of.get(name, name), warnings)
+        kind, _, name = section.name.partition(":")
+        listener = kind == "eventlistener"
+        raw = _program_values(section, name, group_of.get(name, name), warnings, listener)
         if base_env:
             env = raw.get("environment", "")
             parsed = _convert_one(section, "environment", env, v.to_environment) if env else {}
@@ -202,7 +200,7 @@ def load(path: str) -> IniResult:
         if name in group_of and group_of[name] in group_priority:
             raw.setdefault("priority", str(group_priority[group_of[name]]))
         programs.append(build_program(name, raw, here=section.here, origin=section.where(),
-                                      where=section.where, warnings=warnings))
+                                      where=section.where, warnings=warnings, listener=listener))
     check_programs(programs, groups, path)
     return IniResult(programs, groups, SupervisordOptions(**options), warnings)
 
@@ -286,11 +284,14 @@ def _included_files(include: _Section, warnings: list[str]) -> list[str]:
     return found
 
 
-def _program_values(section: _Section, name: str, group: str, warnings: list[str]) -> dict[str, Any]:
+def _program_values(section: _Section, name: str, group: str, warnings: list[str],
+                    listener: bool = False) -> dict[str, Any]:
     extra = {"program_name": name, "group_name": group}
     raw: dict[str, Any] = {}
     for key, value in section.items.items():
-        if key in _PROGRAM_KEYS_IGNORED_AT:
+        if listener and key in LISTENER_KEYS:
+            raw[key] = value if key == "events" else _expand_plain(section, key, extra)
+        elif key in _PROGRAM_KEYS_IGNORED_AT:
             if value.strip().lower() != _PROGRAM_KEYS_IGNORED_AT[key]:
                 warnings.append(f"{section.where(key)}: {key}={value} is not supported by Arbiter; ignored")
         elif key not in PROGRAM_KEYS:

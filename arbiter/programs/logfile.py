@@ -5,10 +5,20 @@ may hurt the master: a write that fails (disk full, permission denied) is report
 counted, and the data dropped, while the child's pipe keeps being drained; the master's own
 stream is written without blocking, and a reader that stops reading costs dropped lines, not
 a stuck master.
+
+A log file can also take a pipe's bytes with `splice(2)` (`RotatingLogFile.splice_from`):
+the kernel moves them from the pipe to the file, and they never enter the master. splice
+refuses files opened with O_APPEND, which is what keeps a file truncated by an outside
+`logrotate copytruncate` free of a hole; so a spliced write goes at the file's size read just
+before (fstat), and a truncation that falls between that fstat and the splice is noticed
+right after (the file then starts with a hole: lseek SEEK_DATA) and repaired (our bytes moved
+to the start). Near `maxbytes` the bytes go through the master again, so that a rotation still
+cuts at a line end exactly as before.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
@@ -23,6 +33,9 @@ RETRY_SECONDS = 1.0
 LINE_SLACK = 64 << 10
 # What the master's stream may hold while its reader is slow; past this, output is dropped.
 PENDING_LIMIT = 1 << 20
+# Most bytes one splice(2) moves; a pipe holds at most this (process.make_pipe asks for it).
+SPLICE_MAX = 1 << 20  # most bytes one splice(2) moves (a pipe holds at most READ_SIZE)
+NO_SPLICE = -1  # splice_from: not now, read the pipe instead
 
 
 class RotatingLogFile:
@@ -30,8 +43,8 @@ class RotatingLogFile:
 
     A file is rotated when the next write would not fit (so no empty file is left behind), at
     a line end: a line in progress is finished first (the file may pass `maxbytes` by up to
-    LINE_SLACK for it), so lines stay whole unless one is longer than that. `maxbytes=0` never rotates; `backups=0` truncates at `maxbytes`
-    (Supervisor's meaning: keep no history).
+    LINE_SLACK for it), so lines stay whole unless one is longer than that. `maxbytes=0` never
+    rotates; `backups=0` truncates at `maxbytes` (Supervisor's meaning: keep no history).
     """
 
     def __init__(
@@ -42,12 +55,15 @@ class RotatingLogFile:
         self.maxbytes = maxbytes
         self.backups = backups
         self.dropped_bytes = 0
+        self.spliced_bytes = 0  # of all written, those that went pipe -> file in the kernel
         self.errors = 0
         self._log = log
         self._clock = clock
         self._fd: int | None = None
+        self._splice_fd: int | None = None  # the same file without O_APPEND, for splice(2)
+        self._can_splice = True  # False once splice proved impossible for this file
         self._size = 0
-        self._mid_line = False  # the file does not end with a newline
+        self._mid_line: bool | None = False  # the file does not end with a newline; None: unknown
         self._failing = False
         self._rotation_failing = False
         self._retry_at = 0.0
@@ -84,13 +100,69 @@ class RotatingLogFile:
         last = data.rfind(b"\n", pos, pos + room)
         if last >= 0:
             return last + 1  # the whole lines that fit
-        if self._mid_line:
+        if self._ends_mid_line():
             # Finish the line in progress here, past maxbytes by a little, rather than cut it.
             rest = data.find(b"\n", pos + room, min(end, pos + room + LINE_SLACK))
             return rest + 1 if rest >= 0 else pos + room
         if self._size > 0:
             return pos  # the next line starts the next file
         return pos + room  # one line longer than a whole file: cut it
+
+    def splice_from(self, pipe_fd: int, count: int) -> int:
+        """Move up to `count` bytes from the pipe `pipe_fd` into the file in the kernel; the
+        bytes moved (0: end of file, every writer gone), or NO_SPLICE when this write must go
+        through the master instead (no file open, near a rotation, a file splice cannot write).
+
+        Raises:
+            BlockingIOError: the pipe is empty.
+        """
+        fd = self._splice_fd
+        if fd is None:
+            return NO_SPLICE
+        size = os.fstat(fd).st_size
+        if size != self._size:  # truncated (copytruncate, `clear`) or written by someone else
+            self._size, self._mid_line = size, None
+        if self.maxbytes:
+            room = self.maxbytes - size - LINE_SLACK
+            if room <= 0:
+                return NO_SPLICE  # the last LINE_SLACK bytes: cut at a line end by write()
+            count = min(count, room)
+        try:
+            moved = os.splice(pipe_fd, fd, min(count, SPLICE_MAX), offset_dst=size, flags=os.SPLICE_F_NONBLOCK)
+        except (BlockingIOError, InterruptedError):
+            raise BlockingIOError from None
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:  # a file system that cannot splice: never again here
+                self._can_splice = False
+                self._close_splice()
+            # Disk full and such: this write goes through the master, which reports and counts
+            # the failure as always; splicing resumes once the file is writable again.
+            return NO_SPLICE
+        if moved and size and _data_starts_after_zero(fd):
+            self._fill_hole(size, moved)
+        else:
+            self._size = size + moved
+        if moved:
+            self._mid_line = None
+            self.spliced_bytes += moved
+        return moved
+
+    def _fill_hole(self, at: int, size: int) -> None:
+        """The file was truncated between our fstat and our splice: it holds a hole, then our
+        `size` bytes at `at`. Move them to the start, as an O_APPEND write would have put them."""
+        assert self._splice_fd is not None
+        try:
+            # Through our descriptor's inode, wherever the path points by now.
+            with open(f"/proc/self/fd/{self._splice_fd}", "rb") as handle:
+                handle.seek(at)
+                data = handle.read(size)
+            os.pwrite(self._splice_fd, data, 0)
+            os.ftruncate(self._splice_fd, len(data))
+            self._size = len(data)
+        except OSError as exc:
+            self._size = os.fstat(self._splice_fd).st_size
+            self._log.error("log file %s was truncated during a write and could not be repaired: %s",
+                            self.path, exc.strerror)
 
     def reopen(self) -> None:
         """Open the path again (after logrotate moved the file away)."""
@@ -113,6 +185,7 @@ class RotatingLogFile:
         fd = os.open(self.path, flags, 0o666)
         self._close()
         self._fd, self._size, self._mid_line = fd, 0, False
+        self._open_splice()
 
     # ---- internals --------------------------------------------------------------------
 
@@ -123,12 +196,38 @@ class RotatingLogFile:
         try:
             self._fd = os.open(self.path, flags, 0o666)
             self._size = os.fstat(self._fd).st_size
-            self._mid_line = self._size > 0 and _last_byte(self.path, self._size) != b"\n"
+            self._mid_line = None  # looked up when a rotation needs it
         except OSError as exc:
             self._fd = None
             self._fail(f"cannot open log file {self.path}: {exc.strerror}")
             return False
+        self._open_splice()
         return True
+
+    def _open_splice(self) -> None:
+        """A second descriptor without O_APPEND, for splice; regular files only."""
+        self._close_splice()
+        if not self._can_splice or self._fd is None or not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            return
+        try:
+            self._splice_fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            return  # written through the master, as before
+        if os.fstat(self._splice_fd).st_ino != os.fstat(self._fd).st_ino:  # replaced meanwhile
+            self._close_splice()
+
+    def _close_splice(self) -> None:
+        if self._splice_fd is not None:
+            fd, self._splice_fd = self._splice_fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _ends_mid_line(self) -> bool:
+        if self._mid_line is None:
+            self._mid_line = self._size > 0 and _last_byte(self.path, self._size) != b"\n"
+        return self._mid_line
 
     def _write_all(self, data: bytes | memoryview, pos: int, stop: int) -> int:
         assert self._fd is not None
@@ -184,6 +283,7 @@ class RotatingLogFile:
         self._open(truncate=self.backups == 0)
 
     def _close(self) -> None:
+        self._close_splice()
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
@@ -200,6 +300,15 @@ class RotatingLogFile:
 
     def _drop(self, size: int) -> None:
         self.dropped_bytes += size
+
+
+def _data_starts_after_zero(fd: int) -> bool:
+    """The file starts with a hole (a truncation raced our write). False when it is empty (it
+    was truncated after our write: the next fstat sees that) or cannot tell."""
+    try:
+        return os.lseek(fd, 0, os.SEEK_DATA) > 0
+    except OSError:  # ENXIO: no data at all
+        return False
 
 
 def _last_byte(path: str, size: int) -> bytes:

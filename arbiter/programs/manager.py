@@ -8,6 +8,7 @@ handlers it registers), and on every turn (`tick`), with `next_deadline` boundin
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import selectors
@@ -16,7 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from arbiter import procfs
-from arbiter.programs import errors, registry, update, values
+from arbiter.events.types import Event, due_ticks, group_change
+from arbiter.programs import adoption, errors, registry, update, values
 from arbiter.programs import states as st
 from arbiter.programs.capture import read_pacer
 from arbiter.programs.child import Process
@@ -31,12 +33,15 @@ from arbiter.programs.intent import (
     queue_start,
     will_start,
 )
+from arbiter.programs.listeners import EventHub
 from arbiter.programs.memlog import MemoryLog
 from arbiter.programs.output import CHANNELS, MasterStreams, ProcessOutput
 from arbiter.programs.processes import ProcessSet
+from arbiter.programs.state_events import Change
 from arbiter.programs.update import Diff
 
 S = st.ProcessStates
+LISTENER_DRAIN = 2.0  # at shutdown, how long listeners may take to handle what is buffered
 
 
 class ProgramManager:
@@ -56,6 +61,10 @@ class ProgramManager:
             master's children found there still running are stopped before anything starts.
             None: no record.
         master_pid: the pid the record is kept for (the master's; default: this process).
+        child_env: given to every child: where the control API is (SUPERVISOR_SERVER_URL) and
+            its credentials, for listeners that call back over XML-RPC.
+        upgraded: this master was just exec'd in place: the children the record names are
+            taken over (`adoption`) instead of stopped.
 
     Raises:
         ConfigError: names that do not fit together (see `config.check_programs`).
@@ -66,7 +75,8 @@ class ProgramManager:
         selector: selectors.BaseSelector, log: logging.Logger,
         clock: Callable[[], float] = time.monotonic, childlogdir: str | None = None,
         *, stdout_fd: int = 1, stderr_fd: int = 2, record_path: str | None = None,
-        master_pid: int | None = None,
+        master_pid: int | None = None, child_env: Mapping[str, str] | None = None,
+        upgraded: bool = False,
     ) -> None:
         self._log = log
         self._clock = clock
@@ -74,20 +84,45 @@ class ProgramManager:
         self._childlogdir = childlogdir
         self._master_streams = MasterStreams(selector, log, {"stdout": stdout_fd, "stderr": stderr_fd})
         self._pacer = read_pacer(selector)  # batches reads of busy pipes; see capture.PipeReader
+        self._child_env = dict(child_env or {})
+        self.events = EventHub(selector, log)
+        self._ticks: dict[str, int] = {}
         self._procs = ProcessSet(self._make_process)
         for spec in check_programs(programs, groups, "programs"):
             self._procs.add(spec)
         self._procs.reindex()
+        self._sync_pools()
         self._shutting_down = False
+        self._drain_until: float | None = None  # see _listeners_busy
         master_pid = os.getpid() if master_pid is None else master_pid
         self._record = registry.Recorder(record_path, master_pid, log)
-        self._orphans = registry.Orphans.left_by_predecessor(record_path, master_pid, log)
+        self.upgraded = upgraded
+        if upgraded:
+            entries, saved_events = registry.adoptable(record_path, master_pid, log)
+            self._orphans = registry.Orphans(adoption.adopt(self._procs, entries, self.events, log), log)
+            if saved_events:
+                self.events.restore(saved_events)
+            self._record.changed = True
+        else:
+            self._orphans = registry.Orphans.left_by_predecessor(record_path, master_pid, log)
         self._orphans.begin(clock())
 
     # ---- what the master loop calls ---------------------------------------------------
 
+    def publish(self, event: Event) -> None:
+        """Send `event` to the event listeners subscribed to its type."""
+        self.events.publish(event)
+
+    def tick_events(self, now_wall: float) -> None:
+        """TICK_5/60/3600 for each wall-clock period boundary crossed since the last call."""
+        for event in due_ticks(self._ticks, now_wall):
+            self.events.publish(event)
+
     def start_autostart(self) -> None:
         """Start every autostart program, by priority; one with depends_on waits for those."""
+        for group in dict.fromkeys(proc.spec.group for proc in self._procs):
+            if not self.upgraded:  # after an upgrade, the listeners knew them already
+                self.events.publish(group_change(True, group))
         for proc in self._procs:
             if proc.spec.program.autostart and proc.state is S.STOPPED and proc.record.laststart is None:
                 proc.intent = queue_start(proc.intent, admin=False)
@@ -105,6 +140,12 @@ class ProgramManager:
         proc = self._procs.reaped(pid)
         if proc is None:
             return
+        if proc.output.listener:
+            # Its last answers first; then the event it held goes back to its pool, before an
+            # autorestart makes it a new child.
+            proc.output.drain()
+            self.events.exited(proc.fullname)
+            proc.output.close_stdin()
         proc.exited(status, shutting_down=self._shutting_down)
         self._record.changed = True
         self._pump()
@@ -115,6 +156,8 @@ class ProgramManager:
         orphans = self._orphans.next_deadline(self._clock())
         if orphans is not None:
             due.append(orphans)
+        if self._drain_until is not None and self._procs.next_to_stop():
+            due.append(min(self._drain_until, self._clock() + 0.05))
         return min(due) if due else None
 
     def tick(self) -> None:
@@ -216,6 +259,7 @@ class ProgramManager:
         """Begin stopping everything: highest priority number first, a program's dependents
         before it, one wave at a time (as Supervisor stops one group at a time)."""
         self._shutting_down = True
+        self._drain_until = None
         for proc in self._procs:
             proc.intent, _ = drop_start(proc.intent)
         self._pump()
@@ -233,6 +277,22 @@ class ProgramManager:
         """Reopen every log file (after logrotate moved them away; the master's USR1)."""
         for proc in self._procs:
             proc.output.reopen()
+
+    def hand_over(self) -> list[int]:
+        """Before an in-place exec: record every running child with its pipes and the event
+        listeners' state (`adoption`), and return the descriptors the next image must inherit.
+        Changes nothing else: if the exec fails, this master goes on as before.
+
+        Raises:
+            OSError: the record cannot be written (then the upgrade must not go on).
+        """
+        saved = self.events.export()
+        entries = self._record.write(self._procs, events=saved)
+        in_flight = sum(len(pool["in_flight"]) for pool in saved["pools"].values())
+        buffered = sum(len(pool["buffer"]) for pool in saved["pools"].values())
+        self._log.info("Upgrade: handing over %d programs, %d events in flight to listeners and "
+                       "%d buffered", len(entries), in_flight, buffered)
+        return [fd for entry in entries for fd in entry.fds]
 
     def close(self) -> None:
         """Read what pipes still hold, then close pipes and log files (the master is exiting)."""
@@ -258,6 +318,11 @@ class ProgramManager:
         """
         self._refuse_if_shutting_down()
         done = update.apply(self._procs, self._log, programs, groups, names)
+        self._sync_pools()
+        for group in done.removed:
+            self.events.publish(group_change(False, group))
+        for group in done.added:
+            self.events.publish(group_change(True, group))
         self._pump()
         return done
 
@@ -266,11 +331,15 @@ class ProgramManager:
         """supervisorctl `add`: make group `name` of the new configuration active."""
         self._refuse_if_shutting_down()
         update.add_group(self._procs, self._log, name, programs, groups)
+        self._sync_pools()
+        self.events.publish(group_change(True, name))
         self._pump()
 
     def remove_group(self, name: str) -> None:
         """supervisorctl `remove`: forget group `name`, whose processes must all be stopped."""
         update.remove_group(self._procs, name)
+        self._sync_pools()
+        self.events.publish(group_change(False, name))
         self._pump()
 
     # ---- logs, and waiting for a goal -----------------------------------------------------
@@ -355,6 +424,8 @@ class ProgramManager:
             self._carry_out(proc, starts=False)
         if self._shutting_down:
             while wave := self._procs.next_to_stop():
+                if self._listeners_busy(wave):
+                    return
                 for proc in wave:
                     self._feed(proc, st.StopRequested())
             return
@@ -362,6 +433,17 @@ class ProgramManager:
             self._carry_out(proc, starts=True)
         if self._record.changed:
             self._record.write(self._procs)
+
+    def _listeners_busy(self, wave: list[Process]) -> bool:
+        """A wave of listeners still has events to handle (the last programs' STOPPED, the
+        master's STOPPING): they are stopped once their pools are empty, or after
+        LISTENER_DRAIN seconds, so a listener hears about the shutdown it is part of."""
+        pools = {proc.spec.program.name for proc in wave if proc.output.listener}
+        if len(pools) != len({proc.spec.program.name for proc in wave}):
+            return False  # programs in the wave too: nothing to wait for
+        if self._drain_until is None:
+            self._drain_until = self._clock() + LISTENER_DRAIN
+        return self._clock() < self._drain_until and self.events.pending(pools)
 
     def _carry_out(self, proc: Process, *, starts: bool) -> None:
         while True:
@@ -373,6 +455,7 @@ class ProgramManager:
                 self._feed(proc, st.StopRequested())
             elif step is Step.FORGET:
                 proc.end_output()
+                self.events.forget(proc.fullname)
                 self._procs.forget(proc)
                 self._log.info("removed: %s", proc.fullname)
                 return
@@ -395,18 +478,38 @@ class ProgramManager:
     # ---- making processes ---------------------------------------------------------------
 
     def _make_process(self, spec: ProcessSpec, order: int) -> Process:
-        return Process(spec, order, self._make_output(spec), self._clock, self._log,
-                       on_spawn=self._spawned)
+        proc = Process(spec, order, self._make_output(spec), self._clock, self._log,
+                       on_spawn=self._spawned, on_change=self._changed)
+        proc.extra_env = self._child_env
+        return proc
+
+    def _changed(self, proc: Process, entered: list[Change]) -> None:
+        """PROCESS_STATE_* for each state `proc` entered."""
+        self.events.state_changed(proc.spec.name, proc.spec.group, entered,
+                                  listener=proc.fullname if proc.output.listener else None)
+
+    def _sync_pools(self) -> None:
+        """One event pool per listener program configured (its newest configuration)."""
+        try:
+            self.events.sync_pools(proc.spec.program for proc in self._procs)
+        except ValueError as exc:
+            raise errors.Failed(str(exc)) from None
 
     def _spawned(self, proc: Process, pid: int) -> None:
         self._procs.spawned(proc, pid)
+        if proc.output.listener:
+            self.events.spawned(proc.fullname, proc.spec.program.name, proc.output.stdin_fd)
         found = procfs.stat(pid)
         proc.starttime = found.starttime if found is not None else 0
         self._record.changed = True
 
     def _make_output(self, spec: ProcessSpec) -> ProcessOutput:
-        return ProcessOutput(spec, self._selector, self._log, self._clock, self._childlogdir,
-                             self._master_streams, self._pacer)
+        output = ProcessOutput(spec, self._selector, self._log, self._clock, self._childlogdir,
+                               self._master_streams, self._pacer)
+        output.publish = self.events.publish
+        if output.listener:
+            output.protocol = functools.partial(self.events.output, spec.fullname)
+        return output
 
     # ---- faults -------------------------------------------------------------------------
 

@@ -41,9 +41,12 @@ def make_pipe() -> tuple[int, int]:
     return read_end, write_end
 
 
-def environment(spec: ProcessSpec, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The master's environment, Supervisor's variables, then the program's `environment`."""
+def environment(spec: ProcessSpec, base: Mapping[str, str] | None = None,
+                extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The master's environment, Supervisor's variables (and `extra`: where the control API is,
+    SUPERVISOR_SERVER_URL and its credentials), then the program's `environment`."""
     env = {k: val for k, val in (os.environ if base is None else base).items() if k not in _NOT_INHERITED}
+    env.update(extra or {})
     env["SUPERVISOR_ENABLED"] = "1"
     env["SUPERVISOR_PROCESS_NAME"] = spec.name
     env["SUPERVISOR_GROUP_NAME"] = spec.group
@@ -89,8 +92,9 @@ def resolve_command(argv0: str, env: Mapping[str, str], cwd: str | None) -> str:
     raise CannotSpawn(f"no permission to run command {path!r}")
 
 
-def spawn(spec: ProcessSpec, stdout: int, stderr: int, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Start `spec` with stdout/stderr on the given descriptors (or subprocess.DEVNULL).
+def spawn(spec: ProcessSpec, stdout: int, stderr: int, env: Mapping[str, str],
+          stdin: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """Start `spec` with stdin/stdout/stderr on the given descriptors (or subprocess.DEVNULL).
 
     Raises:
         CannotSpawn: anything that stops the exec, resolved before the fork where it can be.
@@ -107,7 +111,7 @@ def spawn(spec: ProcessSpec, stdout: int, stderr: int, env: Mapping[str, str]) -
         return subprocess.Popen(
             list(spec.argv),
             executable=executable,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             cwd=spec.directory,

@@ -11,8 +11,10 @@ adopting it needs. A new master reads it before it starts anything:
 - `Orphans` (the rule for stopping): each recorded child still alive, with the same start time
   and process group, is stopped as its program is (its stopsignal to its group, SIGKILL after
   its stopwaitsecs), and nothing of the same name starts until it is gone: never two copies.
-- Adopting them instead (an in-place upgrade that keeps programs running) reads the same
-  entries (`Entry`), and must check them the same way (`Entry.alive`).
+- `adoptable` (the rule for adopting): after an in-place upgrade (the same master, exec'd
+  with the pipes' read ends kept open), each entry the master recorded itself, still alive by
+  the same check (`Entry.alive`), is taken over with its pipes by the process of the same name;
+  one the new configuration no longer has is stopped as an orphan is.
 
 Nothing here blocks: the record is written once per manager turn in which a child was spawned
 or reaped (a write and a rename of a few hundred bytes), and orphans are polled on the
@@ -58,6 +60,12 @@ class Entry:
     # keeps them open to adopt the child with its output; a master started afresh has none.
     stdout_fd: int = -1
     stderr_fd: int = -1
+    stdin_fd: int = -1  # an event listener's stdin (our write end)
+
+    @property
+    def fds(self) -> list[int]:
+        """The master's descriptors of this child's pipes."""
+        return [fd for fd in (self.stdout_fd, self.stderr_fd, self.stdin_fd) if fd >= 0]
 
     @classmethod
     def of(cls, proc: Process) -> Entry:
@@ -72,7 +80,7 @@ class Entry:
             stopwaitsecs=rules.stopwaitsecs, stopasgroup=rules.stopasgroup,
             killasgroup=rules.killasgroup, stdout_logfile=paths.get("stdout", ""),
             stderr_logfile=paths.get("stderr", ""), stdout_fd=fds.get("stdout", -1),
-            stderr_fd=fds.get("stderr", -1),
+            stderr_fd=fds.get("stderr", -1), stdin_fd=proc.output.stdin_fd,
         )
 
     def alive(self) -> bool:
@@ -82,18 +90,22 @@ class Entry:
                 and found.state != "Z")
 
 
-def write(path: str, master_pid: int, entries: list[Entry]) -> None:
-    """Replace the record at `path` with `entries`, atomically, readable by its owner only.
+def write(path: str, master_pid: int, entries: list[Entry], events: dict[str, Any] | None = None) -> None:
+    """Replace the record at `path` with `entries` (and, for an upgrade, the event listeners'
+    state: `listeners.EventHub.export`), atomically, readable by its owner only.
 
     Raises:
         OSError: the folder cannot be written.
     """
     me = procfs.stat(master_pid)
-    body = json.dumps({
+    data: dict[str, Any] = {
         "version": VERSION,
         "master": {"pid": master_pid, "starttime": me.starttime if me else 0},
         "programs": [asdict(entry) for entry in entries],
-    }, separators=(",", ":")).encode()
+    }
+    if events is not None:
+        data["events"] = events
+    body = json.dumps(data, separators=(",", ":")).encode()
     temporary = f"{path}.{os.getpid()}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
@@ -113,17 +125,19 @@ class Recorder:
         self._path, self._master_pid, self._log = path, master_pid, log
         self._failed = False
 
-    def write(self, procs: Iterable[Process], *, closing: bool = False) -> None:
-        """Record the children that run now; `closing` with none left: remove the record."""
+    def write(self, procs: Iterable[Process], *, closing: bool = False,
+              events: dict[str, Any] | None = None) -> list[Entry]:
+        """Record the children that run now (returned); `closing` with none left: remove the
+        record. `events`: the listeners' state, for the image that adopts them."""
         self.changed = False
+        entries = [Entry.of(proc) for proc in procs if proc.record.pid]  # a child that runs
         if self._path is None:
-            return
-        entries = [Entry.of(proc) for proc in procs if proc.popen is not None]
+            return entries
         try:
             if closing and not entries:
                 remove(self._path)
             else:
-                write(self._path, self._master_pid, entries)
+                write(self._path, self._master_pid, entries, events)
             self._failed = False
         except OSError as exc:
             if not self._failed:  # once per failure, not once per spawn
@@ -131,6 +145,9 @@ class Recorder:
                                 "that replaces this one after a crash cannot find them",
                                 self._path, exc.strerror)
             self._failed = True
+            if events is not None:
+                raise
+        return entries
 
 
 def remove(path: str) -> None:
@@ -141,12 +158,14 @@ def remove(path: str) -> None:
 
 
 def read(path: str, log: logging.Logger) -> tuple[dict[str, Any], list[Entry]]:
-    """(the recording master's {"pid", "starttime"}, its entries); nothing when there is no
-    record or it cannot be read (which is logged: its programs cannot be found then)."""
+    """(the recording master's {"pid", "starttime"} and, after an upgrade, {"events"}; its
+    entries); nothing when there is no record or it cannot be read (which is logged: its
+    programs cannot be found then)."""
     try:
         with open(path, "rb") as handle:
             data = json.loads(handle.read())
-        master = {"pid": int(data["master"]["pid"]), "starttime": int(data["master"]["starttime"])}
+        master = {"pid": int(data["master"]["pid"]), "starttime": int(data["master"]["starttime"]),
+                  "events": data.get("events")}
         entries = [Entry(**item) for item in data["programs"]]
     except FileNotFoundError:
         return {}, []
@@ -155,6 +174,28 @@ def read(path: str, log: logging.Logger) -> tuple[dict[str, Any], list[Entry]]:
                     "master left running, if any, are not stopped", path, exc)
         return {}, []
     return master, entries
+
+
+def adoptable(path: str | None, master_pid: int, log: logging.Logger) -> tuple[list[Entry], dict[str, Any] | None]:
+    """After an in-place upgrade: the children this master (the same pid, exec'd) recorded that
+    are still the very processes recorded, and the listeners' state it saved. The pipes of
+    those no longer alive are closed."""
+    if path is None:
+        return [], None
+    master, entries = read(path, log)
+    if master.get("pid") != master_pid:
+        return [], None
+    alive = []
+    for entry in entries:
+        if entry.alive():
+            alive.append(entry)
+        else:
+            for fd in entry.fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+    return alive, master.get("events")
 
 
 class Orphans:

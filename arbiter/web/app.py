@@ -33,13 +33,18 @@ def prepare_path(chdir: str | None, pythonpath: Sequence[str]) -> None:
         sys.path.insert(0, cwd)
 
 
-def load(spec: str) -> Callable[..., Any]:
+def load(spec: str, paste_global: Sequence[str] = ()) -> Callable[..., Any]:
     """Import and return the application named by `spec`.
+
+    `paste:FILE[#NAME]` (what `--paste` sets) is a PasteDeploy app; `paste_global` holds the
+    KEY=VALUE pairs of `--paste-global`, its global config.
 
     Raises:
         AppLoadError: the spec is malformed, the module fails to import (its traceback is in
             `details`), or the attribute is missing or not callable.
     """
+    if spec.startswith("paste:"):
+        return _load_paste(spec[len("paste:"):], paste_global)
     match = _SPEC.match(spec.strip())
     if match is None:
         raise AppLoadError(
@@ -51,7 +56,8 @@ def load(spec: str) -> Callable[..., Any]:
     except Exception as exc:
         # A missing top-level module is the user's typo, not an error inside their code.
         if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.split(".")[0]:
-            raise AppLoadError(f"cannot import module {module_name!r}: no such module (sys.path starts with {sys.path[0]!r})") from None
+            raise AppLoadError(f"cannot import module {module_name!r}: no such module "
+                               f"(sys.path starts with {sys.path[0]!r})") from None
         raise AppLoadError(
             f"failed to import {module_name!r}", details=traceback.format_exc()
         ) from None
@@ -75,6 +81,20 @@ def load(spec: str) -> Callable[..., Any]:
     return loaded
 
 
+
+def _load_paste(uri: str, paste_global: Sequence[str]) -> Callable[..., Any]:
+    try:
+        from paste.deploy import loadapp  # type: ignore[import-untyped]
+    except ImportError:
+        raise AppLoadError("--paste needs PasteDeploy: pip install PasteDeploy") from None
+    global_conf = dict(pair.split("=", 1) for pair in paste_global)
+    try:
+        app: Callable[..., Any] = loadapp(f"config:{uri}", relative_to=os.getcwd(), global_conf=global_conf)
+    except Exception:
+        raise AppLoadError(f"cannot load the PasteDeploy app {uri!r}", details=traceback.format_exc()) from None
+    return app
+
+
 def is_asgi(app: Any) -> bool:
     """True for an ASGI 3 app (`async def app(scope, receive, send)` or an object with one).
 
@@ -82,5 +102,5 @@ def is_asgi(app: Any) -> bool:
     """
     if inspect.iscoroutinefunction(app):
         return True
-    call = getattr(app, "__call__", None)
+    call = getattr(app, "__call__", None)  # noqa: B004 - the method itself, to test it is a coroutine
     return inspect.iscoroutinefunction(call)

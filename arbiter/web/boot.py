@@ -26,9 +26,11 @@ from arbiter.web.workers.base import Worker
 log = logging.getLogger("arbiter.error")
 
 
-def drop_privileges(user: str | None, group: str | None) -> None:
-    """Become `user` (and `group`, else the user's primary group), with its supplementary groups.
+def drop_privileges(user: str | None, group: str | None, initgroups: bool = False) -> None:
+    """Become `user` (and `group`, else the user's primary group).
 
+    With `initgroups` (Gunicorn's --initgroups) the worker gets the user's supplementary groups;
+    without it, none: Gunicorn would leave the root's own there, which no worker should keep.
     Order matters: supplementary groups and gid while still root, the uid last.
     """
     if not user and not group:
@@ -37,8 +39,10 @@ def drop_privileges(user: str | None, group: str | None) -> None:
     gid = _gid(group) if group else (pwd.getpwuid(uid).pw_gid if user else os.getgid())
     if os.getuid() == uid and os.getgid() == gid:
         return
-    if user:
+    if user and initgroups:
         os.initgroups(pwd.getpwuid(uid).pw_name, gid)
+    elif os.geteuid() == 0:
+        os.setgroups([])
     os.setgid(gid)
     os.setuid(uid)
 
@@ -112,7 +116,11 @@ def run_worker(
         for pair in cfg.raw_env:
             key, _, value = pair.partition("=")
             os.environ[key] = value
-        drop_privileges(cfg.user, cfg.group)
+        drop_privileges(cfg.user, cfg.group, cfg.initgroups)
+        if cfg.spew:
+            from arbiter.web.spew import spew
+
+            spew()
         chosen = workers.for_threads(workers.canonical(cfg.worker_class), cfg.threads)
         # A named class is loaded before the app: gevent's must patch before any app import.
         cls = None if chosen == "auto" else workers.load(chosen)
@@ -122,7 +130,7 @@ def run_worker(
         if preloaded is not None:
             app = preloaded
         elif cfg.wsgi_app:
-            app = app_loader.load(cfg.wsgi_app)
+            app = app_loader.load(cfg.wsgi_app, cfg.raw_paste_global_conf)
         else:  # the master forks no worker without an app; say so if one ever did
             raise WorkerBootError("no app to serve (wsgi_app is not set)")
         app_is_asgi = app_loader.is_asgi(app)
@@ -131,6 +139,9 @@ def run_worker(
             cls = workers.load(chosen)
             announce_choice(chosen, app_is_asgi, announce_fd)
         workers.fits(cls, chosen, app_is_asgi)
+        if cfg.proxy_protocol != "off" and getattr(cls, "interface", "wsgi") == "asgi":
+            raise WorkerBootError("--proxy-protocol is not supported by the uvicorn worker yet; "
+                                  "serve a WSGI app with -k sync or gthread, or let the proxy send X-Forwarded-For")
         worker = cls(age=age, ppid=ppid, sockets=sockets, app=app, cfg=cfg, slot=slot, generation=generation)
         booted = True
         worker.init_process()

@@ -106,7 +106,7 @@ class Listener:
             self.path = ""
 
 
-def _bind(address: Address, backlog: int) -> socket.socket:
+def _bind(address: Address, backlog: int, reuse_port: bool = False) -> socket.socket:
     if address.family == socket.AF_UNIX:
         remove_stale_unix_socket(address.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -119,6 +119,10 @@ def _bind(address: Address, backlog: int) -> socket.socket:
         family, _, _, _, target = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            # Gunicorn's --reuse-port: several servers (a second master, a blue/green pair)
+            # listen on one port and the kernel spreads connections between them.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -181,7 +185,7 @@ def systemd_fds(environ: Mapping[str, str]) -> list[int]:
 
 
 def create_listeners(
-    binds: Iterable[str], backlog: int, inherited: Mapping[str, int] | None = None
+    binds: Iterable[str], backlog: int, inherited: Mapping[str, int] | None = None, reuse_port: bool = False
 ) -> list[Listener]:
     """Bind every address once, before any worker is forked.
 
@@ -190,6 +194,7 @@ def create_listeners(
         backlog: listen() backlog.
         inherited: sockets the master already holds, by address text (after a re-exec); they
             are adopted instead of bound again.
+        reuse_port: set SO_REUSEPORT on the TCP sockets bound here.
 
     Raises:
         ConfigError: an address is malformed.
@@ -205,7 +210,7 @@ def create_listeners(
             elif address.fd >= 0:
                 sock = _adopt(address.fd, address)
             else:
-                sock = _bind(address, backlog)
+                sock = _bind(address, backlog, reuse_port)
             listeners.append(Listener(address, sock))
     except Exception:
         for listener in listeners:
@@ -214,7 +219,8 @@ def create_listeners(
     return listeners
 
 
-def rebind(current: Sequence[Listener], binds: Iterable[str], backlog: int) -> list[Listener]:
+def rebind(current: Sequence[Listener], binds: Iterable[str], backlog: int,
+           reuse_port: bool = False) -> list[Listener]:
     """The listeners for a changed `bind`: unchanged addresses keep their socket (it is never
     closed, so nothing queued on it is lost), new ones are bound, dropped ones closed.
 
@@ -230,7 +236,7 @@ def rebind(current: Sequence[Listener], binds: Iterable[str], backlog: int) -> l
             if address.text in by_text:
                 kept.append(by_text.pop(address.text))
             else:
-                fresh.extend(create_listeners([text], backlog))
+                fresh.extend(create_listeners([text], backlog, reuse_port=reuse_port))
     except Exception:
         for listener in fresh:
             listener.close()

@@ -64,7 +64,7 @@ class Connection:
 
     __slots__ = (
         "sock", "fd", "listener", "remote_addr", "remote_port", "trusted", "parser", "tls",
-        "handshaking", "deadline", "waiting", "busy", "io_timeout", "tick", "closed",
+        "handshaking", "deadline", "waiting", "busy", "io_timeout", "tick", "closed", "proxy",
     )
 
     def __init__(
@@ -93,6 +93,7 @@ class Connection:
         # a worker waiting on a slow-but-alive client is not hung).
         self.tick: Callable[[], None] | None = None
         self.closed = False
+        self.proxy: Any = None  # a PROXY header still to read (arbiter.web.http.proxy), or None
 
     def __repr__(self) -> str:
         return f"<Connection fd={self.fd} peer={self.remote_addr}:{self.remote_port}>"

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from arbiter import logs
+from arbiter import logs, statsd
 from arbiter.web.http.accesslog import AccessLog
 from arbiter.web.http.body import Body
 from arbiter.web.http.connection import Connection, ListenerInfo
@@ -70,12 +70,17 @@ class WSGIHandler:
         self.post_request = cfg.hook("post_request")
         # Decided once: formatting costs nothing per request when the access log is off.
         self.access_log = AccessLog(cfg.access_log_format) if logs.access_enabled() else None
+        self.statsd = statsd.client(cfg)  # Gunicorn's per-request metrics, when --statsd-host is set
+        self.sendfile = cfg.sendfile is not False  # --no-sendfile
+        self.root_path = cfg.root_path  # --root-path: the SCRIPT_NAME the app is mounted at
         self._bases: dict[int, dict[str, Any]] = {}
 
     def base_for(self, listener: ListenerInfo) -> dict[str, Any]:
         base = self._bases.get(id(listener))
         if base is None:
             base = base_environ(listener, self.url_scheme, self.multithread, FileWrapper)
+            if self.root_path:
+                base["SCRIPT_NAME"] = self.root_path
             self._bases[id(listener)] = base
         return base
 
@@ -121,7 +126,7 @@ class WSGIHandler:
 
     def handle(self, conn: Connection, req: Request) -> bool:
         """Run the app for `req` and send its response; True if the connection may be kept."""
-        started = time.monotonic() if self.access_log is not None else 0.0
+        started = time.monotonic() if self.access_log is not None or self.statsd is not None else 0.0
         resp = Response(conn, req, self.keepalive and req.keep_alive, self.worker)
         try:
             if req.error is not None:
@@ -150,7 +155,7 @@ class WSGIHandler:
                     resp.write_whole(result[0])
                 else:
                     resp.write_whole(b"".join(result))
-            elif rtype is FileWrapper and resp.send_file(result.filelike):
+            elif rtype is FileWrapper and self.sendfile and resp.send_file(result.filelike):
                 pass
             else:
                 write = resp.write
@@ -175,6 +180,8 @@ class WSGIHandler:
                 self.log.exception("post_request hook failed")
         if self.access_log is not None:
             self._log_access(req, resp, environ, started)
+        if self.statsd is not None:
+            self.statsd.request(resp.status_code or 500, time.monotonic() - started)
         return resp.keep_alive
 
     def _failed(self, conn: Connection, req: Request, resp: Response, exc: Exception) -> None:

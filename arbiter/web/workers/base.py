@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 
 from arbiter import logs
 from arbiter.config.settings import Config
-from arbiter.errors import WorkerBootError
+from arbiter.errors import ConfigError, WorkerBootError
 from arbiter.web.scoreboard import Slot, SlotState
 
 PR_SET_PDEATHSIG = 1
@@ -179,15 +179,14 @@ class Worker:
         """
         if not self.cfg.certfile:
             return None
-        # `ssl.SSLContext` looked up now, not at import: under gevent it is the patched class.
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        from arbiter.web import tls
+
         try:
-            context.load_cert_chain(self.cfg.certfile, self.cfg.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            raise WorkerBootError(
-                f"cannot load TLS certificate certfile={self.cfg.certfile!r} keyfile={self.cfg.keyfile!r}: {exc}"
-            ) from None
-        return context
+            # Every TLS setting (arbiter.web.tls); `ssl.SSLContext` is looked up at call time
+            # there, so under gevent it is the patched class.
+            return tls.server_context(self.cfg)
+        except ConfigError as exc:
+            raise WorkerBootError(str(exc)) from None
 
     def notify(self) -> None:
         """Heartbeat: one store into shared memory. Also notices an orphaned worker."""

@@ -30,7 +30,10 @@ from typing import Any, ClassVar
 
 from arbiter import logs
 from arbiter.web.http.connection import MIN_HEAD_TIMEOUT, RECV_SIZE, Connection, ListenerInfo
+from arbiter.web.http.environ import Trust
+from arbiter.web.http.errors import RequestError
 from arbiter.web.http.parser import Limits
+from arbiter.web.http.proxy import ProxyHeader
 from arbiter.web.http.response import DRAIN_LIMIT
 from arbiter.web.http.wsgi import WSGIHandler
 from arbiter.web.workers.base import Worker
@@ -74,6 +77,8 @@ class SyncWorker(Worker):
         self.ssl_context = self.tls_context()
         self.handler = WSGIHandler(self, multithread=self.multithread)
         self.trust = self.handler.trust
+        self.proxy_mode = cfg.proxy_protocol  # --proxy-protocol: off, v1, v2 or auto
+        self.proxy_trust = Trust(tuple(cfg.proxy_allow_ips))
         self.selector = selectors.DefaultSelector()
         self.conns: dict[int, Connection] = {}
         self.listeners: list[ListenerInfo] = []
@@ -182,9 +187,12 @@ class SyncWorker(Worker):
             sock.setblocking(False)
             if tls:
                 assert self.ssl_context is not None
-                sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
+                                                    suppress_ragged_eofs=self.cfg.suppress_ragged_eofs)
             conn = Connection(sock, addr, info, self.limits, self.io_timeout, False, tls)
             conn.trusted = self.trust.trusts(conn.remote_addr)
+            if self.proxy_mode != "off":
+                conn.proxy = ProxyHeader(self.proxy_mode, self.proxy_trust.trusts(conn.remote_addr))
             if not self.multithread:
                 conn.tick = self.notify
             conn.deadline = now + self.head_timeout
@@ -210,7 +218,13 @@ class SyncWorker(Worker):
             self.close_conn(conn)
             return
         parser = conn.parser
-        parser.feed(self._view[:n])
+        if conn.proxy is not None:
+            rest = self._proxy_header(conn, self._view[:n])
+            if rest is None:
+                return
+            parser.feed(rest)
+        else:
+            parser.feed(self._view[:n])
         if conn.tls:
             # Decrypted bytes waiting inside the TLS layer do not make the socket readable.
             while sock.pending() and not parser.closed:  # type: ignore[attr-defined]
@@ -226,6 +240,21 @@ class SyncWorker(Worker):
         elif not conn.waiting:
             conn.waiting = True
             conn.deadline = now + self.head_timeout
+
+    def _proxy_header(self, conn: Connection, data: memoryview) -> bytes | None:
+        """Read the PROXY header from a connection's first bytes: the bytes after it, or None
+        (more is needed, or the connection was refused and closed)."""
+        try:
+            rest: bytes | None = conn.proxy.feed(bytes(data))
+        except RequestError as err:
+            self.handler.send_error(conn, err)
+            self.close_conn(conn)
+            return None
+        if rest is not None:
+            if conn.proxy.peer is not None:
+                conn.remote_addr, conn.remote_port = conn.proxy.peer[0], str(conn.proxy.peer[1])
+            conn.proxy = None
+        return rest
 
     def handshake(self, conn: Connection, now: float) -> None:
         try:
