@@ -337,3 +337,18 @@ def test_ctl_refork_is_refused_for_gevent_workers(arbiter, tmp_path: Path) -> No
     assert result.returncode != 0
     assert "reforking does not work with gevent workers" in result.stdout
     assert master.get("/")[0] == 200 and not children(master, "mold")
+
+
+def test_usr2_stops_the_mold_and_the_new_image_reforks_again(arbiter) -> None:
+    master = arbiter([APP, "-w", "2", "--refork-after", "10"])
+    master.wait_ready(2)
+    serve_everyone(master, 2)
+    mold, pids = wait_reforked(master, 2)
+    master.signal(signal.SIGUSR2)
+    master.wait_log(r"Upgraded in place \(pid \d+\): adopted 2 workers")  # the mold is not handed over
+    master.wait_log(r"Reload done")
+    wait_until(lambda: not psutil.pid_exists(mold) or psutil.Process(mold).status() == psutil.STATUS_ZOMBIE,
+               timeout=10, what="the old mold gone")
+    serve_everyone(master, 2)
+    new_mold, _ = wait_reforked(master, 2)
+    assert new_mold != mold and master.proc.poll() is None
