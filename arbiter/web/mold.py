@@ -2,7 +2,7 @@
 
 Reforking (docs/reforking.md): the master promotes a warm worker (SIGURG). The worker class
 finishes its connections and stops its threads or event loop; then this module takes over:
-`on_refork(worker)` and `gc.freeze()` (what is frozen is never written by the
+`on_refork(worker)`, a collection and `gc.freeze()` (what is frozen is never written by the
 collector again, so its pages stay shared with every child), and a loop that heartbeats and
 reads fork requests from a pipe the master writes.
 
@@ -74,8 +74,7 @@ def serve(worker: Worker, requests_fd: int, start_child: StartChild) -> int:
         log.error("Worker (pid:%d) cannot become the mold: threads still running after on_refork: %s",
                   os.getpid(), ", ".join(sorted(others)))
         return 3
-    # No collection first: the memory it would free becomes holes that each child's allocations
-    # fill, copying the page; the garbage frozen instead is shared, paid for once.
+    gc.collect()
     gc.freeze()
     try:
         from setproctitle import setproctitle
