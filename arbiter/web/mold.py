@@ -74,6 +74,9 @@ def serve(worker: Worker, requests_fd: int, start_child: StartChild) -> int:
         log.error("Worker (pid:%d) cannot become the mold: threads still running after on_refork: %s",
                   os.getpid(), ", ".join(sorted(others)))
         return 3
+    # Collect, then freeze. CPython's docs suggest freezing without collecting (freed memory
+    # becomes holes each child fills); measured with memory_bench on both of its apps, collecting
+    # first gave the lower total (fastapi_big 223 vs 243 MB, lazy_state_app 160 vs 179 MB).
     gc.collect()
     gc.freeze()
     try:
