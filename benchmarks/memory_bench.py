@@ -276,6 +276,10 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=1.0, help="seconds between warm-up and measuring")
     parser.add_argument("--cap", type=float, default=20.0, help="longest wait for the SIGTTIN worker")
     parser.add_argument("--max-seconds", type=int, default=900, help="hard bound on the whole run")
+    parser.add_argument("--refork", action="store_true", help="also the reforking rows (issue 14)")
+    parser.add_argument("--refork-only", action="store_true", help="only the reforking rows")
+    parser.add_argument("--refork-workers", type=int, default=8)
+    parser.add_argument("--refork-after", type=int, default=200)
     parser.add_argument("--no-bytecode-cache", action="store_true",
                         help="leave PYTHONDONTWRITEBYTECODE as it is (a source checkout then recompiles Arbiter at every start)")
     args = parser.parse_args()
@@ -288,6 +292,14 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(args.max_seconds)
+    if args.refork_only:
+        try:
+            return refork_report(args)
+        except KeyboardInterrupt as exc:
+            print(f"interrupted ({exc})", file=sys.stderr)
+            return 130
+        finally:
+            signal.alarm(0)
 
     status = 0
     if "footprint" in args.only.split(","):
@@ -365,6 +377,116 @@ def main() -> int:
         print(f"{name}: boot time with preload (SIGTTIN -> new worker answers): {res['answered'] * 1000:.0f} ms "
               f"(forked after {res['forked'] * 1000:.0f} ms); new worker PSS {new['Pss'] / 1024:.1f} MB; "
               f"server start to all workers serving: {res['startup']:.1f} s")
+    if args.refork:
+        status |= refork_report(args)
+    return status
+
+
+# -- reforking (issue 14): separate functions, so other additions to this file merge cleanly -------
+
+def refork_contenders(workers: int, refork_after: int) -> dict[str, tuple[str, list[str]]]:
+    """name -> (app, command): each app under Arbiter --preload, Arbiter --preload --refork-after,
+    and Gunicorn --preload, `workers` workers each."""
+    w, every = str(workers), str(refork_after)
+    out: dict[str, tuple[str, list[str]]] = {}
+    for app, kind, gkind in (("lazy_state_app:app", "sync", "sync"),
+                             ("fastapi_big:app", "uvicorn", gunicorn_uvicorn_worker())):
+        label = app.split(":")[0]
+        base = [PY, "-m", "arbiter", app, "--preload", "-w", w, "-k", kind, "-b", "127.0.0.1:0",
+                "--control-socket", "none"]
+        out[f"{label} arbiter --preload"] = (app, base)
+        out[f"{label} arbiter --refork-after {every}"] = (app, [*base, "--refork-after", every])
+        out[f"{label} gunicorn --preload"] = (app, [PY, "-m", "gunicorn", app, "--preload", "-w", w, "-k", gkind,
+                                                    "-b", "127.0.0.1:0"])
+    return out
+
+
+def _titled(pid: int, prefix: str) -> list[int]:
+    found = []
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pid).children():
+            with contextlib.suppress(psutil.Error):
+                title = child.cmdline()[:1]
+                if child.status() != psutil.STATUS_ZOMBIE and title and title[0].startswith(prefix):
+                    found.append(child.pid)
+    return found
+
+
+def wait_reforked(server, workers: int, timeout: float) -> list[int] | None:
+    """The mold and its `workers` workers once every serving worker was forked by that mold (as
+    the master's log says)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        molds = _titled(server.pid, "arbiter: mold")
+        serving = _titled(server.pid, "arbiter: worker")
+        if len(molds) == 1 and len(serving) == workers:
+            born = re.findall(rf"Booting worker with pid: (\d+) \(forked by the mold, pid {molds[0]}\)",
+                              server.log_text())
+            if set(serving) <= {int(p) for p in born}:
+                return [molds[0], *serving]
+        time.sleep(0.1)
+    return None
+
+
+def measure_refork(name: str, app: str, cmd: list[str], args) -> dict:
+    """Warm up, (for reforking: wait until every worker comes from the mold, warm up again), then
+    read PSS and USS of every process below the master."""
+    env = {"PYTHONPATH": os.pathsep.join([str(APPS), str(ROOT)]), "PYTHONWARNINGS": "ignore::DeprecationWarning",
+           "BIG_APP_RECORDS": str(args.records)}
+    server = start_server(name, cmd, env=env, cwd=str(APPS), timeout=90)
+    try:
+        deadline = time.monotonic() + 30
+        while len(worker_pids(server.pid)) < args.workers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        wait_serving(server.port, set(worker_pids(server.pid)), 30)
+        warm = warm_up(server.port, args.warmup, args.connections)
+        if "--refork-after" in cmd:
+            procs = wait_reforked(server, args.workers, 60)
+            if procs is None:
+                raise ServerError(f"{name}: the workers were not all forked by a mold within 60 s")
+            wait_serving(server.port, set(procs[1:]), 30)
+            warm = warm_up(server.port, args.warmup, args.connections)
+        time.sleep(args.settle)
+        procs = worker_pids(server.pid)
+        return {"app": app, "warm": warm, "master": smaps(server.pid), "procs": [smaps(p) for p in procs]}
+    finally:
+        server.stop()
+
+
+def refork_report(args) -> int:
+    """Run the reforking rows and print total PSS and per-process USS, with ratios."""
+    contenders = refork_contenders(args.refork_workers, args.refork_after)
+    saved = args.workers
+    args.workers = args.refork_workers
+    print(f"\nreforking: {args.refork_workers} workers; warm-up {args.warmup} GET / before measuring "
+          f"(and again once reforked); loadavg {os.getloadavg()[0]:.2f}", flush=True)
+    results, status = {}, 0
+    try:
+        for name, (app, cmd) in contenders.items():
+            try:
+                results[name] = measure_refork(name, app, cmd, args)
+            except ServerError as exc:
+                print(f"  ! {exc}", flush=True)
+                status = 1
+    finally:
+        args.workers = saved
+        stop_all()
+    print(f"\n{'server':<44} {'procs':>5} {'total PSS MB':>12} {'USS median MB':>13} {'master PSS':>10} {'errors':>6}")
+    for name, res in results.items():
+        pss = sum(m["Pss"] for m in res["procs"])
+        uss = statistics.median(m["Private"] for m in res["procs"])
+        print(f"{name:<44} {len(res['procs']):>5} {mb(pss):>12} {mb(uss):>13} {mb(res['master']['Pss']):>10} "
+              f"{res['warm'][1]:>6}")
+    for label in ("lazy_state_app", "fastapi_big"):
+        rows = {n.split(" ", 1)[1]: r for n, r in results.items() if n.startswith(label + " ")}
+        refork = rows.get(f"arbiter --refork-after {args.refork_after}")
+        if refork is None:
+            continue
+        total = sum(m["Pss"] for m in refork["procs"])
+        for other in ("arbiter --preload", "gunicorn --preload"):
+            if other in rows:
+                base = sum(m["Pss"] for m in rows[other]["procs"])
+                print(f"{label}: total PSS with reforking (mold included) / {other}: {total / base:.2f}x")
     return status
 
 

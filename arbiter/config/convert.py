@@ -93,6 +93,22 @@ def to_comma_list(value: Any) -> tuple[str, ...]:
     return to_str_list(value)
 
 
+def to_refork_thresholds(value: Any) -> tuple[int, ...]:
+    """`50,100,1000` (or a list): request counts, each above the one before; empty means off."""
+    items = to_comma_list(value) if isinstance(value, str) else value
+    if isinstance(items, int) and not isinstance(items, bool):
+        items = [items]
+    if not isinstance(items, (list, tuple)):
+        raise ValueError("request counts separated by commas, such as 50,100,1000")
+    try:
+        numbers = tuple(to_int(item) for item in items)
+    except ValueError:
+        numbers = (0,)
+    if any(n <= 0 for n in numbers) or any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
+        raise ValueError("positive request counts, each larger than the one before (50,100,1000)")
+    return numbers
+
+
 def to_umask(value: Any) -> int:
     """An octal mode: `0o22`, `"022"` and `"0o22"` all mean the same, as in Gunicorn."""
     if isinstance(value, int) and not isinstance(value, bool):

@@ -376,6 +376,12 @@ def build(cli: Mapping[str, Value], environ: Mapping[str, str] | None = None, cw
         raise ConfigError(f"{layered['max_workers'].origin}: max_workers ({values['max_workers']}) must be 0 (off) "
                           f"or at least workers "
                           f"({values.get('workers', 1)}), the floor autoscaling starts from")
+    if values.get("refork_after") and "gevent" in str(values.get("worker_class", "")).lower():
+        # A gevent hub cannot be stopped and rebuilt across a fork the way a thread pool or an
+        # event loop can; a mold forked from one would hand every worker a broken hub.
+        raise ConfigError(f"refork_after = {','.join(map(str, values['refork_after']))}: reforking does not "
+                          f"work with gevent workers (worker_class = {values['worker_class']!r}); use sync, "
+                          "gthread or uvicorn, or turn reforking off")
     extras = dataclasses.replace(extras, warnings=tuple(warnings), notes=tuple(notes) + extras.notes)
     return Config(**values, extras=extras)
 

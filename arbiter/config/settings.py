@@ -31,6 +31,7 @@ from arbiter.config.convert import (
     to_positive_int,
     to_positive_seconds,
     to_proxy_protocol,
+    to_refork_thresholds,
     to_scheme_headers,
     to_seconds,
     to_size,
@@ -66,6 +67,7 @@ HOOKS: dict[str, str] = {
     "nworkers_changed": "nworkers_changed(server, new_value, old_value)",
     "on_exit": "on_exit(server)",
     "ssl_context": "ssl_context(config, default_ssl_context_factory)",
+    "on_refork": "on_refork(worker)",
 }
 
 
@@ -122,6 +124,12 @@ class Config:
         to_non_negative_int, 0,
         "Add up to this many (random) to max_requests, so workers do not all restart at once.",
         ("--max-requests-jitter",), metavar="INT", section="worker")
+    refork_after: tuple[int, ...] = setting(
+        to_refork_thresholds, (),
+        "Reforking: once a worker has served this many requests it becomes the mold that new workers "
+        "fork from, so what the app built lazily is shared. A list (50,100,1000) promotes again at each "
+        "count, then never. Off by default; see docs/reforking.md.",
+        ("--refork-after",), metavar="N[,N...]", section="worker")
     timeout: float = setting(
         to_seconds, 30.0, "A worker silent for this many seconds is killed and replaced (0: off).",
         ("-t", "--timeout"), metavar="SECONDS", section="worker")
@@ -472,6 +480,7 @@ class Config:
     nworkers_changed: Hook | None = hook("nworkers_changed(server, new_value, old_value)")
     on_exit: Hook | None = hook("on_exit(server)")
     ssl_context: Hook | None = hook("ssl_context(config, default_ssl_context_factory)")
+    on_refork: Hook | None = hook("on_refork(worker)")
     extras: Extras = field(default_factory=Extras)
 
     @property

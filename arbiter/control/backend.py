@@ -25,6 +25,7 @@ add             GroupArgs          anything
 remove          GroupArgs          anything
 replace_worker  ReplaceWorkerArgs  {"pid": pid} once the worker's successor is asked for
                                    (it boots, then pid drains: the max_requests path)
+refork          NoArgs             {"refork": true} once a worker is chosen for promotion
 shutdown        NoArgs             anything (reply before exiting)
 remote_event    RemoteEventArgs    anything (a REMOTE_COMMUNICATION event was published)
 ==============  =================  ====================================================
@@ -65,6 +66,7 @@ COMMAND_ARGS: dict[str, type] = {
     "start": ProcessArgs, "stop": ProcessArgs, "restart": ProcessArgs, "signal": SignalArgs,
     "clear": ClearArgs, "reload": ReloadArgs, "scale": ScaleArgs, "reread": NoArgs, "update": GroupArgs,
     "add": GroupArgs, "remove": GroupArgs, "replace_worker": ReplaceWorkerArgs, "shutdown": NoArgs,
+    "refork": NoArgs,
     "remote_event": RemoteEventArgs,
 }
 COMMAND_NAMES = frozenset(COMMAND_ARGS)

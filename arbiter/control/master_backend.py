@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 # A slot's state as a status row names it (a slot just claimed may still read FREE).
 _WORKER_STATE: dict[SlotState, WorkerState] = {
     SlotState.FREE: "BOOTING", SlotState.BOOTING: "BOOTING", SlotState.READY: "READY",
-    SlotState.DRAINING: "DRAINING", SlotState.RETIRING: "RETIRING",
+    SlotState.DRAINING: "DRAINING", SlotState.RETIRING: "RETIRING", SlotState.MOLD: "MOLD",
 }
 
 
@@ -133,7 +133,7 @@ class MasterBackend:
         now_ns = time.monotonic_ns()
         rss, cpu = proc_usage(master.pid)
         workers = []
-        for worker in list(pool.workers.values()):
+        for worker in [w for w in pool.workers.values() if w.pid > 0]:  # not the ones the mold owes
             view = pool.scoreboard.read(worker.slot.index)
             state = _WORKER_STATE[view.state]
             if worker.retiring and state in ("READY", "RETIRING"):
@@ -146,7 +146,7 @@ class MasterBackend:
                 age=round(master.clock() - worker.spawned_at, 3),
                 heartbeat_age=round(max(0, now_ns - view.heartbeat_ns) / 1e9, 3),
                 requests=view.requests, connections=view.connections, rss=w_rss, cpu=w_cpu,
-                in_progress=view.in_progress))
+                in_progress=view.in_progress, role=worker.role, forked_from=worker.forked_from))
         programs: list[ProgramRow] = []
         if master.programs:
             configs = {program.name: program for program in master.cfg.programs}
@@ -394,6 +394,12 @@ class MasterBackend:
         if not self.master.pool.replace_worker(pid):
             raise ControlError("ALREADY_STARTED", f"worker {pid} is already being replaced or stopped")
         command.reply({"pid": pid})
+
+    def _do_refork(self, command: Command) -> None:
+        refused = self.master.pool.molds.refork_now()
+        if refused is not None:
+            raise ControlError("FAILED", f"cannot refork: {refused}", http_status=409)
+        command.reply({"refork": True})
 
     def _do_remote_event(self, command: Command) -> None:
         assert isinstance(command.args, RemoteEventArgs)

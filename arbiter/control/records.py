@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from arbiter.programs.states import ProcessStates
 
-WorkerState = Literal["BOOTING", "READY", "RETIRING", "DRAINING"]
+WorkerState = Literal["BOOTING", "READY", "RETIRING", "DRAINING", "MOLD"]
 MasterState = Literal["RUNNING", "STOPPING"]
 RUNNING_STATES = frozenset({ProcessStates.RUNNING, ProcessStates.BACKOFF, ProcessStates.STARTING})
 STOPPED_STATES = frozenset({ProcessStates.STOPPED, ProcessStates.EXITED, ProcessStates.FATAL, ProcessStates.UNKNOWN})
@@ -107,16 +107,19 @@ class WorkerRow:
     rss: int = 0
     cpu: float = 0.0
     in_progress: int = 0  # requests being answered now
+    role: str = "worker"  # reforking: "worker", "promoting" (becoming the mold) or "mold"
+    forked_from: int = 0  # the pid of the mold this worker was forked by; 0: the master
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> WorkerRow:
         state = data.get("state")
         return cls(pid=_int(data.get("pid")),
-                   state=state if state in ("BOOTING", "READY", "RETIRING", "DRAINING") else "BOOTING",
+                   state=state if state in ("BOOTING", "READY", "RETIRING", "DRAINING", "MOLD") else "BOOTING",
                    generation=_int(data.get("generation")), number=_int(data.get("number")),
                    age=_float(data.get("age")), heartbeat_age=_float(data.get("heartbeat_age")),
                    requests=_int(data.get("requests")), connections=_int(data.get("connections")),
-                   rss=_int(data.get("rss")), cpu=_float(data.get("cpu")), in_progress=_int(data.get("in_progress")))
+                   rss=_int(data.get("rss")), cpu=_float(data.get("cpu")), in_progress=_int(data.get("in_progress")),
+                   role=str(data.get("role") or "worker"), forked_from=_int(data.get("forked_from")))
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ class Api:
             ("POST", r"/v1/workers/(?P<pid>[0-9]{1,10})/replace", self.replace_worker),
             ("POST", "/v1/reload", self.reload),
             ("POST", "/v1/scale", self.scale),
-            ("POST", "/v1/(?P<action>reread|update|add|remove|shutdown)", self.simple_command),
+            ("POST", "/v1/(?P<action>reread|update|add|remove|shutdown|refork)", self.simple_command),
             ("GET", "/v1/logs/master", self.read_log),
             ("POST", "/v1/logs/master/clear", self.clear_log),
             ("GET", f"/v1/logs/{_NAME}/{_STREAM}", self.read_log),

@@ -363,6 +363,14 @@ def scale(c: Ctl, spec: str) -> None:
 
 @ctl.command()
 @pass_ctl
+def refork(c: Ctl) -> None:
+    """Promote a serving web worker to the mold now (see docs/reforking.md)."""
+    result = _simple(c, "/v1/refork")
+    c.show(result) if c.json else click.echo("refork requested: a worker is being promoted to the mold")
+
+
+@ctl.command()
+@pass_ctl
 def shutdown(c: Ctl) -> None:
     """Stop every process and the master."""
     result = _simple(c, "/v1/shutdown")

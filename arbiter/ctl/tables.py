@@ -52,7 +52,8 @@ def workers_table(status: Status) -> None:
                f"workers {ready}/{m.workers_target} ready  reload: {m.reload.state}")
     if workers:
         click.echo(f"  {'PID':>8}  {'STATE':<9} {'GEN':>4} {'AGE':>9} {'BEAT':>6} {'REQUESTS':>9} {'CONNS':>5} "
-                   f"{'RSS':>9}")
+                   f"{'RSS':>9}  FORKED BY")
         for w in workers:
             click.echo(f"  {w.pid:>8}  {styled_state(w.state, 9)} {w.generation:>4} {duration(w.age):>9} "
-                       f"{w.heartbeat_age:>5.1f}s {w.requests:>9} {w.connections:>5} {w.rss / 1048576:>7.1f}Mi")
+                       f"{w.heartbeat_age:>5.1f}s {w.requests:>9} {w.connections:>5} {w.rss / 1048576:>7.1f}Mi  "
+                       f"{f'mold {w.forked_from}' if w.forked_from else 'master'}")

@@ -66,3 +66,18 @@ def raise_limits(minfds: int, minprocs: int, log: logging.Logger) -> None:
             resource.setrlimit(limit, (target, hard))
         except (ValueError, OSError) as exc:
             log.warning("Cannot raise the limit for %s to %d: %s", what, wanted, exc)
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def set_child_subreaper() -> bool:
+    """Make this process the parent of its descendants' orphans (Linux 3.4+), so a worker forked
+    twice by the mold becomes the master's own child. False where the kernel cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return False

@@ -23,9 +23,11 @@ from typing import Any
 from arbiter.config.settings import Config
 from arbiter.errors import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from arbiter.master import signals as sigs
+from arbiter.master.mold import MoldKeeper
 from arbiter.master.reload_state import NO_RELOAD, RELOAD_DONE, RELOADING, ReloadState
 from arbiter.master.upgrade import AdoptedWorker, HandOver
 from arbiter.web import boot as worker_boot
+from arbiter.web import mold as worker_mold
 from arbiter.web.scoreboard import Scoreboard, Slot, SlotState
 from arbiter.web.sockets import Listener
 from arbiter.web.workers.base import Worker
@@ -58,6 +60,8 @@ class WorkerProcess:
     retiring_since: float | None = None  # SIGTERM sent
     aborted_at: float | None = None
     killed: bool = False
+    role: str = "worker"  # reforking: "promoting" (becoming the mold) or "mold"; see master/mold.py
+    forked_from: int = 0  # the mold's pid, 0 when forked by the master
 
     @property
     def retiring(self) -> bool:
@@ -114,13 +118,15 @@ class WorkerPool:
         os.write(self._token_w, b"t")
         # One byte per generation under `auto`: the first worker to import the app logs the class.
         self._announce_r, self._announce_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.molds = MoldKeeper(self)
 
     # -- queries ---------------------------------------------------------------------------
 
     def current(self) -> list[WorkerProcess]:
         """Current-generation workers that are meant to stay (not retiring, not replaced)."""
         return [w for w in self.workers.values()
-                if w.generation == self.generation and not w.retiring and not w.wants_retirement]
+                if w.generation == self.generation and not w.retiring and not w.wants_retirement
+                and w.role == "worker"]
 
     def ready_count(self) -> int:
         return sum(1 for w in self.current() if w.ready)
@@ -131,6 +137,8 @@ class WorkerPool:
         now = self.clock()
         if self._spawn_not_before > now:
             return self._spawn_not_before
+        if self.molds.busy():
+            return now + BOOT_POLL
         if any(not w.ready and not w.retiring for w in self.workers.values()) or len(self.current()) < self.target:
             return now + BOOT_POLL
         return None
@@ -150,15 +158,16 @@ class WorkerPool:
         if hook:
             hook(self.server, worker)
         try:
-            pid = self.spawner(worker)
+            pid = self.molds.request(worker) or self.spawner(worker)
         except OSError as exc:  # EAGAIN, ENOMEM: out of processes or memory; try again later
             self.scoreboard.release(slot.index)
             self._back_off(f"Cannot fork a worker: {exc.strerror}.")
             return None
         worker.pid = pid
-        self.scoreboard.bind_pid(slot, pid)
         self.workers[pid] = worker
-        self.log.info("Booting worker with pid: %s", pid)
+        if pid > 0:  # else asked of the mold; the worker's pid comes through its slot
+            self.scoreboard.bind_pid(slot, pid)
+            self.log.info("Booting worker with pid: %s", pid)
         return worker
 
     def _fork(self, worker: WorkerProcess) -> int:
@@ -191,7 +200,22 @@ class WorkerPool:
             cfg=self.cfg, age=worker.age, ppid=ppid, generation=worker.generation, slot=worker.slot,
             sockets=[listener.sock for listener in self.listeners], preloaded=self.preloaded,
             token_fd=self._token_r, announce_fd=self._announce_r, post_fork=post_fork, on_exit=on_exit,
+            as_mold=self._as_mold,
         )
+
+    def _as_mold(self, instance: Worker) -> int:
+        """In a promoted worker: serve as the mold; each worker it forks starts here again, with
+        the mold's warm app as if it had been preloaded."""
+        mold_pid = os.getpid()
+
+        def start_child(request: worker_mold.ForkRequest, master_pid: int) -> None:
+            self.preloaded = instance.app
+            child = WorkerProcess(age=request.age, generation=request.generation,
+                                  slot=self.scoreboard.slot(request.slot), spawned_at=self.clock(),
+                                  forked_from=mold_pid)
+            self._child(child, master_pid)
+
+        return worker_mold.serve(instance, self.molds.requests_r, start_child)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -199,6 +223,7 @@ class WorkerPool:
         """A worker was reaped. Returns an exit code if the master must stop (boot failure)."""
         worker = self.workers.pop(pid, None)
         if worker is None:
+            self.molds.orphan(pid, status)
             return None
         # The slot outlives the process: a worker that served and died before this turn saw it
         # READY still says so there, and must not be taken for a boot failure.
@@ -214,6 +239,8 @@ class WorkerPool:
         hook = self.cfg.hook("child_exit")
         if hook:
             hook(self.server, worker)
+        if self.molds.exited(worker, status):
+            return None
         if worker.ready or worker.retiring:
             self._spawn_backoff = 0.0
             if worker.retiring or worker.killed:
@@ -304,12 +331,16 @@ class WorkerPool:
             self.served_ok = self.served_ok or item.ready
 
     def handover_workers(self) -> list[AdoptedWorker]:
+        # The new image starts from the master again, as a reload does: the mold is stopped, not
+        # handed over (it exits within a heartbeat; the new image reaps it as an unknown child).
+        self.molds.reset()
         return [AdoptedWorker(pid=w.pid, age=w.age, generation=w.generation, slot=w.slot.index, ready=w.ready)
-                for w in self.workers.values()]
+                for w in self.workers.values() if w.pid > 0 and w.role == "worker"]
 
     def begin_reload(self) -> None:
         self.stats["reloads"] += 1
         self.generation += 1
+        self.molds.reset()
         self.last_reload = RELOADING
         self._refill_token()
         self.announce_choice()
@@ -320,6 +351,7 @@ class WorkerPool:
     def check(self, now: float, awake_since: float) -> None:
         """Read the scoreboard: readiness, retirement requests, hung workers."""
         timeout = self.cfg.timeout
+        self.molds.resolve(now)
         for worker in list(self.workers.values()):
             view = self.scoreboard.read(worker.slot.index)
             if not worker.ready and view.state in (SlotState.READY, SlotState.RETIRING):
@@ -366,16 +398,17 @@ class WorkerPool:
 
     def manage(self, now: float) -> None:
         """Spawn and retire workers until the pool matches its target and generation."""
+        self.molds.manage(now)
         current = self.current()
         old = [w for w in self.workers.values()
-               if (w.generation != self.generation or w.wants_retirement) and not w.retiring]
+               if (w.generation != self.generation or w.wants_retirement) and not w.retiring and w.role == "worker"]
         ready_current = sum(1 for w in current if w.ready)
         missing = self.target - len(current)
         if old and missing > 0:
             # Rolling: only a batch of new workers boots at a time beside the old ones.
             booting = len(current) - ready_current
             missing = min(missing, self.cfg.reload_batch - booting)
-        if missing > 0 and now >= self._spawn_not_before:
+        if missing > 0 and now >= self._spawn_not_before and not self.molds.holding():
             for _ in range(missing):
                 if self.spawn() is None:
                     break
@@ -396,7 +429,7 @@ class WorkerPool:
         drains (`manage` does both); counted under `reason` once drained. False when there is no
         such worker or it is already going."""
         worker = self.workers.get(pid)
-        if worker is None or worker.retiring or worker.wants_retirement:
+        if worker is None or worker.retiring or worker.wants_retirement or worker.role != "worker":
             return False
         worker.wants_retirement = True
         worker.replace_reason = reason
@@ -413,6 +446,8 @@ class WorkerPool:
         self._signal(worker, sig)
 
     def _signal(self, worker: WorkerProcess, sig: int) -> None:
+        if worker.pid <= 0:  # asked of the mold, not registered yet: a placeholder, never a pid
+            return
         try:
             self.kill(worker.pid, sig)
         except ProcessLookupError:
@@ -436,5 +471,6 @@ class WorkerPool:
             self._kill(worker, signal.SIGKILL)
 
     def close(self) -> None:
+        self.molds.close()
         for fd in (self._token_r, self._token_w, self._announce_r, self._announce_w):
             os.close(fd)

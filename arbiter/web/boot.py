@@ -101,8 +101,13 @@ def run_worker(
     announce_fd: int = -1,
     post_fork: Callable[[], None],
     on_exit: Callable[[Worker], None],
+    as_mold: Callable[[Worker], int] | None = None,
 ) -> None:
-    """Load the app, pick the worker class, serve; exit with Gunicorn's codes. Never returns."""
+    """Load the app, pick the worker class, serve; exit with Gunicorn's codes. Never returns.
+
+    `as_mold` (reforking): what a worker the master promoted does once it has stopped serving;
+    it returns the exit code when the mold is told to stop.
+    """
     code = 0
     booted = False
     worker = None
@@ -140,6 +145,8 @@ def run_worker(
         worker = cls(age=age, ppid=ppid, sockets=sockets, app=app, cfg=cfg, slot=slot, generation=generation)
         booted = True
         worker.init_process()
+        if as_mold is not None and worker.promoted and worker.alive:
+            code = as_mold(worker)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except AppLoadError as exc:

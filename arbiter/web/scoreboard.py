@@ -35,7 +35,7 @@ assert _SLOT.size == SLOT_SIZE
 # in between sees 0 (a heartbeat of 0 reads as "silent since the machine booted", a state of 0 as
 # FREE), once in every few thousand writes under load.
 _Q_HEARTBEAT, _Q_REQUESTS, _Q_BOOTED, _Q_REQUEST_TIMEOUTS = 2, 3, 5, 7  # in 8-byte words from the slot's start
-_W_PID, _W_CONNECTIONS, _W_IN_PROGRESS, _W_CAPACITY = 0, 8, 9, 12  # in 4-byte words
+_W_PID, _W_GENERATION, _W_CONNECTIONS, _W_IN_PROGRESS, _W_CAPACITY = 0, 1, 8, 9, 12  # in 4-byte words
 _B_STATE = 8  # in bytes
 
 
@@ -66,6 +66,7 @@ class SlotState(enum.IntEnum):
     READY = 2
     DRAINING = 3
     RETIRING = 4  # reached max_requests: still serving, asks to be replaced, then drained
+    MOLD = 5  # reforking: no longer serves; forks new workers when the master asks
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,26 @@ class Slot:
     def requests(self) -> int:
         value: int = self._v.u64[self._q + _Q_REQUESTS]
         return value
+
+    # -- reforking: a worker forked by the mold registers itself ---------------------------
+
+    def sibling(self, index: int) -> Slot:
+        """Another slot of the same board (the mold fills in the slot the master named)."""
+        return Slot(self._v, index)
+
+    @property
+    def pid(self) -> int:
+        value: int = self._v.i32[self._w + _W_PID]
+        return value
+
+    @property
+    def generation(self) -> int:
+        value: int = self._v.u32[self._w + _W_GENERATION]
+        return value
+
+    def register(self, pid: int) -> None:
+        """A mold-forked worker says who it is: the master learns its pid from here."""
+        self._v.i32[self._w + _W_PID] = pid
 
 
 class Scoreboard:

@@ -342,7 +342,8 @@ class Response:
                 close = True  # HTTP/1.0 without a length: the body ends with the connection
         if not req.complete and not close:
             close = not _can_drain(req)
-        keep = self.keep_alive and not close and self._alive.alive
+        # A worker being promoted to the mold closes each connection after its current answer.
+        keep = self.keep_alive and not close and self._alive.alive and not getattr(self._alive, "promoted", False)
         self.keep_alive = keep
         if not keep:
             connection = b"Connection: close\r\n"

@@ -102,6 +102,10 @@ class _Server(uvicorn.Server):
 class UvicornWorker(Worker):
     interface = "asgi"
     deadline: DeadlineMiddleware | None = None  # set by make_config under --request-timeout
+    # Reforking: a promoted worker runs the lifespan shutdown, closes its loop and the loop's
+    # executor, so the mold holds neither; each worker it forks makes a new loop and runs the
+    # lifespan startup itself (what the app binds to a loop is made anew there).
+    refork_safe = True
 
     def make_config(self) -> uvicorn.Config:
         cfg = self.cfg
@@ -156,6 +160,12 @@ class UvicornWorker(Worker):
         if server is not None:
             server.should_exit = True
 
+    def handle_promote(self) -> None:
+        super().handle_promote()
+        server = getattr(self, "server", None)
+        if self.promoted and server is not None:
+            server.should_exit = True  # uvicorn's own drain, then the loop ends
+
     def run(self) -> None:
         # uvicorn logs through its own loggers; send them where our error log goes.
         ours = logging.getLogger("arbiter.error")
@@ -177,8 +187,12 @@ class UvicornWorker(Worker):
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._serve())
+            if self.promoted:  # the mold must hold no thread: wait for the loop's executor
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
+            asyncio.set_event_loop(None)
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -186,7 +200,9 @@ class UvicornWorker(Worker):
         if self.deadline is not None:
             tasks.append(loop.create_task(self.deadline.watch()))
         try:
-            await self.server.serve(sockets=self.sockets)
+            # Duplicates: asyncio closes the sockets it served on when the server stops, and a
+            # worker promoted to the mold keeps the originals for the workers it forks.
+            await self.server.serve(sockets=[sock.dup() for sock in self.sockets])
         finally:
             for task in tasks:
                 task.cancel()

@@ -8,7 +8,8 @@ under `--preload`, the imported app. Its contract with the master:
 - mark itself READY (`ready()`) once it accepts connections, so a rolling reload can count it;
 - SIGTERM: stop accepting, finish in-flight requests within `graceful_timeout`, exit 0;
   SIGINT and SIGQUIT: exit at once; SIGABRT (sent on timeout): run `worker_abort`, exit 1;
-  SIGUSR1: reopen log files;
+  SIGUSR1: reopen log files; SIGURG (reforking): stop serving and become the mold, if the class
+  can (`refork_safe`), see arbiter/web/mold.py;
 - exit by itself when the master dies (parent-death signal, and a ppid check).
 
 Subclasses implement `run()`. A custom worker class is a subclass named on the command line as
@@ -49,12 +50,15 @@ class Worker:
     """One web worker process. Attributes are what Gunicorn's hooks are used to finding."""
 
     interface: ClassVar[Literal["wsgi", "asgi"]] = "wsgi"
+    # Whether this class can stop serving and leave only the main thread behind, so that the
+    # process can become the mold new workers fork from (reforking). Off for custom classes.
+    refork_safe: ClassVar[bool] = False
     # False for a class whose process must be prepared before any app code is imported (gevent
     # monkey-patches): `--preload` would import the app in the master, so it is refused at start.
     allows_preload: ClassVar[bool] = True
     # Signals a worker handles itself; everything else keeps its default.
     SIGNALS: ClassVar[tuple[int, ...]] = (
-        signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1,
+        signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1, signal.SIGURG,
     )
 
     def __init__(
@@ -79,6 +83,7 @@ class Worker:
         self.pid = os.getpid()
         self.log = logging.getLogger("arbiter.error")
         self.alive = True
+        self.promoted = False  # asked to become the mold: stop serving, then fork on request
         self._retirement_asked = False
         self.max_requests = (
             cfg.max_requests + random.randint(0, cfg.max_requests_jitter) if cfg.max_requests > 0 else sys.maxsize
@@ -130,6 +135,8 @@ class Worker:
             self.handle_usr1()
         elif sig == signal.SIGABRT:
             self.handle_abort()
+        elif sig == signal.SIGURG:
+            self.handle_promote()
         else:
             self.handle_quit(sig)
 
@@ -155,6 +162,12 @@ class Worker:
 
     def handle_usr1(self) -> None:
         logs.reopen()
+
+    def handle_promote(self) -> None:
+        """SIGURG: the master chose this worker as the mold. A class that cannot stop serving
+        cleanly ignores it (the master then gives up on the promotion and replaces it)."""
+        if self.refork_safe and self.alive:
+            self.promoted = True
 
     # -- helpers for subclasses ------------------------------------------------------------
 

@@ -60,7 +60,9 @@ class ThreadWorker(SyncWorker):
                     conn.sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        # A worker becoming the mold must leave no thread behind (a fork copies only the
+        # calling thread, and any lock another one held stays locked in every child): wait.
+        self.pool.shutdown(wait=self.promoted and not self.in_flight, cancel_futures=True)
         super().teardown()
         for fd in (self.done_r, self.done_w):
             try:

@@ -62,6 +62,7 @@ class SyncWorker(Worker):
 
     interface = "wsgi"
     multithread: ClassVar[bool] = False
+    refork_safe: ClassVar[bool] = True
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -170,7 +171,7 @@ class SyncWorker(Worker):
             if now - last_beat >= HEARTBEAT_INTERVAL:
                 self.notify()
                 last_beat = now
-            if not self.alive:
+            if not self.alive or self.promoted:
                 if self.stop_deadline is None:
                     self.begin_stop(now)
                 if self.stopped(now):
@@ -387,11 +388,12 @@ class SyncWorker(Worker):
         A connection accepted but still silent gets the same grace.
         """
         self._set_accepting(False)
-        for info in self.listeners:
-            try:
-                info.sock.close()
-            except OSError:
-                pass
+        if not self.promoted:  # a mold keeps the listening sockets for the workers it forks
+            for info in self.listeners:
+                try:
+                    info.sock.close()
+                except OSError:
+                    pass
         self.draining()
         self.stop_deadline = now + self.graceful_timeout
         grace = now + self.keepalive
