@@ -13,6 +13,7 @@ port in place of a fixed one).
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -25,9 +26,9 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 from conftest import ROOT, Arbiter, http_get, wait_until
 
 README = ROOT / "README.md"
@@ -105,17 +106,18 @@ def commands_of(scenario: str) -> list[str]:
 # -- running README commands -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Iterator[Path]:
-    """A stand-in for the repository root: a copy of examples/, and a bin/ of shims."""
-    top = tmp_path / "repo"
+def make_root(base: Path, name: str) -> Path:
+    """A stand-in for the repository root: a copy of examples/ in a directory of its own."""
+    top = base / name
     shutil.copytree(ROOT / "examples", top / "examples",
                     ignore=shutil.ignore_patterns("__pycache__", "control.token", "fleet.db"))
-    yield top
+    return top
 
 
-def shell_env(tmp_path: Path) -> dict[str, str]:
-    bin_dir = tmp_path / "bin"
+def shell_env(base: Path) -> dict[str, str]:
+    """The environment of a README command: this worktree's `arbiter` (and this interpreter's
+    `python3` and `supervisorctl`) first on PATH, and none of the caller's control variables."""
+    bin_dir = base / "bin"
     if not bin_dir.exists():
         bin_dir.mkdir()
         for name, module in (("arbiter", "arbiter"), ("supervisorctl", "supervisor.supervisorctl"),
@@ -125,8 +127,8 @@ def shell_env(tmp_path: Path) -> dict[str, str]:
             shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" {run}\n')
             shim.chmod(0o755)
     env = dict(os.environ)
-    env.pop("WEB_CONCURRENCY", None)
-    for name in ("ARBITER_SOCKET", "ARBITER_CONTROL_SOCKET", "ARBITER_PIDFILE", "ARBITER_TOKEN", "GUNICORN_CMD_ARGS"):
+    for name in ("WEB_CONCURRENCY", "ARBITER_SOCKET", "ARBITER_CONTROL_SOCKET", "ARBITER_PIDFILE",
+                 "ARBITER_TOKEN", "GUNICORN_CMD_ARGS"):
         env.pop(name, None)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(ROOT)
@@ -152,66 +154,71 @@ class Shell(Arbiter):
     """A long-running README command, started by bash (which execs it) in a session of its own;
     the harness's `Arbiter` reads its log and kills its whole tree at the end."""
 
-    def __init__(self, command: str, cwd: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, command: str, cwd: Path, logs: Path, env: dict[str, str]) -> None:
         self.args = [command]
-        self.log_path = tmp_path / f"shell-{len(list(tmp_path.glob('shell-*.log')))}.log"
+        self.cwd = cwd
+        self.log_path = logs / f"shell-{len(list(logs.glob('shell-*.log')))}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid = self.proc.pid
         self._port = None
 
-
-@pytest.fixture
-def shell(tmp_path: Path) -> Iterator[list[Shell]]:
-    started: list[Shell] = []
-    yield started
-    for proc in started:
-        proc.cleanup()
+    def stop(self) -> None:
+        self.signal(signal.SIGTERM)
+        assert self.wait_exit() == 0, self.log()
 
 
-def start(started: list[Shell], command: str, cwd: Path, tmp_path: Path) -> Shell:
-    proc = Shell(command, cwd, tmp_path, shell_env(tmp_path))
-    started.append(proc)
-    return proc
-
-
-def stop(proc: Shell) -> None:
-    proc.signal(signal.SIGTERM)
-    assert proc.wait_exit() == 0, proc.log()
-
-
-# -- the scenarios ------------------------------------------------------------------------------
-
-
-# What each started web command must log besides answering on /, and the page it serves.
-SERVE_EXPECT: dict[str, tuple[str, bytes]] = {
-    "arbiter -c examples/arbiter.toml": (r"ticker \| tick \d", b'"hello":"world"'),
-    "arbiter examples.fastapi_app:app -w 4": (r"Using worker: uvicorn", b'"hello":"world"'),
-    "arbiter examples.flask_app:app -w 4": (r"Using worker: sync", b'"hello":"world"'),
-    "arbiter examples.flask_app:app -w 2 --threads 8": (r"Using worker: gthread", b'"hello":"world"'),
-    "arbiter -c examples/gunicorn.conf.py examples.flask_app:app": (r"Ready: \d+ workers", b'"hello":"world"'),
-    'GUNICORN_CMD_ARGS="--workers 3" arbiter examples.flask_app:app': (
-        r"(?s)(Booting worker with pid.*){3}", b'"hello":"world"'),
+# What each started web command must log besides answering on /.
+SERVE_EXPECT: dict[str, str] = {
+    "arbiter -c examples/arbiter.toml": r"ticker \| tick \d",
+    "arbiter examples.fastapi_app:app -w 4": r"Using worker: uvicorn",
+    "arbiter examples.flask_app:app -w 4": r"Using worker: sync",
+    "arbiter examples.flask_app:app -w 2 --threads 8": r"Using worker: gthread",
+    "arbiter -c examples/gunicorn.conf.py examples.flask_app:app": r"Ready: \d+ workers",
+    'GUNICORN_CMD_ARGS="--workers 3" arbiter examples.flask_app:app': r"(?s)(Booting worker with pid.*){3}",
 }
 
 
-def test_serve_commands(root: Path, tmp_path: Path, shell: list[Shell]) -> None:
-    commands = [c.split(" && ", 1)[1] if c == INSTALL_AND_RUN else c for c in commands_of("serve")]
-    assert set(commands) == set(SERVE_EXPECT)
-    # Side by side, each in its own directory (its own ./arbiter.sock), to keep the test short.
-    procs = {}
-    for i, command in enumerate(commands):
-        cwd = root.parent / f"serve-{i}"
-        shutil.copytree(root, cwd)
-        procs[command] = start(shell, f"{command} -b 127.0.0.1:0", cwd, tmp_path)
-    for command, proc in procs.items():
-        pattern, body = SERVE_EXPECT[command]
-        status, page = wait_until(lambda p=proc: _answer(p), 30, what=f"{command} answers")
-        assert status == 200 and body in page, (command, status, page)
-        proc.wait_log(pattern, timeout=20)
-    for proc in procs.values():
-        stop(proc)
+@dataclass
+class Started:
+    base: Path
+    env: dict[str, str]
+    serve: dict[str, Shell]  # each serve command, as written but for `-b 127.0.0.1:0`
+    control: Shell  # `arbiter -c examples/arbiter.toml` for the ctl commands
+    tcp: Shell  # the README's TCP master
+    supervisord: Shell  # `arbiter -c examples/supervisord.conf`
+
+
+@pytest.fixture(scope="module")
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
+    """Every long-running master the README starts, started at once (each in its own directory,
+    with its own ./arbiter.sock) so that their boots overlap and the tests stay short."""
+    base = tmp_path_factory.mktemp("readme")
+    env = shell_env(base)
+    shells: list[Shell] = []
+
+    def begin(command: str, name: str) -> Shell:
+        shell = Shell(command, make_root(base, name), base, env)
+        shells.append(shell)
+        return shell
+
+    try:
+        serve = {}
+        for i, command in enumerate(commands_of("serve")):
+            command = command.split(" && ", 1)[1] if command == INSTALL_AND_RUN else command
+            serve[command] = begin(f"{command} -b 127.0.0.1:0", f"serve-{i}")
+        control = begin("arbiter -c examples/arbiter.toml -b 127.0.0.1:0", "control")
+        token, master = commands_of("tcp")[:2]
+        tcp_root = make_root(base, "tcp")
+        assert run(token, tcp_root, env).returncode == 0
+        tcp = Shell(master.replace("127.0.0.1:9001", "127.0.0.1:0") + " -b 127.0.0.1:0", tcp_root, base, env)
+        shells.append(tcp)
+        (supervisord,) = commands_of("supervisord")
+        yield Started(base, env, serve, control, tcp, begin(supervisord, "supervisord"))
+    finally:
+        for shell in shells:
+            shell.cleanup()
 
 
 def _answer(proc: Shell) -> tuple[int, bytes] | None:
@@ -221,24 +228,37 @@ def _answer(proc: Shell) -> tuple[int, bytes] | None:
         return None
 
 
-def test_check_command(root: Path, tmp_path: Path) -> None:
+def test_serve_commands(started: Started) -> None:
+    assert set(started.serve) == set(SERVE_EXPECT)
+    for command, proc in started.serve.items():
+        status, page = wait_until(functools.partial(_answer, proc), 30, what=f"{command} answers")
+        assert status == 200 and b'"hello":"world"' in page, (command, status, page)
+        proc.wait_log(SERVE_EXPECT[command], timeout=20)
+    for proc in started.serve.values():
+        proc.signal(signal.SIGTERM)
+    for command, proc in started.serve.items():
+        assert proc.wait_exit() == 0, (command, proc.log())
+
+
+def test_check_command(started: Started) -> None:
     (command,) = commands_of("check")
-    result = run(command, root, shell_env(tmp_path))
+    result = run(command, make_root(started.base, "check"), started.env)
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout
 
 
-def test_control_commands(root: Path, tmp_path: Path, shell: list[Shell]) -> None:
-    env = shell_env(tmp_path)
-    master = start(shell, "arbiter -c examples/arbiter.toml -b 127.0.0.1:0", root, tmp_path)
+def test_control_commands(started: Started) -> None:
+    master, env = started.control, started.env
     master.wait_log(r"success: ticker entered RUNNING state")
-    ticker_pid = json.loads(run("arbiter ctl status --json", root, env).stdout)
+    ticker_pid = None
     for command in commands_of("control"):
         if command == "arbiter ctl tail -f ticker":
-            follower = start(shell, command, root, tmp_path)
-            follower.wait_log(r"tick \d+\n")
-            follower.cleanup()
+            follower = Shell(command, master.cwd, started.base, env)
+            try:
+                follower.wait_log(r"tick \d+\n")
+            finally:
+                follower.cleanup()
             continue
-        result = run(command, root, env)
+        result = run(command, master.cwd, env)
         assert result.returncode == 0, (command, result.stdout)
         out = result.stdout
         if command in ("arbiter ctl status", "supervisorctl -s unix://$PWD/arbiter.sock status"):
@@ -247,27 +267,27 @@ def test_control_commands(root: Path, tmp_path: Path, shell: list[Shell]) -> Non
             ticker_pid = _ticker(json.loads(out))["pid"]
         elif command == "arbiter ctl restart ticker":
             assert "ticker: restarted" in out
-            assert _ticker(json.loads(run("arbiter ctl status --json", root, env).stdout))["pid"] != ticker_pid
+            now = json.loads(run("arbiter ctl status --json", master.cwd, env).stdout)
+            assert ticker_pid and _ticker(now)["pid"] not in (None, ticker_pid)
         elif command == "arbiter ctl scale +2":
             master.wait_workers(lambda pids: len(pids) == 4, what="four workers")
         elif command == "arbiter ctl reload --wait":
             assert "reload done" in out
-    stop(master)
+    master.stop()
 
 
-def _ticker(status: dict) -> dict:
+def _ticker(status: dict[str, Any]) -> dict[str, Any]:
     (ticker,) = [p for p in status["programs"] if p["name"] == "ticker"]
-    return ticker
+    return dict(ticker)
 
 
-def test_tcp_control_and_fleet(root: Path, tmp_path: Path, shell: list[Shell]) -> None:
-    env = shell_env(tmp_path)
-    token, master_cmd, ctl, fleet_user, fleet_serve = commands_of("tcp")
-    assert run(token, root, env).returncode == 0
+def test_tcp_control_and_fleet(started: Started) -> None:
+    master, env = started.tcp, started.env
+    root = master.cwd
+    _, _, ctl, fleet_user, fleet_serve = commands_of("tcp")
     token_file = root / "examples" / "control.token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and len(token_file.read_text().strip()) >= 32
 
-    master = start(shell, master_cmd.replace("127.0.0.1:9001", "127.0.0.1:0") + " -b 127.0.0.1:0", root, tmp_path)
     port = master.wait_log(r"Control API at: http://127\.0\.0\.1:(\d+)")[0].group(1)
     master.wait_log(r"success: ticker entered RUNNING state")
     result = run(ctl.replace(":9001", f":{port}"), root, env)
@@ -280,29 +300,30 @@ def test_tcp_control_and_fleet(root: Path, tmp_path: Path, shell: list[Shell]) -
     result = run(fleet_user, root, env, stdin=f"{password}\n{password}\n")
     assert result.returncode == 0 and "alice" in result.stdout, result.stdout
 
-    fleet = start(shell, f"{fleet_serve} -b 127.0.0.1:0", root, tmp_path)
-    conn = http.client.HTTPConnection("127.0.0.1", fleet.port, timeout=10)
-    wait_until(lambda: _answer(fleet), 20, what="the fleet server")
-    conn.request("POST", "/api/v1/login", body=json.dumps({"username": "alice", "password": password}),
-                 headers={"Content-Type": "application/json"})
-    login = conn.getresponse()
-    assert login.status == 200, login.read()
-    login.read()
-    cookie = login.getheader("Set-Cookie", "").split(";")[0]
-    conn.request("GET", "/api/v1/nodes", headers={"Cookie": cookie})
-    nodes = json.loads(conn.getresponse().read())["nodes"]
-    conn.close()
-    assert [(n["name"], n["state"]) for n in nodes] == [("local", "up")], nodes
-    assert any(p["name"] == "ticker" for p in nodes[0]["processes"])
-    stop(fleet)
-    stop(master)
+    fleet = Shell(f"{fleet_serve} -b 127.0.0.1:0", root, started.base, env)
+    try:
+        wait_until(lambda: _answer(fleet), 20, what="the fleet server")
+        conn = http.client.HTTPConnection("127.0.0.1", fleet.port, timeout=10)
+        conn.request("POST", "/api/v1/login", body=json.dumps({"username": "alice", "password": password}),
+                     headers={"Content-Type": "application/json"})
+        login = conn.getresponse()
+        assert login.status == 200, login.read()
+        login.read()
+        cookie = (login.getheader("Set-Cookie") or "").split(";")[0]
+        conn.request("GET", "/api/v1/nodes", headers={"Cookie": cookie})
+        nodes = json.loads(conn.getresponse().read())["nodes"]
+        conn.close()
+        assert [(n["name"], n["state"]) for n in nodes] == [("local", "up")], nodes
+        assert any(p["name"] == "ticker" for p in nodes[0]["processes"])
+        fleet.stop()
+    finally:
+        fleet.cleanup()
+    master.stop()
 
 
-def test_supervisord_conf(root: Path, tmp_path: Path, shell: list[Shell]) -> None:
-    env = shell_env(tmp_path)
-    (command,) = commands_of("supervisord")
-    master = start(shell, command, root, tmp_path)
+def test_supervisord_conf(started: Started) -> None:
+    master, env = started.supervisord, started.env
     wait_until(lambda: "PROCESS_STATE_RUNNING processname:ticker" in
-               run("arbiter ctl tail watcher stderr", root, env).stdout, 15, what="the listener's event")
+               run("arbiter ctl tail watcher stderr", master.cwd, env).stdout, 15, what="the listener's event")
     assert "Listening at" not in master.log()
-    stop(master)
+    master.stop()
