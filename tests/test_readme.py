@@ -327,3 +327,18 @@ def test_supervisord_conf(started: Started) -> None:
                run("arbiter ctl tail watcher stderr", master.cwd, env).stdout, 15, what="the listener's event")
     assert "Listening at" not in master.log()
     master.stop()
+
+
+def test_systemd_unit(started: Started) -> None:
+    """examples/arbiter.service: its ExecStart, with the unit's /srv/example standing for a copy
+    of the repository, passes --check-config; it is a notify unit that signals the master only."""
+    unit = dict(line.split("=", 1) for line in (ROOT / "examples" / "arbiter.service").read_text().splitlines()
+                if "=" in line and not line.startswith("#"))
+    assert unit["Type"] == "notify" and unit["KillMode"] == "mixed" and unit["ExecReload"].endswith("-HUP $MAINPID")
+    home = unit["WorkingDirectory"] + "/"
+    root = make_root(started.base, "systemd")
+    shutil.copy(root / "examples" / "arbiter.toml", root / "arbiter.toml")
+    command = unit["ExecStart"].replace(home + ".venv/bin/", "").replace(home, "")
+    assert command == "arbiter -c arbiter.toml"
+    result = run(f"{command} --check-config", root, started.env)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout
