@@ -41,7 +41,7 @@ class How:
 
 
 INSTALL_AND_RUN = "python3 -m pip install -e '.[examples]' && arbiter -c examples/arbiter.toml"
-TOKEN = "head -c 32 /dev/urandom | base64 > examples/control.token && chmod 600 examples/control.token"
+TOKEN = "(umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > examples/control.token)"
 TCP_MASTER = ("arbiter -c examples/arbiter.toml --control-bind 127.0.0.1:9001 "
               "--control-token-file examples/control.token")
 TCP_CTL = 'arbiter ctl --url http://127.0.0.1:9001 --token "$(cat examples/control.token)" status'
@@ -70,7 +70,7 @@ HOW: dict[str, How] = {
     "arbiter ctl scale +2": How("control", "four workers run"),
     "arbiter ctl reload --wait": How("control", "exit 0, reload done"),
     "supervisorctl -s unix://$PWD/arbiter.sock status": How("control", "Supervisor's own supervisorctl lists ticker"),
-    TOKEN: How("tcp", "run as is: a 0600 token file"),
+    TOKEN: How("tcp", "run as is: a 0600 token file, URL-safe"),
     TCP_MASTER: How("tcp", "127.0.0.1:9001 becomes 127.0.0.1:0 and -b 127.0.0.1:0 is added"),
     TCP_CTL: How("tcp", "the port the kernel chose in place of 9001; status over TCP with the token"),
     "python3 -m pip install -e '.[fleet]'": How("skip", "an install: the test extra holds the fleet's dependencies"),
@@ -286,7 +286,8 @@ def test_tcp_control_and_fleet(started: Started) -> None:
     root = master.cwd
     _, _, ctl, fleet_user, fleet_serve = commands_of("tcp")
     token_file = root / "examples" / "control.token"
-    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and len(token_file.read_text().strip()) >= 32
+    token = token_file.read_text().strip()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and re.fullmatch(r"[\w-]{40,}", token), token
 
     port = master.wait_log(r"Control API at: http://127\.0\.0\.1:(\d+)")[0].group(1)
     master.wait_log(r"success: ticker entered RUNNING state")
