@@ -133,6 +133,9 @@ def shell_env(base: Path) -> dict[str, str]:
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
+    # Supervisor's AUTO log files (examples/supervisord.conf's) go to the temporary directory.
+    (base / "tmp").mkdir(exist_ok=True)
+    env["TMPDIR"] = str(base / "tmp")
     return env
 
 
