@@ -97,6 +97,8 @@ def test_every_readme_command_is_covered() -> None:
     assert not unknown, f"README commands with no entry in HOW (run them, or say why not): {unknown}"
     gone = [c for c in HOW if c not in commands]
     assert not gone, f"HOW entries whose command is no longer in the README: {gone}"
+    assert {how.scenario for how in HOW.values()} <= {"serve", "check", "control", "tcp", "supervisord", "skip"}
+    assert all(how.note for how in HOW.values())
 
 
 def commands_of(scenario: str) -> list[str]:
@@ -212,10 +214,9 @@ def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
             command = command.split(" && ", 1)[1] if command == INSTALL_AND_RUN else command
             serve[command] = begin(f"{command} -b 127.0.0.1:0", f"serve-{i}")
         control = begin("arbiter -c examples/arbiter.toml -b 127.0.0.1:0", "control")
-        token, master = commands_of("tcp")[:2]
         tcp_root = make_root(base, "tcp")
-        assert run(token, tcp_root, env).returncode == 0
-        tcp = Shell(master.replace("127.0.0.1:9001", "127.0.0.1:0") + " -b 127.0.0.1:0", tcp_root, base, env)
+        assert run(TOKEN, tcp_root, env).returncode == 0
+        tcp = Shell(TCP_MASTER.replace("127.0.0.1:9001", "127.0.0.1:0") + " -b 127.0.0.1:0", tcp_root, base, env)
         shells.append(tcp)
         (supervisord,) = commands_of("supervisord")
         yield Started(base, env, serve, control, tcp, begin(supervisord, "supervisord"))
@@ -287,24 +288,23 @@ def _ticker(status: dict[str, Any]) -> dict[str, Any]:
 def test_tcp_control_and_fleet(started: Started) -> None:
     master, env = started.tcp, started.env
     root = master.cwd
-    _, _, ctl, fleet_user, fleet_serve = commands_of("tcp")
     token_file = root / "examples" / "control.token"
     token = token_file.read_text().strip()
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and re.fullmatch(r"[\w-]{40,}", token), token
 
     port = master.wait_log(r"Control API at: http://127\.0\.0\.1:(\d+)")[0].group(1)
     master.wait_log(r"success: ticker entered RUNNING state")
-    result = run(ctl.replace(":9001", f":{port}"), root, env)
+    result = run(TCP_CTL.replace(":9001", f":{port}"), root, env)
     assert result.returncode == 0 and re.search(r"ticker\s+RUNNING", result.stdout), result.stdout
 
     fleet_toml = root / "examples" / "fleet.toml"
     assert "http://127.0.0.1:9001" in fleet_toml.read_text()
     fleet_toml.write_text(fleet_toml.read_text().replace("127.0.0.1:9001", f"127.0.0.1:{port}"))
     password = "a long example password"
-    result = run(fleet_user, root, env, stdin=f"{password}\n{password}\n")
+    result = run(FLEET_USER, root, env, stdin=f"{password}\n{password}\n")
     assert result.returncode == 0 and "alice" in result.stdout, result.stdout
 
-    fleet = Shell(f"{fleet_serve} -b 127.0.0.1:0", root, started.base, env)
+    fleet = Shell(f"{FLEET_SERVE} -b 127.0.0.1:0", root, started.base, env)
     try:
         wait_until(lambda: _answer(fleet), 20, what="the fleet server")
         conn = http.client.HTTPConnection("127.0.0.1", fleet.port, timeout=10)
