@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arbiter.config.settings import ALIASES, BY_NAME
+from arbiter.config.names import ALIASES
+from arbiter.config.settings import BY_NAME
 
 # (flags, setting name), as Gunicorn 27 declares them; () for a setting only a config file sets.
 GUNICORN: tuple[tuple[tuple[str, ...], str], ...] = (

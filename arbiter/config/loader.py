@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from arbiter.config.convert import to_hook
-from arbiter.config.settings import BY_NAME, SETTINGS, Config, Extras, Setting, lookup
+from arbiter.config.names import lookup
+from arbiter.config.settings import BY_NAME, SETTINGS, Config, Extras, Setting
 from arbiter.errors import ConfigError
 
 if sys.version_info >= (3, 11):

@@ -45,31 +45,9 @@ from arbiter.config.convert import (
 )
 from arbiter.config.setting import Extras, Setting, hook, ignored, refused, setting
 
-__all__ = ["ALIASES", "BY_NAME", "HOOKS", "SETTINGS", "Config", "Extras", "Setting", "lookup"]
+__all__ = ["BY_NAME", "HOOKS", "SETTINGS", "Config", "Extras", "Setting"]
 
 Hook = Callable[..., Any]
-
-HOOKS: dict[str, str] = {
-    # name: signature, as Gunicorn documents them
-    "on_starting": "on_starting(server)",
-    "on_reload": "on_reload(server)",
-    "when_ready": "when_ready(server)",
-    "pre_fork": "pre_fork(server, worker)",
-    "post_fork": "post_fork(server, worker)",
-    "post_worker_init": "post_worker_init(worker)",
-    "worker_int": "worker_int(worker)",
-    "worker_abort": "worker_abort(worker)",
-    "pre_exec": "pre_exec(server)",
-    "pre_request": "pre_request(worker, req)",
-    "post_request": "post_request(worker, req, environ, resp)",
-    "child_exit": "child_exit(server, worker)",
-    "worker_exit": "worker_exit(server, worker)",
-    "nworkers_changed": "nworkers_changed(server, new_value, old_value)",
-    "on_exit": "on_exit(server)",
-    "ssl_context": "ssl_context(config, default_ssl_context_factory)",
-    "on_refork": "on_refork(worker)",
-}
-
 
 @dataclass(frozen=True)
 class Config:
@@ -524,22 +502,5 @@ SETTINGS: tuple[Setting, ...] = tuple(
 
 BY_NAME: dict[str, Setting] = {item.name: item for item in SETTINGS}
 
-# Names Gunicorn users also write in config files, mapped to ours.
-ALIASES: dict[str, str] = {
-    "preload": "preload_app",
-    "app": "wsgi_app",
-    "application": "wsgi_app",
-    "keep_alive": "keepalive",
-    "log_level": "loglevel",
-    "access_logfile": "accesslog",
-    "error_logfile": "errorlog",
-    "pid": "pidfile",
-    "env": "raw_env",
-    "name": "proc_name",
-}
-
-
-def lookup(key: str) -> Setting | None:
-    """The setting a config-file key names, through Gunicorn's spellings and dashes."""
-    normal = key.replace("-", "_").lower()
-    return BY_NAME.get(ALIASES.get(normal, normal))
+# The server hooks (functions, set only in a Python config file), by name.
+HOOKS: frozenset[str] = frozenset(item.name for item in SETTINGS if item.section == "hooks")

@@ -26,11 +26,12 @@ from arbiter.config import loader as config_loader
 from arbiter.config.settings import Config
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.events.types import arbiter_event, supervisor_state
-from arbiter.master import host, reloader, systemd, upgrade
+from arbiter.master import host, listening, reloader, systemd, upgrade
 from arbiter.master import signals as sigs
 from arbiter.master.guardian import Guardian
 from arbiter.master.pool import WorkerPool
 from arbiter.master.reload_state import NO_RELOAD, ReloadState
+from arbiter.programs import registry
 from arbiter.programs.manager import ProgramManager
 from arbiter.web import app as app_loader
 from arbiter.web import sockets, workers
@@ -129,8 +130,9 @@ class Master:
         host.raise_limits(self.cfg.minfds, self.cfg.minprocs, self.log)
         if self.cfg.reload:
             self._reloader = reloader.Watcher(self)
-        with host.socket_umask(self.cfg.umask):
-            self.listeners = self._bind() if self.cfg.wsgi_app else []
+        if self.cfg.wsgi_app:
+            with host.socket_umask(self.cfg.umask):
+                self.cfg, self.listeners = listening.acquire(self.cfg, self.handover, self.log)
         started: list[Service] = []
         try:
             if self.cfg.preload_app and self.cfg.wsgi_app:
@@ -161,7 +163,7 @@ class Master:
             child_env.update(getattr(service, "child_environment", dict)())
         self.programs = ProgramManager(self.cfg.programs, self.cfg.groups, self.selector, self.log,
                                        clock=self.clock, childlogdir=self.cfg.childlogdir,
-                                       record_path=self._programs_record(), master_pid=self.pid,
+                                       record_path=registry.record_path(self.cfg, self.start_cwd), master_pid=self.pid,
                                        child_env=child_env, upgraded=self.handover is not None)
         self.pool.emit = self.event
         if self.handover is None:  # after an in-place upgrade the listeners know it runs
@@ -185,39 +187,6 @@ class Master:
         finally:
             self._shutdown()
         return self.exit_code
-
-    def _programs_record(self) -> str | None:
-        """Where the record of running programs is kept (`programs.registry`): beside the
-        pidfile, else beside the control socket (`arbiter.sock` in the start directory when
-        unset); relative paths from the start directory, as for the socket itself."""
-        cwd = self.start_cwd
-        if self.cfg.pidfile:
-            return os.path.normpath(os.path.join(cwd, os.path.expanduser(str(self.cfg.pidfile)))) + ".programs"
-        sock: str | None = self.cfg.control_socket
-        if sock is not None and sock.strip().lower() == "none":
-            return None
-        return os.path.normpath(os.path.join(cwd, os.path.expanduser(sock or "arbiter.sock"))) + ".programs"
-
-    def _bind(self) -> list[Listener]:
-        if self.handover is not None:
-            inherited = self.handover.listeners
-            if all(text.startswith("fd://") for text in inherited):
-                # Handed down from systemd: the sockets are the configuration.
-                self.cfg = dataclasses.replace(self.cfg, bind=tuple(inherited))
-            listeners = sockets.create_listeners(self.cfg.bind, self.cfg.backlog, inherited=inherited,
-                                                 reuse_port=self.cfg.reuse_port)
-            kept = {listener.fileno() for listener in listeners}
-            for fd in set(self.handover.listeners.values()) - kept:
-                os.close(fd)  # an address the new config no longer binds
-            return listeners
-        activated = sockets.systemd_fds(os.environ)
-        if activated:
-            self.log.info("Using %d socket(s) from systemd socket activation", len(activated))
-            for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-                os.environ.pop(name, None)  # ours alone: children must not take them for theirs
-            self.cfg = dataclasses.replace(self.cfg, bind=tuple(f"fd://{fd}" for fd in activated))
-            return sockets.adopt_systemd(activated)
-        return sockets.create_listeners(self.cfg.bind, self.cfg.backlog, reuse_port=self.cfg.reuse_port)
 
     def _log_start(self) -> None:
         self.log.info("Starting arbiter %s", __version__)

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from arbiter import procfs
+from arbiter.config.settings import Config
 from arbiter.programs.child import Process
 from arbiter.programs.states import KILL_REPEAT_MIN, signame
 
@@ -88,6 +89,18 @@ class Entry:
         found = procfs.stat(self.pid)
         return (found is not None and found.starttime == self.starttime and found.pgrp == self.pgid
                 and found.state != "Z")
+
+
+def record_path(cfg: Config, cwd: str) -> str | None:
+    """Where the record is kept: beside the pidfile, else beside the control socket (`arbiter.sock`
+    in the start directory when unset); relative paths from the start directory `cwd`, as for the
+    socket itself. None when there is neither (`control_socket = "none"` and no pidfile)."""
+    if cfg.pidfile:
+        return os.path.normpath(os.path.join(cwd, os.path.expanduser(str(cfg.pidfile)))) + ".programs"
+    sock: str | None = cfg.control_socket
+    if sock is not None and sock.strip().lower() == "none":
+        return None
+    return os.path.normpath(os.path.join(cwd, os.path.expanduser(sock or "arbiter.sock"))) + ".programs"
 
 
 def write(path: str, master_pid: int, entries: list[Entry], events: dict[str, Any] | None = None) -> None:
