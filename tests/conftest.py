@@ -40,6 +40,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def replace_file(path: Path, text: str) -> None:
+    """Give `path` new content in one step (a rename, as most editors save). A plain write
+    truncates first: a watcher that catches the empty file and the full one in two batches
+    reloads twice, and a test waiting for one reload reads the wrong generation."""
+    staged = path.with_name(path.name + ".next")
+    staged.write_text(text)
+    os.replace(staged, path)
+
+
 def http_get(port: int, path: str = "/", timeout: float = 5.0, method: str = "GET",
              headers: dict[str, str] | None = None, body: bytes | None = None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
