@@ -24,7 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from arbiter.fleet import auth, config as config_mod
+from arbiter.fleet import auth
+from arbiter.fleet import config as config_mod
 from arbiter.fleet.deploy import Deployer, owner_alive
 from arbiter.fleet.errors import FleetError
 from arbiter.fleet.fleet import Fleet
@@ -193,7 +194,8 @@ class SecurityHeaders:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 names = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = list(message.get("headers", [])) + [h for h in SECURITY_HEADERS if h[0] not in names]
+                extra = [h for h in SECURITY_HEADERS if h[0] not in names]
+                message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
         await self.app(scope, receive, with_headers)
 
@@ -226,7 +228,8 @@ def create_app(config_path: str, db_path: str | None = None) -> Starlette:
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
                              follow_redirects=False, trust_env=False)
     fleet = Fleet(config, http)
-    ctx = Context(config, store, http, fleet, Deployer(fleet, store), activity_file=_activity_logger(config.activity_log))
+    ctx = Context(config, store, http, fleet, Deployer(fleet, store),
+                  activity_file=_activity_logger(config.activity_log))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 

@@ -81,7 +81,7 @@ class Deployer:
                 self.store.update_deploy(deploy_id, nodes)
                 errors = await asyncio.gather(*(self._reload_one(spec, by_name[spec.name], deploy_id, nodes)
                                                 for spec in group))
-                failed = [(spec, err) for spec, err in zip(group, errors) if err]
+                failed = [(spec, err) for spec, err in zip(group, errors, strict=True) if err]
                 if failed:
                     for spec in targets[start + batch:]:
                         by_name[spec.name]["state"] = "skipped"

@@ -8,8 +8,8 @@ allocation per read).
 
 Where the bytes go to a log file as they are (no timestamps), the file takes them from the pipe
 with splice(2) (`RotatingLogFile.splice_from`): they are never copied into the master at all,
-and one system call moves what a pipe holds (up to 512 KiB), while the pipe brings bulk. See docs/design.md for which settings
-keep the bytes in the master.
+and one system call moves what a pipe holds (up to 512 KiB), while the pipe brings bulk. See
+docs/design.md for which settings keep the bytes in the master.
 
 A child that writes many small pieces (one line per write) would wake the master for each few
 kilobytes; `PipeReader` batches those: after a small read from a busy pipe it leaves the pipe

@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, replace
-from typing import Union
 
 
 class ProcessStates(enum.IntEnum):
@@ -154,12 +153,12 @@ class StopReportDue:
     pass
 
 
-Event = Union[
-    StartRequested, RestartRequested, Spawned, SpawnFailed, Exited, StopRequested,
-    SignalRequested, SignalFailed, StartsecsElapsed, BackoffElapsed, StopwaitElapsed,
-    StopReportDue,
-]
-TimerEvent = Union[StartsecsElapsed, BackoffElapsed, StopwaitElapsed, StopReportDue]
+Event = (
+    StartRequested | RestartRequested | Spawned | SpawnFailed | Exited | StopRequested
+    | SignalRequested | SignalFailed | StartsecsElapsed | BackoffElapsed | StopwaitElapsed
+    | StopReportDue
+)
+TimerEvent = StartsecsElapsed | BackoffElapsed | StopwaitElapsed | StopReportDue
 
 # ---- actions ------------------------------------------------------------------------------
 
@@ -197,7 +196,7 @@ class Refused:
     message: str
 
 
-Action = Union[Spawn, SendSignal, ScheduleTimer, Log, Refused]
+Action = Spawn | SendSignal | ScheduleTimer | Log | Refused
 Result = tuple[ProcessRecord, list[Action]]
 
 

@@ -11,8 +11,8 @@ import re
 import signal
 from typing import Any
 
-from arbiter.programs.states import Autorestart
 from arbiter.config.convert import to_bool, to_comma_list, to_int, to_non_negative_int, to_seconds, to_umask
+from arbiter.programs.states import Autorestart
 
 __all__ = [
     "AUTO", "MASTER", "to_autorestart", "to_bool", "to_byte_size", "to_environment", "to_exitcodes",
