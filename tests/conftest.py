@@ -40,6 +40,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def replace_file(path: Path, text: str) -> None:
+    """Give `path` new content in one step (a rename, as most editors save). A plain write
+    truncates first: a watcher that catches the empty file and the full one in two batches
+    reloads twice, and a test waiting for one reload reads the wrong generation."""
+    staged = path.with_name(path.name + ".next")
+    staged.write_text(text)
+    os.replace(staged, path)
+
+
 def http_get(port: int, path: str = "/", timeout: float = 5.0, method: str = "GET",
              headers: dict[str, str] | None = None, body: bytes | None = None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -164,12 +173,27 @@ class Arbiter:
         for child in descendants:
             with contextlib.suppress(psutil.Error):
                 child.kill()  # a psutil handle refuses a pid that was reused meanwhile
-        psutil.wait_procs(descendants, timeout=5)
+        wait_dead(descendants, timeout=5)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             pass
         self._log.close()
+
+
+def wait_dead(processes: list[psutil.Process], timeout: float) -> None:
+    """Wait (at most `timeout`) until each process is dead, as a zombie counts: a killed master's
+    orphans go to init, which reaps when it likes (a container's init can take seconds, and
+    psutil.wait_procs waits for that). A zombie holds no port or file; nor is it ours to reap."""
+    def dead(process: psutil.Process) -> bool:
+        try:
+            return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + timeout
+    while not all(dead(process) for process in processes) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import wait_until
+from conftest import wait_dead, wait_until
 from fleet_helpers import (  # noqa: F401  (fixtures)
     PASSWORD, FleetServer, Node, add_token, add_user, fleet_cli, start_fleet, start_node, supervisord, wait_node_state,
     write_fleet_config)
@@ -165,7 +165,7 @@ def test_a_dead_node_never_hides_the_others(fleet, arbiter, tmp_path: Path) -> N
             assert 'arbiter_fleet_node_up{node="web-2",environment="production",kind="arbiter"} 0' in metrics
             for child in children:  # the killed master's workers and programs: ours to reap
                 child.kill()
-            psutil.wait_procs(children, timeout=10)
+            wait_dead(children, timeout=10)
             again = start_node(arbiter, tmp_path, "web-2-again", control_port=victim.control_port,
                                token=victim.token_file.read_text().strip())
             again.master.wait_ready(1)

@@ -7,7 +7,7 @@ import re
 
 import psutil
 import pytest
-from conftest import http_get, run_arbiter, wait_until
+from conftest import http_get, replace_file, run_arbiter, wait_until
 
 
 def _pid_of_answer(port: int) -> int:
@@ -144,7 +144,7 @@ def test_reload_extra_file_and_engine(arbiter, tmp_path, engine):
     master.wait_ready(1)
     master.wait_log(r"Watching .*page\.html for changes")
     (tmp_path / "notes.txt").write_text("not watched")
-    template.write_text("two")
+    replace_file(template, "two")
     master.wait_log(r"changed .*page\.html; reloading", timeout=30)
     master.wait_log(r"Reload done: generation 2", timeout=30)
     assert "notes.txt" not in master.log()

@@ -15,7 +15,7 @@ import time
 import psutil
 import pytest
 
-from conftest import APPS, ROOT, http_get, wait_until
+from conftest import APPS, ROOT, http_get, replace_file, wait_until
 from load import Load
 
 
@@ -124,7 +124,7 @@ def test_reload_flag_rolls_workers_when_a_file_changes(arbiter, tmp_path):
     master.wait_ready(1)
     master.wait_log(r"Watching .* for changes")
     assert master.get("/") == (200, b"one")
-    module.write_text(source.replace("VERSION", "two"))
+    replace_file(module, source.replace("VERSION", "two"))
     master.wait_log(r"Reload done: generation 2", timeout=30)
     assert master.get("/") == (200, b"two")
 

@@ -184,3 +184,34 @@ def test_hup_rebinds_a_changed_bind_and_keeps_the_unchanged_socket(arbiter, tmp_
     conn.close()
     assert master.get("/")[0] == 200  # the original port is the same socket, still there
     assert f"127.0.0.1:{port}" in master.log()
+
+
+
+def test_a_broken_deploy_keeps_its_traceback_when_the_master_gives_up_first(arbiter, tmp_path):
+    """Both new workers fail to import; the one that wins the traceback token is slow to write it
+    (a loaded machine, a slow log pipe: here a log filter the broken module installs) while the
+    other exits at once. The master abandons the generation on that first exit and SIGTERMs the
+    rest: the winner must still get its traceback out, or the operator never sees why."""
+    app_dir = tmp_path / "deploy"
+    app_dir.mkdir()
+    module = app_dir / "deployed_app.py"
+    module.write_text("def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'v1']\n")
+    master = arbiter(["deployed_app:app", "-w", "2", "--chdir", str(app_dir), "--log-level", "debug"])
+    master.wait_ready(2)
+    module.write_text(textwrap.dedent('''
+        import logging, time
+
+        def slow(record):
+            if record.levelno >= logging.ERROR:
+                time.sleep(1)
+            return True
+
+        for handler in logging.getLogger("arbiter.error").handlers:
+            handler.addFilter(slow)
+        raise ImportError("a broken deploy")
+    '''))
+    master.signal(signal.SIGHUP)
+    master.wait_log(r"Reload failed: App failed to load\. Generation 2 abandoned")
+    master.wait_log(r"ImportError: a broken deploy")
+    assert master.log().count("ImportError: a broken deploy") == 1
+    assert master.get("/") == (200, b"v1")

@@ -23,6 +23,15 @@ def worker(request: pytest.FixtureRequest):
         yield served
 
 
+@pytest.fixture(scope="module", params=WORKERS)
+def shared_worker(request: pytest.FixtureRequest):
+    """One worker of each class for the refusal corpora (a hundred-odd inputs): every test
+    there leaves it serving and checks that it does, so sharing it only makes that check
+    stronger (a refusal that broke the worker fails the next test too)."""
+    with serve(app, request.param, threads=4) as served:
+        yield served
+
+
 def marks(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
@@ -266,7 +275,8 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))
-def test_malformed_request_gets_4xx_then_close_and_the_worker_serves_on(worker, name: str) -> None:
+def test_malformed_request_gets_4xx_then_close_and_the_worker_serves_on(shared_worker, name: str) -> None:
+    worker = shared_worker
     data, status = MALFORMED[name]
     with worker.connect() as sock:
         client = Client(sock)
@@ -283,7 +293,8 @@ CORPUS = {**{name: (data, LLHTTP_STATUS.get(name)) for name, data in LLHTTP_REFU
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
-def test_smuggling_corpus_is_refused_then_close_and_the_worker_serves_on(worker, name: str) -> None:
+def test_smuggling_corpus_is_refused_then_close_and_the_worker_serves_on(shared_worker, name: str) -> None:
+    worker = shared_worker
     data, status = CORPUS[name]
     with worker.connect() as sock:
         client = Client(sock)

@@ -17,6 +17,7 @@ import socket
 import time
 from typing import Any
 
+from arbiter import procfs
 from arbiter.fleet.config import NodeSpec
 from arbiter.fleet.errors import FleetError
 from arbiter.fleet.fleet import Fleet
@@ -41,7 +42,9 @@ def owner_alive(owner: str) -> bool:
         return False
     except (PermissionError, ValueError):
         return True
-    return True
+    # A zombie (killed, not yet reaped by its parent or init) runs no deploy any more.
+    found = procfs.stat(int(pid))
+    return found is not None and found.state != "Z"
 
 
 class Deployer:

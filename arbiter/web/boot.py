@@ -10,6 +10,7 @@ import grp
 import logging
 import os
 import pwd
+import signal
 import socket
 import sys
 import traceback
@@ -67,6 +68,10 @@ def report_load_error(exc: AppLoadError, token_fd: int) -> None:
     The master puts one byte in a pipe per generation; the worker that reads it prints the
     whole story, the others one line. A pipe read is atomic, so exactly one worker wins.
     """
+    # This worker exits right after; but the master, seeing a sibling fail first, may abandon
+    # the generation and SIGTERM it while it still writes the traceback, the one line that says
+    # why. Hold those signals until the exit (SIGKILL still ends a stuck worker).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
     try:
         won = bool(os.read(token_fd, 1))
     except (BlockingIOError, OSError):
