@@ -194,8 +194,9 @@ def test_check_config_prints_every_warning_a_start_prints(arbiter, tmp_path):
         [group:ticks
         programs = tick
 
-        [eventlistener:x]
+        [fcgi-program:x]
         command = cat
+        socket = unix:///tmp/x.sock
         """))
     env = {"ARBITER_URL": "http://elsewhere"}
     check = run_arbiter(["-c", str(conf), "--check-config"], env=env)
@@ -207,7 +208,7 @@ def test_check_config_prints_every_warning_a_start_prints(arbiter, tmp_path):
     assert checked == started[:len(checked)] and len(checked) == 5, (checked, started)
     assert any("bogus_key" in line for line in checked)
     assert any("[group" in line for line in checked)
-    assert any("[eventlistener:x]" in line for line in checked)
+    assert any("[fcgi-program:x]" in line for line in checked)
     assert any("ARBITER_URL" in line for line in checked)
 
 
