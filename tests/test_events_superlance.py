@@ -77,8 +77,9 @@ def run(request: pytest.FixtureRequest, arbiter: Callable[..., Any], tmp_path: P
 def test_crashmail_mails_once_for_an_unexpected_exit_never_for_an_expected_one(run, tmp_path):
     mails = tmp_path / "mails"
     sendmail = tmp_path / "sendmail"
-    # A stand-in for sendmail: each mail (read from stdin, as crashmail writes it) into its own file.
-    sendmail.write_text(f'#!/bin/sh\ncat > "{mails}/mail-$$"\n')
+    # A stand-in for sendmail: each mail (read from stdin, as crashmail writes it) into its own
+    # file, renamed into place once whole so the test never reads one half-written.
+    sendmail.write_text(f'#!/bin/sh\ncat > "{mails}/.part-$$" && mv "{mails}/.part-$$" "{mails}/mail-$$"\n')
     sendmail.chmod(0o755)
     mails.mkdir()
     sock = run(f"""
@@ -99,10 +100,10 @@ def test_crashmail_mails_once_for_an_unexpected_exit_never_for_an_expected_one(r
     server = rpc(sock)
     # One listener handles events in order: once the mail for `dies` is there, `ends`'s exit
     # (1.3 s earlier) has been handled too, and did not mail.
-    wait_until(lambda: list(mails.iterdir()), timeout=20, what="a mail")
+    wait_until(lambda: list(mails.glob("mail-*")), timeout=20, what="a mail")
     state = {p["name"]: p for p in server.supervisor.getAllProcessInfo()}
     assert state["ends"]["statename"] == state["dies"]["statename"] == "EXITED"
-    (mail,) = [path.read_text() for path in mails.iterdir()]
+    (mail,) = [path.read_text() for path in mails.glob("mail-*")]
     assert "To: ops@example.com" in mail and "Subject:  dies crashed at" in mail
     assert "Process dies in group dies exited unexpectedly (pid " in mail and "from state RUNNING" in mail
 
