@@ -185,5 +185,5 @@ def test_signals_never_reach_a_placeholder() -> None:
     h.turn()
     promote(h, first)
     fork_requests(h)
-    h.pool.retire_all(h.clock())
+    h.pool.stop_all(h.clock())
     assert all(pid > 0 for pid, _ in h.signals)

@@ -73,7 +73,7 @@ class Harness:
 
     def ready_all(self) -> None:
         for pid, worker in self.pool.workers.items():
-            if not worker.ready and not worker.retiring:
+            if not worker.ready and not worker.stop_sent:
                 self.say(pid, SlotState.READY)
 
     def exit(self, pid: int, code: int = 0) -> int | None:
@@ -85,7 +85,7 @@ class Harness:
     def serving(self) -> int:
         """Workers able to take a request: READY (or asking for a replacement), not told to stop."""
         return sum(1 for pid, w in self.pool.workers.items()
-                   if not w.retiring and self.board.read(w.slot.index).state in (SlotState.READY, SlotState.RETIRING))
+                   if not w.stop_sent and self.board.read(w.slot.index).state in (SlotState.READY, SlotState.RETIRING))
 
 
 @pytest.fixture
@@ -211,7 +211,7 @@ def test_a_suspended_master_counts_silence_only_from_when_it_woke(h):
 
 def test_a_draining_worker_is_killed_after_graceful_timeout(h):
     first, _ = started(h, 2)
-    h.pool.retire_all(h.clock())
+    h.pool.stop_all(h.clock())
     assert sorted(h.signalled(signal.SIGTERM)) == sorted(h.pool.workers)
     h.clock.advance(3.0 - MS)
     h.pool.check(h.clock(), 0.0)

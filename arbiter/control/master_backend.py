@@ -136,7 +136,7 @@ class MasterBackend:
         for worker in [w for w in pool.workers.values() if w.pid > 0]:  # not the ones the mold owes
             view = pool.scoreboard.read(worker.slot.index)
             state = _WORKER_STATE[view.state]
-            if worker.retiring and state in ("READY", "RETIRING"):
+            if worker.stop_sent and state in ("READY", "RETIRING"):
                 state = "DRAINING"
             elif worker.wants_retirement and state == "READY":
                 state = "RETIRING"  # its replacement is on the way

@@ -170,7 +170,7 @@ class Guardian:
         samples = {}
         for worker in list(self.pool.workers.values()):
             # One already on its way out is not measured: its replacement is coming.
-            if not worker.ready or worker.retiring or worker.wants_retirement:
+            if not worker.ready or worker.stop_sent or worker.wants_retirement:
                 continue
             size = self.read_memory(worker.pid, self.measure)
             if size is not None:
@@ -208,7 +208,7 @@ class Guardian:
             return  # no workers wanted (SIGWINCH, or programs only): nothing to measure or grow
         ratios = []
         for worker in list(self.pool.workers.values()):
-            if worker.ready and not worker.retiring:
+            if worker.ready and not worker.stop_sent:
                 ratios.append(self.pool.scoreboard.read(worker.slot.index).busy_ratio)
         ratio = sum(ratios) / len(ratios) if ratios else 0.0
         if self.scaler is None:

@@ -494,10 +494,10 @@ class Master:
             self.programs.publish(supervisor_state("STOPPING"))
             self.programs.stop_all()
         if graceful:
-            self.pool.retire_all(now)
+            self.pool.stop_all(now)
             self._stop_deadline = now + self.cfg.graceful_timeout
         else:
-            self.pool.retire_all(now, signal.SIGQUIT)
+            self.pool.stop_all(now, signal.SIGQUIT)
             self._stop_deadline = now + min(QUICK_STOP, self.cfg.graceful_timeout or QUICK_STOP)
 
     # -- plumbing ----------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class MoldKeeper:
     def request(self, worker: WorkerProcess) -> int:
         """Ask the mold for `worker`; returns its placeholder key, or 0 to fork from the master."""
         mold = self.mold
-        if mold is None or not self.mold_ready or mold.retiring or mold.aborted_at is not None:
+        if mold is None or not self.mold_ready or mold.stop_sent or mold.aborted_at is not None:
             return 0
         try:
             os.write(self.requests_w, ForkRequest(worker.slot.index, worker.age, worker.generation).encode())
@@ -125,7 +125,7 @@ class MoldKeeper:
                 pool.log.info("Booting worker with pid: %s (forked by the mold, pid %s)", pid, worker.forked_from)
                 if pid in self.orphans:  # it came and went before this pass
                     pool.exited(pid, self.orphans.pop(pid))
-                elif worker.retiring_since is not None:  # the master began stopping meanwhile
+                elif worker.stop_sent_at is not None:  # the master began stopping meanwhile
                     pool.kill(pid, signal.SIGTERM)
             elif self.mold is None:
                 self._drop(index, worker, "the mold is gone")
@@ -151,7 +151,7 @@ class MoldKeeper:
             return
         self.step = max(0, self.step - 1)
         self.pool.log.error("Retiring the mold (pid:%s): %s; forking from the master", mold.pid, why)
-        self.pool._retire(mold, self.pool.clock())
+        self.pool._send_stop(mold, self.pool.clock())
         for index, pending in list(self.pending.items()):
             self._drop(index, pending, "the mold is retired")
 
@@ -167,7 +167,7 @@ class MoldKeeper:
         pool.log.info("Worker (pid:%s) is the mold now; new workers fork from it", worker.pid)
         if old is not None:
             pool.log.info("Retiring the previous mold (pid:%s)", old.pid)
-            pool._retire(old, pool.clock())
+            pool._send_stop(old, pool.clock())
 
     def manage(self, now: float) -> None:
         """Promote when a threshold is reached; replace workers not forked from the mold."""
@@ -199,7 +199,7 @@ class MoldKeeper:
         pool = self.pool
         # Not while the pool is in flux (a reload's old generation or a replaced worker still
         # draining): one change at a time, and the promoted worker is never the last one serving.
-        if any(w.retiring or w.wants_retirement or w.generation != pool.generation
+        if any(w.stop_sent or w.wants_retirement or w.generation != pool.generation
                for w in pool.workers.values() if w.role == "worker"):
             return
         # With a mold, only its own workers are warm enough to matter; without one (the first time,
@@ -232,7 +232,7 @@ class MoldKeeper:
 
     def _replace_next(self) -> None:
         pool = self.pool
-        if self.replacing is not None and self.replacing.pid in pool.workers and not self.replacing.retiring:
+        if self.replacing is not None and self.replacing.pid in pool.workers and not self.replacing.stop_sent:
             return  # one at a time: the next once this one's successor is ready
         current = pool.current()
         if any(not w.ready for w in current) or self.pending:
@@ -274,7 +274,7 @@ class MoldKeeper:
             for index, pending in list(self.pending.items()):
                 if pool.scoreboard.read(index).pid <= 0:
                     self._drop(index, pending, "the mold is gone")
-            if not worker.retiring:
+            if not worker.stop_sent:
                 self.step = max(0, self.step - 1)  # promote again at the last threshold
                 pool.log.error("The mold (pid:%s) died (exit %s); forking from the master until a worker is "
                                "promoted again", worker.pid, os.waitstatus_to_exitcode(status))
@@ -293,7 +293,7 @@ class MoldKeeper:
     def reset(self) -> None:
         """A reload: the new generation starts from the master again, then reforks."""
         if self.mold is not None:
-            self.pool._retire(self.mold, self.pool.clock())
+            self.pool._send_stop(self.mold, self.pool.clock())
         self.mold, self.mold_ready, self.replacing, self.forced = None, False, None, False
         if self.promoting is not None:
             self.promoting.role = "worker"

@@ -57,15 +57,15 @@ class WorkerProcess:
     wants_retirement: bool = False  # reached max_requests; replace it, then drain it
     replace_reason: str = "max_requests"  # the restart reason counted when it is drained
     request_timeouts: int = 0  # requests it stopped at --request-timeout, as last read from its slot
-    retiring_since: float | None = None  # SIGTERM sent
+    stop_sent_at: float | None = None  # SIGTERM sent
     aborted_at: float | None = None
     killed: bool = False
     role: str = "worker"  # reforking: "promoting" (becoming the mold) or "mold"; see master/mold.py
     forked_from: int = 0  # the mold's pid, 0 when forked by the master
 
     @property
-    def retiring(self) -> bool:
-        return self.retiring_since is not None
+    def stop_sent(self) -> bool:
+        return self.stop_sent_at is not None
 
 
 Spawner = Callable[["WorkerProcess"], int]  # starts a worker's process, returns its pid
@@ -114,8 +114,8 @@ class WorkerPool:
         self.restarts: collections.Counter[str] = collections.Counter({reason: 0 for reason in RESTART_REASONS})
         self.emit: Callable[..., None] = lambda name, **fields: None  # ARBITER_WORKER_* events
         # One byte per generation: the first worker that fails to load the app prints why.
-        self._token_r, self._token_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        os.write(self._token_w, b"t")
+        self._traceback_turn_r, self._traceback_turn_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        os.write(self._traceback_turn_w, b"t")
         # One byte per generation under `auto`: the first worker to import the app logs the class.
         self._announce_r, self._announce_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.molds = MoldKeeper(self)
@@ -123,9 +123,9 @@ class WorkerPool:
     # -- queries ---------------------------------------------------------------------------
 
     def current(self) -> list[WorkerProcess]:
-        """Current-generation workers that are meant to stay (not retiring, not replaced)."""
+        """Current-generation workers that are meant to stay (not stopping, not to be replaced)."""
         return [w for w in self.workers.values()
-                if w.generation == self.generation and not w.retiring and not w.wants_retirement
+                if w.generation == self.generation and not w.stop_sent and not w.wants_retirement
                 and w.role == "worker"]
 
     def ready_count(self) -> int:
@@ -139,7 +139,7 @@ class WorkerPool:
             return self._spawn_not_before
         if self.molds.busy():
             return now + BOOT_POLL
-        if any(not w.ready and not w.retiring for w in self.workers.values()) or len(self.current()) < self.target:
+        if any(not w.ready and not w.stop_sent for w in self.workers.values()) or len(self.current()) < self.target:
             return now + BOOT_POLL
         return None
 
@@ -199,7 +199,8 @@ class WorkerPool:
         worker_boot.run_worker(
             cfg=self.cfg, age=worker.age, ppid=ppid, generation=worker.generation, slot=worker.slot,
             sockets=[listener.sock for listener in self.listeners], preloaded=self.preloaded,
-            token_fd=self._token_r, announce_fd=self._announce_r, post_fork=post_fork, on_exit=on_exit,
+            traceback_turn_fd=self._traceback_turn_r, announce_fd=self._announce_r,
+            post_fork=post_fork, on_exit=on_exit,
             as_mold=self._as_mold,
         )
 
@@ -235,15 +236,15 @@ class WorkerPool:
         self.scoreboard.release(worker.slot.index)
         code = os.waitstatus_to_exitcode(status)
         self.emit("ARBITER_WORKER_EXITED", pid=pid, generation=worker.generation, status=code,
-                  expected=int(worker.retiring or worker.killed))
+                  expected=int(worker.stop_sent or worker.killed))
         hook = self.cfg.hook("child_exit")
         if hook:
             hook(self.server, worker)
         if self.molds.exited(worker, status):
             return None
-        if worker.ready or worker.retiring:
+        if worker.ready or worker.stop_sent:
             self._spawn_backoff = 0.0
-            if worker.retiring or worker.killed:
+            if worker.stop_sent or worker.killed:
                 self.log.debug("Worker (pid:%s) stopped: %s", pid, sigs.exit_description(status))
             elif worker.request_timeouts and not worker.wants_retirement:
                 # A sync worker stopped its stuck request and left; its slot says so.
@@ -272,14 +273,14 @@ class WorkerPool:
             self.log.critical("%s Stopping (exit %d).", reason, code)
             return code
         if worker.generation == self.generation and any(
-            w.generation != self.generation and not w.retiring for w in self.workers.values()
+            w.generation != self.generation and not w.stop_sent for w in self.workers.values()
         ):
             self.abandon_generation(reason)
             return None
         # A replacement failed while others serve, or a crash at first boot: retry, but never
         # in a tight loop.
         self._back_off(reason)
-        self._refill_token()
+        self._refill_traceback_turn()
         return None
 
     def _back_off(self, reason: str) -> None:
@@ -297,15 +298,15 @@ class WorkerPool:
                        reason, failed, self.generation)
         for worker in list(self.workers.values()):
             if worker.generation == failed:
-                self._retire(worker, self.clock(), reason="reload")
-        self._refill_token()
+                self._send_stop(worker, self.clock(), reason="reload")
+        self._refill_traceback_turn()
 
-    def _refill_token(self) -> None:
+    def _refill_traceback_turn(self) -> None:
         try:
-            os.read(self._token_r, 1)
+            os.read(self._traceback_turn_r, 1)
         except BlockingIOError:
             pass
-        os.write(self._token_w, b"t")
+        os.write(self._traceback_turn_w, b"t")
 
     def announce_choice(self) -> None:
         """Let the next worker that resolves `auto` log which class it chose (at most one byte
@@ -342,7 +343,7 @@ class WorkerPool:
         self.generation += 1
         self.molds.reset()
         self.last_reload = RELOADING
-        self._refill_token()
+        self._refill_traceback_turn()
         self.announce_choice()
         self.log.info("Reloading: starting generation %d", self.generation)
 
@@ -370,7 +371,7 @@ class WorkerPool:
                 if not worker.killed and now - worker.aborted_at > ABORT_GRACE:
                     self._kill(worker, signal.SIGKILL)
                 continue
-            if worker.retiring_since is not None and now - worker.retiring_since > self.cfg.graceful_timeout:
+            if worker.stop_sent_at is not None and now - worker.stop_sent_at > self.cfg.graceful_timeout:
                 if not worker.killed:
                     self.log.warning("Worker (pid:%s) did not stop within graceful_timeout; killing", worker.pid)
                     self._kill(worker, signal.SIGKILL)
@@ -401,7 +402,7 @@ class WorkerPool:
         self.molds.manage(now)
         current = self.current()
         old = [w for w in self.workers.values()
-               if (w.generation != self.generation or w.wants_retirement) and not w.retiring and w.role == "worker"]
+               if (w.generation != self.generation or w.wants_retirement) and not w.stop_sent and w.role == "worker"]
         ready_current = sum(1 for w in current if w.ready)
         missing = self.target - len(current)
         if old and missing > 0:
@@ -416,10 +417,10 @@ class WorkerPool:
         keep = max(0, self.target - ready_current)
         for worker in sorted(old, key=lambda w: w.age)[: max(0, len(old) - keep)]:
             reason = "reload" if worker.generation != self.generation else worker.replace_reason
-            self._retire(worker, now, reason=reason)
+            self._send_stop(worker, now, reason=reason)
         if len(current) > self.target:  # TTOU: retire the newest
             for worker in sorted(current, key=lambda w: w.age, reverse=True)[: len(current) - self.target]:
-                self._retire(worker, now, reason="scale")
+                self._send_stop(worker, now, reason="scale")
         if self.last_reload.in_progress and not old and ready_current >= self.target:
             self.last_reload = RELOAD_DONE
             self.log.info("Reload done: generation %d serving with %d workers", self.generation, ready_current)
@@ -429,7 +430,7 @@ class WorkerPool:
         drains (`manage` does both); counted under `reason` once drained. False when there is no
         such worker or it is already going."""
         worker = self.workers.get(pid)
-        if worker is None or worker.retiring or worker.wants_retirement or worker.role != "worker":
+        if worker is None or worker.stop_sent or worker.wants_retirement or worker.role != "worker":
             return False
         worker.wants_retirement = True
         worker.replace_reason = reason
@@ -437,12 +438,13 @@ class WorkerPool:
             self.log.info("Worker (pid:%s) to be replaced, as asked over the control API", pid)
         return True
 
-    def _retire(self, worker: WorkerProcess, now: float, sig: int = signal.SIGTERM, reason: str | None = None) -> None:
-        if worker.retiring and sig == signal.SIGTERM:
+    def _send_stop(self, worker: WorkerProcess, now: float, sig: int = signal.SIGTERM,
+                   reason: str | None = None) -> None:
+        if worker.stop_sent and sig == signal.SIGTERM:
             return
-        if reason is not None and not worker.retiring:
+        if reason is not None and not worker.stop_sent:
             self.count_restart(reason)
-        worker.retiring_since = worker.retiring_since or now
+        worker.stop_sent_at = worker.stop_sent_at or now
         self._signal(worker, sig)
 
     def _signal(self, worker: WorkerProcess, sig: int) -> None:
@@ -461,10 +463,10 @@ class WorkerPool:
         for worker in self.workers.values():
             self._signal(worker, sig)
 
-    def retire_all(self, now: float, sig: int = signal.SIGTERM) -> None:
+    def stop_all(self, now: float, sig: int = signal.SIGTERM) -> None:
         """Stop every worker: SIGTERM drains, SIGQUIT leaves at once."""
         for worker in self.workers.values():
-            self._retire(worker, now, sig)
+            self._send_stop(worker, now, sig)
 
     def kill_all(self) -> None:
         for worker in self.workers.values():
@@ -472,5 +474,5 @@ class WorkerPool:
 
     def close(self) -> None:
         self.molds.close()
-        for fd in (self._token_r, self._token_w, self._announce_r, self._announce_w):
+        for fd in (self._traceback_turn_r, self._traceback_turn_w, self._announce_r, self._announce_w):
             os.close(fd)

@@ -62,7 +62,7 @@ def _gid(group: str) -> int:
         raise WorkerBootError(f"--group {group!r}: no such group") from None
 
 
-def report_load_error(exc: AppLoadError, token_fd: int) -> None:
+def report_load_error(exc: AppLoadError, traceback_turn_fd: int) -> None:
     """Print the app's traceback once per generation, however many workers fail alike.
 
     The master puts one byte in a pipe per generation; the worker that reads it prints the
@@ -73,7 +73,7 @@ def report_load_error(exc: AppLoadError, token_fd: int) -> None:
     # why. Hold those signals until the exit (SIGKILL still ends a stuck worker).
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
     try:
-        won = bool(os.read(token_fd, 1))
+        won = bool(os.read(traceback_turn_fd, 1))
     except (BlockingIOError, OSError):
         won = False
     if won:
@@ -102,7 +102,7 @@ def run_worker(
     slot: Slot,
     sockets: Sequence[socket.socket],
     preloaded: Callable[..., Any] | None,
-    token_fd: int,
+    traceback_turn_fd: int,
     announce_fd: int = -1,
     post_fork: Callable[[], None],
     on_exit: Callable[[Worker], None],
@@ -155,7 +155,7 @@ def run_worker(
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except AppLoadError as exc:
-        report_load_error(exc, token_fd)
+        report_load_error(exc, traceback_turn_fd)
         code = APP_LOAD_ERROR
     except WorkerBootError as exc:
         log.error("Worker failed to boot: %s", exc)
