@@ -385,7 +385,7 @@ def test_tcp_control_without_a_credential_is_refused_at_start(tmp_path):
     result = run_arbiter(["asgi_app:app", "-b", "127.0.0.1:0", "--control-bind", "127.0.0.1:0"])
     assert result.returncode == 2, result.stderr
     assert "without a credential" in result.stderr
-    assert "head -c 32 /dev/urandom | base64 > token" in result.stderr and "--control-token-file token" in result.stderr
+    assert "secrets.token_urlsafe(32))' > token" in result.stderr and "--control-token-file token" in result.stderr
     assert "Listening at" not in result.stderr  # refused before anything was bound
     result = run_arbiter(["-c", str(_conf_with_inet(tmp_path, ""))])
     assert result.returncode == 2, result.stderr

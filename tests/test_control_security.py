@@ -193,7 +193,7 @@ def test_tcp_refuses_to_start_without_a_credential_even_on_loopback(tmp_path: Pa
                                tcp=(host, 0), log=LOG)
         with pytest.raises(ArbiterError, match="without a credential") as caught:
             server.start()
-        assert "head -c 32 /dev/urandom | base64 > token" in str(caught.value)
+        assert "secrets.token_urlsafe(32))' > token" in str(caught.value)
         assert "--control-token-file token" in str(caught.value)
         assert server.addresses == []
 

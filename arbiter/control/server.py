@@ -49,7 +49,8 @@ def missing_credential(address: str) -> str:
     """Why TCP control without a credential is refused, and how to make one."""
     return (f"refusing to serve the control API on {address} without a credential: anyone who can "
             "connect (every user of this machine, even on loopback) could read logs and stop programs. "
-            "Make a token and pass it: `head -c 32 /dev/urandom | base64 > token && chmod 600 token`, "
+            "Make a token and pass it: "
+            "`(umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > token)`, "
             "then `--control-token-file token` (or control_token_file in the config file, or "
             "$ARBITER_TOKEN); clients send it as 'Authorization: Bearer <token>'")
 
