@@ -74,8 +74,10 @@ def launch(name: str, cmd: list[str], sock: socket.socket, env: dict[str, str], 
     return server
 
 
-def probe(port: int, connections: int = 8, timeout: float = 10.0) -> set[int]:
-    """GET / on `connections` fresh connections at once; the pids that answered 200.
+def probe(port: int, connections: int = 8, timeout: float = 10.0, path: str = "/",
+          pattern: re.Pattern[bytes] = PID_IN_BODY) -> set[int]:
+    """GET `path` on `connections` fresh connections at once; the pids (found by `pattern` in the
+    body) that answered 200.
 
     Several at a time, so that idle workers each get a chance against the first one up."""
     socks, pids = [], set()
@@ -84,13 +86,13 @@ def probe(port: int, connections: int = 8, timeout: float = 10.0) -> set[int]:
             with contextlib.suppress(OSError):
                 sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
                 socks.append(sock)
-                sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
         for sock in socks:
             data = b""
             with contextlib.suppress(OSError):
                 while chunk := sock.recv(65536):
                     data += chunk
-            match = PID_IN_BODY.search(data)
+            match = pattern.search(data)
             if data.startswith(b"HTTP/1.1 200") and match:
                 pids.add(int(match.group(1)))
     finally:

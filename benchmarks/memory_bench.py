@@ -30,7 +30,6 @@ import http.client
 import os
 import re
 import signal
-import socket
 import statistics
 import sys
 import threading
@@ -41,21 +40,14 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import use_bytecode_cache, ServerError, start_server, stop_all  # noqa: E402
-from _peers import BENCH, contenders, launch, listening_socket, pss_kb, tree, wait_pids_serving  # noqa: E402
+import _peers  # noqa: E402
+from _peers import BENCH, gunicorn_uvicorn_worker, contenders, launch, listening_socket, pss_kb, tree, wait_pids_serving  # noqa: E402
 
 APPS = Path(__file__).resolve().parent / "reload_apps"
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PID_IN_JSON = re.compile(rb'"pid"\s*:\s*(\d+)')
 TARGET = 0.7
-
-
-def gunicorn_uvicorn_worker() -> str:
-    try:
-        import uvicorn_worker  # noqa: F401
-        return "uvicorn_worker.UvicornWorker"
-    except ImportError:
-        return "uvicorn.workers.UvicornWorker"  # deprecated, still shipped in this uvicorn
 
 
 def smaps(pid: int) -> dict[str, int]:
@@ -83,25 +75,7 @@ def worker_pids(pid: int) -> list[int]:
 
 def probe(port: int, connections: int = 6, timeout: float = 2.0, path: str = "/") -> set[int]:
     """Send GET `path` on `connections` fresh connections at once; the pids that answered 200."""
-    socks, pids = [], set()
-    try:
-        for _ in range(connections):
-            with contextlib.suppress(OSError):
-                sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-                socks.append(sock)
-                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-        for sock in socks:
-            data = b""
-            with contextlib.suppress(OSError):
-                while chunk := sock.recv(65536):
-                    data += chunk
-            match = PID_IN_JSON.search(data)
-            if data.startswith(b"HTTP/1.1 200") and match:
-                pids.add(int(match.group(1)))
-    finally:
-        for sock in socks:
-            sock.close()
-    return pids
+    return _peers.probe(port, connections, timeout, path, PID_IN_JSON)
 
 
 def wait_serving(port: int, pids: set[int], timeout: float, path: str = "/") -> bool:
