@@ -61,8 +61,12 @@ def _line_of(text: str, pattern: str) -> int | None:
     return text.count("\n", 0, match.start()) + 1 if match else None
 
 
-def read_toml(path: str) -> tuple[dict[str, Value], Extras]:
-    """Top-level keys of an `arbiter.toml`, each with its file and line, and its programs."""
+def load_toml(path: str) -> tuple[str, dict[str, Any]]:
+    """A TOML file's text (to find lines in for error messages) and its parsed tables.
+
+    Raises:
+        ConfigError: the file cannot be read, or is not valid TOML.
+    """
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -70,9 +74,14 @@ def read_toml(path: str) -> tuple[dict[str, Value], Extras]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     text = data.decode("utf-8", "replace")
     try:
-        parsed = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def read_toml(path: str) -> tuple[dict[str, Value], Extras]:
+    """Top-level keys of an `arbiter.toml`, each with its file and line, and its programs."""
+    text, parsed = load_toml(path)
     values: dict[str, Value] = {}
     extras = Extras()
     if "programs" in parsed or "groups" in parsed or "eventlisteners" in parsed:

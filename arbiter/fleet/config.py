@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from arbiter.config.loader import load_toml
 from arbiter.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 KINDS = ("arbiter", "supervisor")
 TOP_KEYS = {"deadline": float, "action_timeout": float, "deploy_timeout": float, "database": str,
@@ -197,16 +192,7 @@ def load(path: str) -> FleetConfig:
     Raises:
         ConfigError: naming the file, the line and the key, for every problem found.
     """
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    text = data.decode("utf-8", "replace")
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    text, raw = load_toml(path)
     lines, base = _Lines(path, text), os.path.dirname(os.path.abspath(path))
     nodes_raw = raw.pop("nodes", [])
     if not isinstance(nodes_raw, list) or not all(isinstance(n, dict) for n in nodes_raw):
