@@ -40,7 +40,7 @@ from arbiter.control.server import ControlServer, missing_credential
 from arbiter.errors import ArbiterError, ConfigError
 from arbiter.events.types import remote_communication
 from arbiter.programs.errors import ProgramError
-from arbiter.programs.manager import Progress
+from arbiter.programs.goals import Progress
 from arbiter.programs.memlog import MemoryLog
 from arbiter.web.scoreboard import SlotState
 

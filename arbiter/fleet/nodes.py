@@ -13,6 +13,7 @@ makes no sense).
 
 from __future__ import annotations
 
+import abc
 import time
 import xmlrpc.client
 from typing import Any
@@ -46,18 +47,19 @@ def _transport_error(spec: NodeSpec, exc: Exception) -> NodeError:
     return NodeError("unreachable", f"{spec.name}: cannot connect to {spec.hostport} ({type(exc).__name__})")
 
 
-class NodeClient:
-    """What the fleet asks of any node."""
+class NodeClient(abc.ABC):
+    """What the fleet asks of any node (an Arbiter master or a supervisord, below)."""
 
     def __init__(self, spec: NodeSpec, http: httpx.AsyncClient) -> None:
         self.spec, self.http = spec, http
 
+    @abc.abstractmethod
     async def processes(self, timeout: float) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """Every process of the node, web workers and programs alike."""
 
+    @abc.abstractmethod
     async def action(self, action: str, name: str | None, timeout: float) -> list[dict[str, Any]]:
         """start/stop/restart one process, a group (`group:*`), or everything (name None)."""
-        raise NotImplementedError
 
     async def reload(self, wait: bool, timeout: float) -> Any:
         raise FleetError("NOT_SUPPORTED", f"{self.spec.name} is a supervisord: it has no rolling reload")
@@ -68,8 +70,9 @@ class NodeClient:
     async def ready(self, timeout: float) -> tuple[bool, str]:
         raise FleetError("NOT_SUPPORTED", f"{self.spec.name} has no readiness probe")
 
+    @abc.abstractmethod
     async def log(self, name: str, stream: str, offset: int, timeout: float) -> dict[str, Any]:
-        raise NotImplementedError
+        """The output of one program's `stream` from byte `offset` on."""
 
 
 class ArbiterNode(NodeClient):

@@ -30,7 +30,7 @@ from arbiter.master import host, listening, reloader, systemd, upgrade
 from arbiter.master import signals as sigs
 from arbiter.master.guardian import Guardian
 from arbiter.master.pool import WorkerPool
-from arbiter.master.reload_state import NO_RELOAD, ReloadState
+from arbiter.master.reporting import Reports
 from arbiter.programs import registry
 from arbiter.programs.manager import ProgramManager
 from arbiter.web import app as app_loader
@@ -80,6 +80,7 @@ class Master:
         self.selector = selectors.DefaultSelector()
         self.signals = sigs.SignalQueue()
         self.notify = systemd.Notifier(os.environ)
+        self.reports = Reports()
         self.handover = upgrade.take(os.environ)
         self.scoreboard = Scoreboard(fd=self.handover.scoreboard_fd if self.handover else None)
         self.pool: WorkerPool
@@ -95,9 +96,6 @@ class Master:
         self.services: list[Service] = []
         self._soon: collections.deque[Callable[[], None]] = collections.deque()
         self.programs: ProgramManager | None = None
-        self._ready_sent = False
-        self._reload_state = NO_RELOAD
-        self._reloading = 0  # the generation the last reload started (for ARBITER_RELOAD_FAILED)
         self.stopping = False
         self.graceful = True
         self.exit_code = 0
@@ -260,43 +258,16 @@ class Master:
         else:
             self.guardian.tick(now)
             self.pool.manage(now)
-            self._report(now)
+            self.upgrader.tick(now)
+            self.reports.tick(self.pool, self.notify, self.event)
         self._next_housekeeping = now + HOUSEKEEPING
         # Never before the next pass: a due deadline must not make I/O-only turns spin.
         self._next_wake = max(now + self._wait(now), self._next_housekeeping)
-
-    def _report(self, now: float) -> None:
-        """Tell systemd (and the log) when the pool first becomes ready and when a reload ends."""
-        self.upgrader.tick(now)
-        if self._ready_sent and self.pool.last_reload == self._reload_state:
-            return  # the common case: nothing to say
-        ready = self.pool.ready_count()
-        status = f"{ready} of {self.pool.target} workers ready, generation {self.pool.generation}"
-        if not self._ready_sent and ready >= self.pool.target:
-            self._ready_sent = True
-            self.notify.ready(status)
-        if self.pool.last_reload != self._reload_state:
-            self._reload_state = self.pool.last_reload
-            self._reload_event(self._reload_state)
-            if self._reload_state.in_progress:
-                self.notify.reloading(f"Reloading: {status}")
-            else:
-                self.notify.ready(f"Reload {self._reload_state}; {status}")
 
     def event(self, name: str, body: str = "", **fields: object) -> None:
         """Publish one of Arbiter's own ARBITER_* events to the listeners that subscribe to it."""
         if self.programs is not None:
             self.programs.publish(arbiter_event(name, body=body, **fields))
-
-    def _reload_event(self, state: ReloadState) -> None:
-        generation = self.pool.generation
-        if state.in_progress:
-            self._reloading = generation  # an abandoned generation is no longer the pool's
-            self.event("ARBITER_RELOAD_STARTED", generation=generation)
-        elif state.has_failed:
-            self.event("ARBITER_RELOAD_FAILED", state.error, generation=max(generation, self._reloading))
-        else:
-            self.event("ARBITER_RELOAD_FINISHED", generation=generation, workers=self.pool.ready_count())
 
     def attach(self, service: Service) -> None:
         """Run `service` in this loop (before run()): started after the sockets are bound,

@@ -14,15 +14,16 @@ import os
 import selectors
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from arbiter import procfs
 from arbiter.events.types import Event, due_ticks, group_change
-from arbiter.programs import adoption, errors, registry, update, values
+from arbiter.programs import adoption, errors, goals, registry, update, values
 from arbiter.programs import states as st
 from arbiter.programs.capture import read_pacer
 from arbiter.programs.child import Process
 from arbiter.programs.config import ProcessSpec, ProgramConfig, check_programs
+from arbiter.programs.goals import Progress
 from arbiter.programs.intent import (
     NOTHING,
     Step,
@@ -31,7 +32,6 @@ from arbiter.programs.intent import (
     drop_start,
     next_step,
     queue_start,
-    will_start,
 )
 from arbiter.programs.listeners import EventHub
 from arbiter.programs.memlog import MemoryLog
@@ -385,31 +385,12 @@ class ProgramManager:
                                         f"{exc.filename}: {exc.strerror}") from None
 
     def progress(self, names: Sequence[str], goal: str) -> list[Progress]:
-        """For `wait`, per process named (each once, in status order): True once it reached
-        `goal` ("running" or "stopped"), False as soon as it will not get there by itself
-        (`states.goal_reached`), None until then; and why it will not.
-
-        A process of a removed group still counts while it stops; once forgotten its name is gone.
-
-        Raises:
-            BadName: a name that selects nothing. ValueError: another goal.
-        """
-        chosen: dict[Process, None] = {}
-        for name in names:
-            chosen.update(dict.fromkeys(self._procs.select(name, include_removing=True)[0]))
-        out = []
-        for proc in self._procs:
-            if proc in chosen:
-                starting = will_start(proc.intent, proc.record, blocked=self._procs.blocked(proc))
-                reached = st.goal_reached(proc.state, goal, starting=starting)
-                out.append(Progress(proc.spec.name, proc.spec.group, reached, _why_not(proc, goal),
-                                    spawn_error=bool(proc.record.spawnerr)))
-        return out
+        """For `wait`: where each process named stands against `goal` (see `goals.progress`)."""
+        return goals.progress(self._procs, names, goal)
 
     def settled(self, names: Sequence[str], goal: str) -> bool | None:
         """For `wait`: True when all named reached `goal`, False when one will not, else None."""
-        verdicts = {p.reached for p in self.progress(names, goal)}
-        return False if False in verdicts else None if None in verdicts else True
+        return goals.settled(self.progress(names, goal))
 
     # ---- carrying out intents -------------------------------------------------------------
 
@@ -534,23 +515,6 @@ class ProgramManager:
                   and p.state in (S.BACKOFF, S.FATAL) and p.record.spawnerr]
         if failed:
             raise errors.SpawnError("; ".join(f"{p.fullname}: {p.record.spawnerr}" for p in failed))
-
-
-class Progress(NamedTuple):
-    """Where one process stands against a `wait` goal (see `ProgramManager.progress`)."""
-
-    name: str
-    group: str
-    reached: bool | None
-    why_not: str
-    spawn_error: bool = False  # it could not start, or exited within startsecs (Supervisor's spawnerr)
-
-
-def _why_not(proc: Process, goal: str) -> str:
-    rec = proc.record
-    if goal == "running" and rec.state in (S.BACKOFF, S.FATAL):
-        return rec.spawnerr or f"{proc.fullname} entered {rec.state.name}"
-    return f"{proc.fullname} is {rec.state.name}, not {goal.upper()}"
 
 
 def _channel(stream: str) -> str:
