@@ -161,7 +161,7 @@ def test_copytruncate_by_someone_else_leaves_no_hole(tmp_path: Path, log: loggin
     assert logfile.spliced_bytes > 0
 
 
-def test_a_truncation_between_fstat_and_splice_is_repaired(tmp_path: Path, log: logging.Logger) -> None:
+def test_a_truncation_just_before_a_splice_is_repaired(tmp_path: Path, log: logging.Logger) -> None:
     """The state that race leaves: the file truncated, then our bytes written at the old size
     (a hole before them). splice_from sees it (SEEK_DATA) and moves the bytes to the start."""
     path = tmp_path / "race.log"
@@ -244,3 +244,42 @@ def test_a_file_emptied_right_after_a_splice_is_not_taken_for_a_hole(tmp_path: P
         assert _data_starts_after_zero(fd)
     finally:
         os.close(fd)
+
+
+def test_a_pipe_that_brought_much_is_spliced_from_its_next_wakeup_on(
+        tmp_path: Path, log: logging.Logger, selector: selectors.BaseSelector) -> None:
+    """Which path each wakeup takes: a few lines are read (a splice costs more for them); a
+    wakeup after one that moved much splices from its start; a full read switches to splice
+    for the rest of the pipe. The file holds every byte in order either way."""
+    path = tmp_path / "paths.log"
+    logfile = RotatingLogFile(str(path), 0, 0, log)
+    read_end, write_end = make_pipe()
+    reader = PipeReader(read_end, LineFramer(), logfile.write, selector, splice=logfile.splice_from)
+    written = b""
+
+    def wakeup(data: bytes) -> None:
+        nonlocal written
+        os.write(write_end, data)
+        written += data
+        (key, mask), = selector.select(5)
+        key.data(key, mask)
+
+    try:
+        wakeup(b"a line\n" * 10)
+        assert logfile.spliced_bytes == 0  # a few lines: read
+        bulk = b"%07d\n" % 1 * 50_000  # 400 KB: a full 128 KiB read, then the rest spliced
+        wakeup(bulk)
+        assert logfile.spliced_bytes == len(bulk) - (128 << 10)
+        before = logfile.spliced_bytes
+        wakeup(b"%07d\n" % 2 * 30_000)  # after a wakeup that moved much: spliced, all of it
+        assert logfile.spliced_bytes == before + 240_000
+        before = logfile.spliced_bytes
+        wakeup(b"a line\n" * 3)  # still spliced: the last wakeup moved much
+        assert logfile.spliced_bytes == before + 21
+        wakeup(b"a line\n" * 3)  # the last one moved little: read again
+        assert logfile.spliced_bytes == before + 21
+        assert path.read_bytes() == written
+    finally:
+        reader.close()
+        os.close(write_end)
+        logfile.close()

@@ -36,11 +36,10 @@ READ_CHUNK = 128 << 10  # one read: it and the page it is written to stay in a c
 TURN_BUDGET = 4 << 20  # most bytes read from one pipe in one loop turn
 DRAIN_BUDGET = 16 << 20  # most bytes read at once when the child has exited
 PARTIAL_LIMIT = 64 << 10  # a "line" longer than this is passed on without waiting for its end
-# splice(2) to a file costs more than a read and a write for a little data; so a pipe is spliced
-# only while it brings bulk: from the third full read in one go (the pipe held >= 384 KiB, more
-# than a paced pipe of small writes gathers, see PARK_FILL), until a splice moves < 256 KiB.
-SPLICE_AFTER_READS = 3
-SPLICE_KEEP = 256 << 10
+# splice(2) to a file costs more than a read and a write for a few lines; so a pipe is spliced
+# once it brings much: from the start of a wakeup when the last one moved >= SPLICE_BITE, and
+# within a wakeup after a full read (the pipe held more).
+SPLICE_BITE = 64 << 10
 
 # Batching small writes (see PipeReader): a busy pipe is left unread for the time it takes, at
 # the rate just seen, to fill to 1/PARK_FILL of its size, at most PARK_MAX (the most latency
@@ -231,7 +230,7 @@ class PipeReader:
         self._on_close = on_close
         self._pacer = pacer
         self._last_data = float("-inf")  # time.monotonic() of the last read that got data
-        size = _pipe_size(fd)
+        size = self._pipe_size = _pipe_size(fd)
         self._fill = size // PARK_FILL
         self._full = size // 2
         self._paused = False
@@ -300,13 +299,13 @@ class PipeReader:
     def read(self, budget: int, to_end: bool = False) -> int:
         """Read until the pipe is empty, or `budget` bytes; the number of bytes read. `to_end`:
         a short read does not end it (end of file is likely next, and is then seen now)."""
-        total = full_reads = 0
+        total = 0
+        splice = self._splice if self._bulk else None
         while total < budget and not self.closed:
-            if self._bulk:
-                assert self._splice is not None
+            if splice is not None:
                 want = budget - total
                 try:
-                    moved = self._splice(self.fd, want)
+                    moved = splice(self.fd, want)
                 except (BlockingIOError, InterruptedError):
                     break
                 if moved == 0:
@@ -314,8 +313,7 @@ class PipeReader:
                     break
                 if moved > 0:
                     total += moved
-                    self._bulk = moved >= SPLICE_KEEP
-                    if moved < min(want, READ_SIZE) and not to_end:
+                    if moved < min(want, self._pipe_size) and not to_end:
                         break  # the pipe is likely empty (or the file near its rotation)
                     continue
                 # NO_SPLICE: this time the bytes go through the master.
@@ -329,9 +327,8 @@ class PipeReader:
                 self.close()
                 break
             total += size
-            if size == READ_CHUNK and self._splice is not None:
-                full_reads += 1
-                self._bulk = full_reads >= SPLICE_AFTER_READS  # bulk: splice the rest
+            if size == READ_CHUNK:
+                splice = self._splice  # the pipe holds more: splice the rest, if we may
             if self._passthrough:
                 self._sink(_VIEW if size == READ_CHUNK else _VIEW[:size])  # no copy
             else:
@@ -340,6 +337,8 @@ class PipeReader:
                     self._sink(framed)
             if size < READ_CHUNK and not to_end:
                 break  # the pipe is empty; do not spend a system call to hear EAGAIN
+        if self._splice is not None:
+            self._bulk = total >= SPLICE_BITE  # next time: splice from the start, or read
         return total
 
     def close(self) -> None:

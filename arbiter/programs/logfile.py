@@ -10,7 +10,7 @@ A log file can also take a pipe's bytes with `splice(2)` (`RotatingLogFile.splic
 the kernel moves them from the pipe to the file, and they never enter the master. splice
 refuses files opened with O_APPEND, which is what keeps a file truncated by an outside
 `logrotate copytruncate` free of a hole; so a spliced write goes at the file's size read just
-before (fstat), and a truncation that falls between that fstat and the splice is noticed
+before (lseek SEEK_END), and a truncation that falls between that and the splice is noticed
 right after (the file then starts with a hole: lseek SEEK_DATA) and repaired (our bytes moved
 to the start). Near `maxbytes` the bytes go through the master again, so that a rotation still
 cuts at a line end exactly as before.
@@ -119,7 +119,7 @@ class RotatingLogFile:
         fd = self._splice_fd
         if fd is None:
             return NO_SPLICE
-        size = os.fstat(fd).st_size
+        size = os.lseek(fd, 0, os.SEEK_END)  # the size, without a stat object per splice
         if size != self._size:  # truncated (copytruncate, `clear`) or written by someone else
             self._size, self._mid_line = size, None
         if self.maxbytes:
@@ -148,8 +148,8 @@ class RotatingLogFile:
         return moved
 
     def _fill_hole(self, at: int, size: int) -> None:
-        """The file was truncated between our fstat and our splice: it holds a hole, then our
-        `size` bytes at `at`. Move them to the start, as an O_APPEND write would have put them."""
+        """The file was truncated between our look at its size and our splice: it holds a hole,
+        then our `size` bytes at `at`. Move them to the start, as an O_APPEND write would have."""
         assert self._splice_fd is not None
         try:
             # Through our descriptor's inode, wherever the path points by now.
@@ -304,7 +304,7 @@ class RotatingLogFile:
 
 def _data_starts_after_zero(fd: int) -> bool:
     """The file starts with a hole (a truncation raced our write). False when it is empty (it
-    was truncated after our write: the next fstat sees that) or cannot tell."""
+    was truncated after our write: the next look at its size sees that) or cannot tell."""
     try:
         return os.lseek(fd, 0, os.SEEK_DATA) > 0
     except OSError:  # ENXIO: no data at all
