@@ -17,8 +17,9 @@ import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from arbiter.web.http.errors import InvalidResponse
+from arbiter.web.http.errors import ClientDisconnected, InvalidResponse
 from arbiter.web.http.parser import Request
+from arbiter.web.http.tickets import APP, MARKS, Ticket
 
 if TYPE_CHECKING:
     from arbiter.web.http.connection import Connection
@@ -192,9 +193,9 @@ class Response:
         self._extra = b""  # Date / Server lines we add
         self._no_body = False
         self._alive = alive  # the worker: `alive` false means answer, then close
-        # Under --request-timeout, the request's InFlight: the head goes out only if it has not
-        # expired (whoever expired it answered the client instead).
-        self.deadline: Any = None
+        # Under --request-timeout, the request's ticket: the head goes out only if no watcher
+        # took the response first (it answered the client instead).
+        self.deadline: Ticket | None = None
 
     # -- PEP 3333 callables ------------------------------------------------------------------
 
@@ -355,8 +356,12 @@ class Response:
             b"%s %s\r\n" % (req.protocol.encode("ascii"), self.status.encode("latin-1")),  # type: ignore[union-attr]
             self._block, self._extra, framing, connection, b"\r\n",
         ))
-        if self.deadline is not None:
-            self.deadline.claim()
+        ticket = self.deadline
+        if ticket is not None:
+            # `tickets.claim`, inline: this runs for every response under --request-timeout.
+            ticket.append(APP)
+            if ticket[MARKS] is not APP:
+                raise ClientDisconnected("the request ran past --request-timeout")
         # A final response ends any wait for "100 Continue"; one must not follow it.
         req.continue_sent = True
         self.headers_sent = True

@@ -20,11 +20,12 @@ from arbiter import logs, statsd
 from arbiter.web.http.accesslog import AccessLog
 from arbiter.web.http.body import Body
 from arbiter.web.http.connection import Connection, ListenerInfo
-from arbiter.web.http.deadlines import Deadlines, InFlight
+from arbiter.web.http.deadlines import Deadlines
 from arbiter.web.http.environ import Trust, base_environ, build_environ
 from arbiter.web.http.errors import ClientDisconnected, InvalidResponse, RequestError, bad_request
 from arbiter.web.http.parser import Request
 from arbiter.web.http.response import Response, error_response
+from arbiter.web.http.tickets import Ticket, claim, head_started
 
 
 class FileWrapper:
@@ -149,8 +150,9 @@ class WSGIHandler:
         environ["wsgi.input"] = Body(req, conn)
         result = None
         deadline = None
-        if self.deadlines is not None:
-            deadline = resp.deadline = self.deadlines.begin(conn, req)
+        deadlines = self.deadlines
+        if deadlines is not None:
+            deadline = resp.deadline = deadlines.begin(conn, req)
         try:
             if self.pre_request is not None:
                 self.pre_request(self.worker, req)
@@ -179,7 +181,7 @@ class WSGIHandler:
                     result.close()
                 except Exception:
                     self.log.exception("Error closing the response of %s %s", req.method, req.uri)
-            if deadline is not None:
+            if deadline is not None and deadlines is not None and deadlines.end(deadline):
                 self._deadline_over(deadline, resp)
         if self.post_request is not None:
             try:
@@ -207,7 +209,7 @@ class WSGIHandler:
             return  # the client gets a cut-off response; closing the connection tells it so
         if resp.deadline is not None:
             try:
-                resp.deadline.claim()
+                claim(resp.deadline)
             except ClientDisconnected:
                 return  # past its deadline: the client has had its 504
         resp.status = f"{status} {reason}"
@@ -218,14 +220,12 @@ class WSGIHandler:
         except ClientDisconnected:
             pass
 
-    def _deadline_over(self, deadline: InFlight, resp: Response) -> None:
-        """The request is done; if it ran past its deadline, what it leaves to the connection."""
-        assert self.deadlines is not None
-        self.deadlines.end(deadline)
-        if deadline.expired:
-            resp.keep_alive = False  # the connection was answered (or cut) from outside
-            if not deadline.head_started:
-                resp.status, resp.status_code, resp.headers = "504 Gateway Timeout", 504, []
+    @staticmethod
+    def _deadline_over(deadline: Ticket, resp: Response) -> None:
+        """The request ran past its deadline: what that leaves to the connection and the log."""
+        resp.keep_alive = False  # the connection was answered (or cut) from outside
+        if not head_started(deadline):
+            resp.status, resp.status_code, resp.headers = "504 Gateway Timeout", 504, []
 
     def _log_access(self, req: Request, resp: Any, environ: dict[str, Any], started: float) -> None:
         if self.access_log is None:

@@ -283,6 +283,8 @@ class GeventWorker(Worker):
             frame = getattr(greenlet, "gr_frame", None)
             stack = "".join(traceback.format_stack(frame)).rstrip() if frame is not None else "  (no frame)"
             outcome = self.deadlines.expire(entry)
+            if outcome is None:
+                continue  # it ended after all (greenlets switch only where they wait: not here)
             self.report_request_timeout(
                 f"{self.deadlines.describe(entry, self.pid, outcome, now)}; the worker goes on serving\n"
                 f"Greenlet {id(greenlet):#x} (this request):\n{stack}")

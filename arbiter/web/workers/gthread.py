@@ -141,6 +141,8 @@ class ThreadWorker(SyncWorker):
         assert self.deadlines is not None
         text = stacks(entry.thread)
         outcome = self.deadlines.expire(entry)
+        if outcome is None:
+            return  # it ended just now after all
         self.report_request_timeout(
             f"{self.deadlines.describe(entry, self.pid, outcome, now)}; the worker will be replaced "
             f"once its other requests finish (a thread cannot be stopped)\n{text}")
