@@ -19,7 +19,7 @@ from conftest import wait_until
 from control_helpers import call
 from prometheus_client.parser import text_string_to_metric_families
 
-STUCK_LINE = (r"Request timeout \(pid:{pid}\): GET /stuck HTTP/1\.1 from 127\.0\.0\.1 ran (at least )?[0-9.]+ s, "
+STUCK_LINE = (r"Request timeout \(pid:{pid}\): GET /stuck HTTP/1\.1 from 127\.0\.0\.1 ran at least [0-9.]+ s, "
               r"over --request-timeout 2")
 
 
@@ -186,7 +186,8 @@ def test_uvicorn_sync_endpoint_in_a_thread_gets_its_504_and_its_thread_in_the_lo
     [pid] = master.wait_ready(1)
     status, _, took = timed_get(master.port, "/blocking")
     assert status == 504 and took < 4.0
-    master.wait_log(r"GET /blocking HTTP/1\.1 from 127\.0\.0\.1 ran (at least )?[0-9.]+ s, over --request-timeout 2; answered 504")
+    master.wait_log(r"GET /blocking HTTP/1\.1 from 127\.0\.0\.1 ran at least [0-9.]+ s, "
+                    r"over --request-timeout 2; answered 504")
     text = master.log()
     assert "Other threads (a sync endpoint run in a thread keeps running)" in text
     assert re.search(r"in stuck_in_slow_query\n\s+time\.sleep\(seconds\)", text), text
@@ -220,33 +221,31 @@ def test_uvicorn_cuts_a_response_that_had_begun_without_a_traceback(arbiter) -> 
 # -- the race between the app and the deadline, on a real socket pair ---------------------------
 
 
-def _in_flight(timeout: float = 30.0, one: bool = False) -> tuple[Any, Any, Any, socket.socket]:
+def _in_flight(timeout: float = 30.0, one: bool = False, threads: bool = True) -> tuple[Any, Any, socket.socket]:
+    """A request in flight on one end of a real socket pair, as a worker's handler begins it."""
     from arbiter.config.settings import Config
     from arbiter.web.http.connection import Connection, ListenerInfo
     from arbiter.web.http.deadlines import Deadlines, OneDeadline
     from arbiter.web.http.parser import Limits, Request
+    from arbiter.web.http.response import Response
 
     ours, client = socket.socketpair()
     ours.setblocking(False)
     conn = Connection(ours, None, ListenerInfo(ours, "x", "80", True), Limits.from_config(Config()), 10.0, False)
     req = Request()
     req.method, req.uri = "GET", "/stuck"
-    deadlines = OneDeadline(timeout) if one else Deadlines(timeout)
-    return deadlines, deadlines.begin(conn, req), conn, client
+    resp = Response(conn, req, True, None)
+    deadlines = OneDeadline(timeout) if one else Deadlines(timeout, threads=threads)
+    deadlines.begin(resp)
+    return deadlines, resp, client
 
 
-def _overdue(deadlines: Any, ticket: list[Any]) -> list[Any]:
-    """The watcher's look once the request is past its deadline. The one-at-a-time kind reads
-    no clock per request: its watcher counts from the first look that saw the request."""
-    from arbiter.web.http.deadlines import OneDeadline
-    from arbiter.web.http.tickets import DUE
-
-    if isinstance(deadlines, OneDeadline):
-        now = time.monotonic()
-        assert deadlines.overdue(now) == []  # first sight: due `timeout` from now
-        assert deadlines.overdue(now + deadlines.timeout - 0.01) == []
-        return deadlines.overdue(now + deadlines.timeout)  # type: ignore[no-any-return]
-    return deadlines.overdue(ticket[DUE])  # type: ignore[no-any-return]
+def _overdue(deadlines: Any, timeout: float = 30.0) -> list[Any]:
+    """The watcher's looks: the first sees the request, one `timeout` later finds it overdue."""
+    now = time.monotonic()
+    assert deadlines.overdue(now) == []  # first sight
+    assert deadlines.overdue(now + timeout - 0.01) == []  # never early
+    return deadlines.overdue(now + timeout)  # type: ignore[no-any-return]
 
 
 def _read_all(client: socket.socket) -> bytes:
@@ -256,64 +255,84 @@ def _read_all(client: socket.socket) -> bytes:
     return received
 
 
-@pytest.mark.parametrize("one", [False, True], ids=["table", "one-at-a-time"])
-def test_an_expired_request_is_answered_504_once_and_the_app_can_no_longer_send(one: bool) -> None:
-    from arbiter.web.http.errors import ClientDisconnected
-    from arbiter.web.http.tickets import DUE, claim
+KINDS = [pytest.param({}, id="table"), pytest.param({"one": True}, id="one-at-a-time"),
+         pytest.param({"threads": False}, id="greenlets")]
 
-    deadlines, ticket, conn, client = _in_flight(one=one)
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_expired_request_is_answered_504_once_and_the_app_can_no_longer_send(kind: dict[str, bool]) -> None:
+    from arbiter.web.http.errors import ClientDisconnected
+
+    deadlines, resp, client = _in_flight(**kind)
     try:
-        assert deadlines.overdue(time.monotonic()) == []
-        [entry] = _overdue(deadlines, ticket)
-        assert entry.ticket is ticket and entry.request_line == "GET /stuck HTTP/1.1"
+        [entry] = _overdue(deadlines)
+        assert entry.resp is resp and entry.request_line == "GET /stuck HTTP/1.1" and entry.ran >= 30
         assert deadlines.expire(entry) == "answered 504"
+        if kind.get("threads", True):
+            # Fenced: what the app's thread sends now fails, and never reaches the client.
+            with pytest.raises(ClientDisconnected):
+                resp.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         received = _read_all(client)  # the 504, then end of stream
         assert received.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n") and b"Connection: close" in received
-        with pytest.raises(ClientDisconnected):
-            claim(ticket)  # the app's head would have gone out now: refused
-        assert deadlines.overdue(ticket[DUE] + 60) == []  # expired once, no longer watched
-        assert deadlines.end(ticket) is True  # the worker learns its response was taken
+        assert received.count(b"HTTP/1.1") == 1
+        assert deadlines.overdue(time.monotonic() + 120) == []  # expired once, no longer watched
+        assert deadlines.end(resp) == "504"  # the worker learns its response was taken
     finally:
-        conn.close()
+        resp.conn.close()
         client.close()
 
 
-@pytest.mark.parametrize("one", [False, True], ids=["table", "one-at-a-time"])
-def test_a_response_already_begun_is_cut_not_answered_twice(one: bool) -> None:
-    from arbiter.web.http.tickets import claim, head_started
-
-    deadlines, ticket, conn, client = _in_flight(one=one)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_response_already_begun_is_cut_not_answered_twice(kind: dict[str, bool]) -> None:
+    deadlines, resp, client = _in_flight(**kind)
     try:
-        claim(ticket)  # the app's head goes out first
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nbeg")
-        [entry] = _overdue(deadlines, ticket)
+        resp.headers_sent = True  # the app's head goes out first
+        resp.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nbeg")
+        [entry] = _overdue(deadlines)
         assert deadlines.expire(entry) == "connection cut (the response had begun)"
         assert _read_all(client) == b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nbeg"  # no 504 after it
-        assert head_started(ticket) and deadlines.end(ticket) is True  # cut: not kept alive
+        assert deadlines.end(resp) == ""  # cut: not kept alive
     finally:
-        conn.close()
+        resp.conn.close()
         client.close()
 
 
-@pytest.mark.parametrize("one", [False, True], ids=["table", "one-at-a-time"])
-def test_a_request_that_ends_before_its_watcher_acts_is_left_alone(one: bool) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_request_that_ends_before_its_watcher_acts_is_left_alone(kind: dict[str, bool]) -> None:
     """The watcher saw it overdue, then the request ended before the watcher took it: nothing
     is sent, the connection stays open, and the worker carries on (no 504, no exit)."""
-    from arbiter.web.http.tickets import claim
-
-    deadlines, ticket, conn, client = _in_flight(one=one)
+    deadlines, resp, client = _in_flight(**kind)
     try:
-        [entry] = _overdue(deadlines, ticket)
-        claim(ticket)
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        assert deadlines.end(ticket) is False  # ended normally
+        [entry] = _overdue(deadlines)
+        resp.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        assert deadlines.end(resp) is None  # ended in time, as far as it knows
         assert deadlines.expire(entry) is None  # the watcher comes late: nothing done
         client.setblocking(False)
         assert client.recv(4096) == b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
         with pytest.raises(BlockingIOError):
             client.recv(4096)  # no 504 and no end of stream: the connection is still open
     finally:
-        conn.close()
+        resp.conn.close()
+        client.close()
+
+
+def test_a_new_request_is_not_timed_from_an_earlier_one_at_the_same_address() -> None:
+    """Ids of objects are reused: a request that begins where an ended one lived (same id) is
+    timed from its own first sight, not the earlier one's."""
+    deadlines, resp, client = _in_flight()
+    try:
+        now = time.monotonic()
+        assert deadlines.overdue(now) == []
+        deadlines.end(resp)
+        from arbiter.web.http.response import Response
+
+        newer = Response(resp.conn, resp.req, True, None)
+        deadlines._in_flight[id(resp)] = (newer, 0)  # as if `newer` had resp's address
+        assert deadlines.overdue(now + 20) == []  # first sight of `newer`
+        assert deadlines.overdue(now + 49) == []
+        assert [e.resp for e in deadlines.overdue(now + 50)] == [newer]
+    finally:
+        resp.conn.close()
         client.close()
 
 

@@ -3,196 +3,228 @@ where it was stuck, and take its response away from the app.
 
 A worker class enforces its own deadline, since only it knows its requests; the master learns of
 it through the worker's scoreboard slot (`Slot.add_request_timeout`, and RETIRING or an exit).
-This module holds what the sync and gthread workers share (the gevent and uvicorn workers have
-their own ways to stop a greenlet or a task):
+This module holds what the sync, gthread and gevent workers share (the uvicorn worker has its
+own, `asgi_deadline`):
 
-- `Deadlines.begin()` / `end()` bracket each request (called from `WSGIHandler.handle`);
-  `overdue(now)` lists the requests past their deadline, for whoever watches (the gthread main
-  loop, the sync worker's watchdog thread).
-- `Deadlines.expire()` takes the response away from the app: if no byte of it was sent, the
-  client gets a 504 and the connection's write side is shut; else the connection is cut, so the
-  client sees a broken response rather than waiting. An app thread that later tries to send
-  finds its request expired (`Response` claims the request's ticket before its head goes out,
-  see `tickets`) and gets `ClientDisconnected`, so two responses never interleave on one
-  connection.
+- `begin(resp)` / `end(resp)` bracket each request (called from `WSGIHandler.handle`), and are
+  all an ordinary request pays: a table entry (a store, for the sync worker). No clock is read
+  per request: the watcher notes when it first saw each request, and `overdue(now)` lists those
+  seen `timeout` seconds ago. A request is thus stopped between `timeout` and `timeout` plus one
+  look of the watcher (the gthread main loop, the sync worker's watchdog thread, the gevent
+  heartbeat) after it began, never before.
+- `expire(entry)` takes the response away from the app: if no byte of it was sent, the client
+  gets a 504 and the connection's write side is shut; else the connection is cut, so the
+  client sees a broken response rather than waiting.
 - `stacks()` formats the Python stack of every thread, the request's own first.
+
+Two responses must never interleave on one connection, and an app thread may be writing while
+the watcher acts. Rather than making every response ask leave to send (a lock, or any per-request
+token, cost 3-6% of a hello-world request on the sync worker), the watcher fences the app off the
+socket first: it keeps the socket under a new descriptor (`dup`) and puts a dead socket under the
+app's (`dup2`, atomic in the kernel), where every later write fails and every read ends. Only
+then does it read `headers_sent`, which a response sets before its first byte goes out: if it is
+still false, no byte of the app's can reach the client, and the 504 goes out on the kept
+descriptor. Greenlets need no fence: they cannot run while the watcher does, and the watcher's
+writes never yield.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from arbiter.web.http.response import error_response
-from arbiter.web.http.tickets import (
-    APP,
-    CONN,
-    DONE,
-    DUE,
-    MARKS,
-    REQ,
-    RUNNER,
-    WATCHER,
-    Ticket,
-    finish,
-    marks_before,
-    take,
-)
 
 if TYPE_CHECKING:
-    from arbiter.web.http.connection import Connection
-    from arbiter.web.http.parser import Request
+    from arbiter.web.http.response import Response
 
 GATEWAY_TIMEOUT = error_response(504, "Gateway Timeout", "the request ran longer than the server allows")
 
 
 class InFlight:
-    """An overdue request as its watcher sees it: a view of its ticket, made only when the
-    request is past its deadline (the ticket is what every request pays for)."""
+    """An overdue request as its watcher sees it (made only for overdue requests)."""
 
-    __slots__ = ("ticket",)
+    __slots__ = ("resp", "runner", "ran")
 
-    def __init__(self, ticket: Ticket) -> None:
-        self.ticket = ticket
-
-    @property
-    def due(self) -> float:
-        return float(self.ticket[DUE])
-
-    @property
-    def conn(self) -> Connection:
-        return self.ticket[CONN]  # type: ignore[no-any-return]
-
-    @property
-    def thread(self) -> int:
-        """The ident of the thread the request runs on (the sync and gthread workers)."""
-        return self.ticket[RUNNER]  # type: ignore[no-any-return]
-
-    @property
-    def owner(self) -> Any:
-        """The greenlet the request runs on (the gevent worker)."""
-        return self.ticket[RUNNER]
+    def __init__(self, resp: Response, runner: Any, ran: float) -> None:
+        self.resp = resp
+        self.runner = runner  # the thread's ident, or the greenlet, the request runs on
+        self.ran = ran  # at least this many seconds
 
     @property
     def request_line(self) -> str:
-        req = self.ticket[REQ]
+        req = self.resp.req
         return f"{req.method} {req.uri} {req.protocol}"
 
     @property
     def peer(self) -> str:
-        return self.conn.remote_addr or "unix socket"
+        return self.resp.conn.remote_addr or "unix socket"
 
 
 class Deadlines:
-    """The requests in flight in one worker and their deadline, `timeout` seconds after start."""
+    """The requests in flight in one worker and their deadline, `timeout` seconds after start.
 
-    def __init__(self, timeout: float, current: Callable[[], Any] = threading.get_ident) -> None:
-        """`current`: how to get what runs the request now (the thread's ident, or
-        `gevent.getcurrent` where requests run on greenlets); it is the ticket's runner."""
+    `current`: what the request runs on, kept for the stack in the log (the thread's ident, or
+    `gevent.getcurrent` where requests run on greenlets, which need no fence: `threads=False`)."""
+
+    def __init__(self, timeout: float, current: Callable[[], Any] = threading.get_ident, threads: bool = True) -> None:
         self.timeout = timeout
         self._current = current
-        self._in_flight: dict[int, Ticket] = {}  # dict operations are atomic: no lock needed
+        self._threads = threads
+        self._in_flight: dict[int, tuple[Response, Any]] = {}  # dict operations are atomic: no lock
+        self._seen: dict[int, tuple[Response, float]] = {}  # the watcher's: first sight of each
+        # Expired, until their app ends them: what their client got ("504", or "" for a cut).
+        self._taken: dict[int, tuple[Response, str]] = {}
+        self._dead = _dead_socket() if threads else None
 
-    def begin(self, conn: Connection, req: Request) -> Ticket:
-        ticket = [time.monotonic() + self.timeout, conn, req, self._current()]
-        self._in_flight[id(ticket)] = ticket
-        return ticket
+    def begin(self, resp: Response) -> None:
+        self._in_flight[id(resp)] = (resp, self._current())
 
-    def end(self, ticket: Ticket) -> bool:
-        """The request is done; True if it expired first (its client was answered or cut)."""
-        self._in_flight.pop(id(ticket), None)
-        return finish(ticket)
+    def end(self, resp: Response) -> str | None:
+        """The request is done. None if it ended in time; else what its client got from the
+        watcher ("504", or "" when the connection was cut)."""
+        self._in_flight.pop(id(resp), None)
+        if not self._taken:
+            return None
+        taken = self._taken.pop(id(resp), None)
+        return taken[1] if taken is not None else None
 
     def overdue(self, now: float) -> list[InFlight]:
-        # An expired request leaves the table as it expires.
-        return [InFlight(t) for t in list(self._in_flight.values()) if t[DUE] <= now]
+        """Called by the one watcher, at intervals (see the module's doc)."""
+        seen = self._seen
+        in_flight = dict(self._in_flight)  # a copy in one step: app threads add and remove meanwhile
+        for key in [key for key, (resp, _) in seen.items() if in_flight.get(key, (None,))[0] is not resp]:
+            del seen[key]  # ended (and the same id may already be a new request's)
+        late = []
+        for key, (resp, runner) in in_flight.items():
+            first = seen.get(key)
+            if first is None:
+                seen[key] = (resp, now)
+            elif now - first[1] >= self.timeout:
+                late.append(InFlight(resp, runner, now - first[1]))
+        return late
 
-    def describe(self, entry: InFlight, pid: int, outcome: str, now: float) -> str:
-        ran = f"{now - (entry.due - self.timeout):.1f} s"
-        return describe(pid, entry.request_line, entry.peer, ran, self.timeout, outcome)
+    def describe(self, entry: InFlight, pid: int, outcome: str) -> str:
+        return describe(pid, entry.request_line, entry.peer, f"at least {entry.ran:.1f} s", self.timeout, outcome)
 
     def expire(self, entry: InFlight) -> str | None:
         """Take the response from the app (see the module's doc); returns what the client got,
         or None if the request ended after all (between `overdue` and now): nothing was done."""
-        self._in_flight.pop(id(entry.ticket), None)
-        first = take(entry.ticket)
-        if first is None:
+        resp = entry.resp
+        if not self._take(resp):
             return None
-        sock = entry.conn.sock
-        if first is APP:
-            _shutdown(sock, socket.SHUT_RDWR)
-            return "connection cut (the response had begun)"
-        if entry.conn.tls:
-            # An SSL object must not be written by this thread while the app's thread may be
-            # reading it: cut instead of answering.
-            _shutdown(sock, socket.SHUT_RDWR)
-            return "connection cut (TLS: no 504 from outside the request's thread)"
+        conn = resp.conn
+        if not self._threads:
+            return self._answer(conn.fd, resp, fenced=False)
+        assert self._dead is not None
         try:
-            # One non-blocking send: a 504 fits in any socket buffer a client has not filled.
-            sock.send(GATEWAY_TIMEOUT)
+            kept = os.dup(conn.fd)
+            os.dup2(self._dead.fileno(), conn.fd)  # from here on, the app's writes fail
         except OSError:
             return "client already gone"
-        _shutdown(sock, socket.SHUT_WR)  # the answer, then end of stream: the client stops waiting
+        try:
+            return self._answer(kept, resp, fenced=True)
+        finally:
+            os.close(kept)
+
+    def _take(self, resp: Response) -> bool:
+        """Stop watching `resp` and mark it taken; False if it had ended."""
+        key = id(resp)
+        if self._in_flight.pop(key, (None,))[0] is not resp:
+            return False
+        self._seen.pop(key, None)
+        self._taken[key] = (resp, "")
+        return True
+
+    def _mark(self, resp: Response, got: str) -> None:
+        if id(resp) in self._taken:
+            self._taken[id(resp)] = (resp, got)
+
+    def _answer(self, fd: int, resp: Response, fenced: bool) -> str:
+        if resp.headers_sent:
+            _shutdown(fd, socket.SHUT_RDWR)
+            return "connection cut (the response had begun)"
+        if resp.conn.tls:
+            # An SSL connection cannot be written from outside the thread that owns it: cut.
+            _shutdown(fd, socket.SHUT_RDWR)
+            return "connection cut (TLS: no 504 from outside the request's thread)"
+        self._mark(resp, "504")
+        try:
+            # One write that cannot block or yield (the socket is non-blocking): a 504 fits in
+            # any socket buffer a client has not filled.
+            os.write(fd, GATEWAY_TIMEOUT)
+        except OSError:
+            return "client already gone"
+        # The answer, then end of stream; fenced, the rest of the connection is ours to end.
+        _shutdown(fd, socket.SHUT_RDWR if fenced else socket.SHUT_WR)
         return "answered 504"
 
 
 class OneDeadline(Deadlines):
     """The sync worker's: it runs one request at a time, on its main thread, so the request in
-    flight is one attribute rather than a table entry, and it reads no clock per request: its
-    watcher notes when it first saw each request and counts from there. A request is then
-    stopped between `timeout` and `timeout` plus one look of the watcher (`check`) after it
-    began, never before; the clock read and the sum cost 0.1 us a request in place (measured),
-    nearly 1% of a hello-world request on this worker."""
+    flight is one attribute rather than a table entry."""
 
     def __init__(self, timeout: float) -> None:
         super().__init__(timeout)
         self._main = threading.get_ident()
-        self._now: Ticket | None = None
-        self._seen: Ticket | None = None  # the watcher's: the request it last saw, and when
-        self._seen_at = 0.0
+        self._now: Response | None = None
+        self._first: tuple[Response, float] | None = None  # the watcher's first sight
+        self._gone: tuple[Response, str] | None = None  # the one request taken, and what it got
 
-    def begin(self, conn: Connection, req: Request) -> Ticket:
-        ticket = self._now = [0.0, conn, req, self._main]  # DUE is set by the watcher
-        return ticket
+    def begin(self, resp: Response) -> None:
+        self._now = resp
 
-    def end(self, ticket: Ticket) -> bool:
+    def end(self, resp: Response) -> str | None:
         self._now = None
-        ticket.append(DONE)
-        if len(ticket) == MARKS + 2 and ticket[MARKS] is APP:
-            return False  # `tickets.finish`'s usual case, inline: this runs for every request
-        return WATCHER in marks_before(ticket, DONE)
+        gone = self._gone
+        return gone[1] if gone is not None and gone[0] is resp else None
 
     def overdue(self, now: float) -> list[InFlight]:
-        """Called by one watcher only, at intervals: what it saw for the first time is due
-        `timeout` later (so its start is known to within one interval, and never later)."""
-        ticket = self._now  # one read: the watcher's view cannot tear
-        if ticket is None:
+        resp = self._now  # one read: the watcher's view cannot tear
+        if resp is None or (self._gone is not None and self._gone[0] is resp):
             return []
-        if ticket is not self._seen:
-            self._seen, self._seen_at = ticket, now
-            ticket[DUE] = now + self.timeout
+        if self._first is None or self._first[0] is not resp:
+            self._first = (resp, now)
             return []
-        if now - self._seen_at < self.timeout or WATCHER in ticket[MARKS:]:
-            return []
-        return [InFlight(ticket)]
+        ran = now - self._first[1]
+        return [InFlight(resp, self._main, ran)] if ran >= self.timeout else []
 
-    def describe(self, entry: InFlight, pid: int, outcome: str, now: float) -> str:
-        ran = f"at least {now - self._seen_at:.1f} s"
-        return describe(pid, entry.request_line, entry.peer, ran, self.timeout, outcome)
+    def _take(self, resp: Response) -> bool:
+        if self._now is not resp:
+            return False
+        self._gone = (resp, "")
+        return True
+
+    def _mark(self, resp: Response, got: str) -> None:
+        self._gone = (resp, got)
 
 
-def _shutdown(sock: socket.socket, how: int) -> None:
-    # Never close here: the app's thread still holds the descriptor, and a closed number could be
-    # reused by the next accepted connection while that thread writes to it.
+def _dead_socket() -> socket.socket:
+    """A socket whose peer is gone: writes to it fail (EPIPE), reads end (EOF)."""
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    ours.setblocking(False)
+    return ours
+
+
+def _shutdown(fd: int, how: int) -> None:
+    # By descriptor, without closing it: the app's thread still holds its own number, and a
+    # closed number could be reused by the next accepted connection while that thread writes.
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return
     try:
         sock.shutdown(how)
     except OSError:
         pass
+    finally:
+        sock.detach()
 
 
 def stacks(request_thread: int | None = None) -> str:

@@ -17,9 +17,8 @@ import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from arbiter.web.http.errors import ClientDisconnected, InvalidResponse
+from arbiter.web.http.errors import InvalidResponse
 from arbiter.web.http.parser import Request
-from arbiter.web.http.tickets import APP, MARKS, Ticket
 
 if TYPE_CHECKING:
     from arbiter.web.http.connection import Connection
@@ -174,7 +173,7 @@ class Response:
 
     __slots__ = (
         "conn", "req", "status", "status_code", "headers", "sent", "headers_sent", "length",
-        "chunked", "must_close", "keep_alive", "_block", "_extra", "_no_body", "_alive", "deadline",
+        "chunked", "must_close", "keep_alive", "_block", "_extra", "_no_body", "_alive",
     )
 
     def __init__(self, conn: Connection, req: Request, keep_alive: bool, alive: Any) -> None:
@@ -193,9 +192,6 @@ class Response:
         self._extra = b""  # Date / Server lines we add
         self._no_body = False
         self._alive = alive  # the worker: `alive` false means answer, then close
-        # Under --request-timeout, the request's ticket: the head goes out only if no watcher
-        # took the response first (it answered the client instead).
-        self.deadline: Ticket | None = None
 
     # -- PEP 3333 callables ------------------------------------------------------------------
 
@@ -356,12 +352,6 @@ class Response:
             b"%s %s\r\n" % (req.protocol.encode("ascii"), self.status.encode("latin-1")),  # type: ignore[union-attr]
             self._block, self._extra, framing, connection, b"\r\n",
         ))
-        ticket = self.deadline
-        if ticket is not None:
-            # `tickets.claim`, inline: this runs for every response under --request-timeout.
-            ticket.append(APP)
-            if ticket[MARKS] is not APP:
-                raise ClientDisconnected("the request ran past --request-timeout")
         # A final response ends any wait for "100 Continue"; one must not follow it.
         req.continue_sent = True
         self.headers_sent = True

@@ -25,7 +25,6 @@ from arbiter.web.http.environ import Trust, base_environ, build_environ
 from arbiter.web.http.errors import ClientDisconnected, InvalidResponse, RequestError, bad_request
 from arbiter.web.http.parser import Request
 from arbiter.web.http.response import Response, error_response
-from arbiter.web.http.tickets import Ticket, claim, head_started
 
 
 class FileWrapper:
@@ -149,10 +148,9 @@ class WSGIHandler:
             return False
         environ["wsgi.input"] = Body(req, conn)
         result = None
-        deadline = None
         deadlines = self.deadlines
         if deadlines is not None:
-            deadline = resp.deadline = deadlines.begin(conn, req)
+            deadlines.begin(resp)
         try:
             if self.pre_request is not None:
                 self.pre_request(self.worker, req)
@@ -181,8 +179,10 @@ class WSGIHandler:
                     result.close()
                 except Exception:
                     self.log.exception("Error closing the response of %s %s", req.method, req.uri)
-            if deadline is not None and deadlines is not None and deadlines.end(deadline):
-                self._deadline_over(deadline, resp)
+            if deadlines is not None:
+                taken = deadlines.end(resp)
+                if taken is not None:
+                    self._deadline_over(resp, taken)
         if self.post_request is not None:
             try:
                 self.post_request(self.worker, req, environ, resp)
@@ -207,11 +207,9 @@ class WSGIHandler:
             status, reason, detail = 500, "Internal Server Error", ""
         if resp.headers_sent:
             return  # the client gets a cut-off response; closing the connection tells it so
-        if resp.deadline is not None:
-            try:
-                claim(resp.deadline)
-            except ClientDisconnected:
-                return  # past its deadline: the client has had its 504
+        # Set before the first byte goes out, as for the app's own head: a --request-timeout
+        # watcher reads it to choose between a 504 and a cut (see `deadlines`).
+        resp.headers_sent = True
         resp.status = f"{status} {reason}"
         resp.status_code = status
         resp.headers = []
@@ -221,10 +219,10 @@ class WSGIHandler:
             pass
 
     @staticmethod
-    def _deadline_over(deadline: Ticket, resp: Response) -> None:
+    def _deadline_over(resp: Response, taken: str) -> None:
         """The request ran past its deadline: what that leaves to the connection and the log."""
         resp.keep_alive = False  # the connection was answered (or cut) from outside
-        if not head_started(deadline):
+        if taken == "504":
             resp.status, resp.status_code, resp.headers = "504 Gateway Timeout", 504, []
 
     def _log_access(self, req: Request, resp: Any, environ: dict[str, Any], started: float) -> None:
