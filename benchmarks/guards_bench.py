@@ -8,7 +8,7 @@
 For each worker class, two Arbiter masters serve the same hello-world app with 2 workers: one
 with no guard, one with `--max-worker-memory 1GB` (every worker's memory read from
 /proc/PID/smaps_rollup once a second; the limit is never reached), `--max-workers 2` (the
-autoscaler samples the busy ratio and the accept queue ten times a second but, with the maximum
+autoscaler samples the busy ratio and the accept queue four times a second but, with the maximum
 at -w, never scales) and `--request-timeout 30` (each worker class watches its requests in
 flight; none runs that long).
 
