@@ -108,10 +108,11 @@ class Master(MasterProcess):
         super().__init__(cmd, tmp)
         self.log = LogTail(tmp / "master.log")
 
-    def cpu(self) -> tuple[float, float, float]:
-        """(user, system, on-CPU) seconds: psutil's in 10 ms ticks, the kernel's own to the ns."""
+    def cpu(self) -> tuple[float, float, float, float]:
+        """(user, system, on-CPU, reaped children's user+system) seconds: psutil's in 10 ms
+        ticks, the kernel's own to the ns."""
         times = self.ps.cpu_times()
-        return times.user, times.system, on_cpu(self.ps.pid)
+        return times.user, times.system, on_cpu(self.ps.pid), times.children_user + times.children_system
 
 
 def on_cpu(pid: int) -> float:
@@ -219,7 +220,7 @@ def run_flood(peer: str, tmp: Path, mode: str, total: int) -> dict:
             if now - t0 > timeout:
                 raise BenchError(f"flood not done after {timeout:.0f} s ({size} bytes logged, exit "
                                  f"{'seen' if t_exit else 'not seen'})")
-        (user, system, oncpu), (user0, system0, oncpu0) = master.cpu(), cpu0
+        (user, system, oncpu, reaped), (user0, system0, oncpu0, reaped0) = master.cpu(), cpu0
         reads = master.ps.io_counters().read_count - reads0  # read(2)/readv(2) calls: wakeups, roughly
     finally:
         master.stop()
@@ -227,7 +228,7 @@ def run_flood(peer: str, tmp: Path, mode: str, total: int) -> dict:
     final = logged_bytes(tmp)  # counted again with the master stopped: nothing moves now
     return {"wall_s": wall, "exit_seen_s": t_exit - t0, "bytes": final, "intact": intact(tmp, total),
             "master_cpu_s": user - user0 + system - system0, "master_sys_s": system - system0,
-            "master_oncpu_s": oncpu - oncpu0,
+            "master_oncpu_s": oncpu - oncpu0, "writer_cpu_s": reaped - reaped0,
             "mib_per_s": final / MiB / wall, "kib_per_read": final / 1024 / max(reads, 1)}
 
 
@@ -282,6 +283,7 @@ def rows(total: int) -> list[tuple]:
                 (flood, "master_oncpu_s", "master on-CPU, schedstat (s)", "{:.3f}", ("ratio", target)),
                 (flood, "master_cpu_s", "master CPU user+sys, psutil (s)", "{:.2f}", None),
                 (flood, "master_sys_s", "  of which sys (s)", "{:.2f}", None),
+                (flood, "writer_cpu_s", "chatty's own CPU, once reaped (s)", "{:.2f}", None),
                 (flood, "kib_per_read", "KiB per master read(2) (avg)", "{:.1f}", None)]
     out += [("spawn-100", "first_spawned_s", "start -> first spawned (s)", "{:.3f}", None),
             ("spawn-100", "spawned_s", f"start -> all {NUMPROCS} spawned (s)", "{:.3f}", ("ratio", 1 / 3)),

@@ -51,8 +51,9 @@ PARK_EARLY = 0.001  # pipes due this soon are read with the one due now: one wak
 # A spliced pipe is left to fill to SPLICE_FILL of its size instead: each wakeup costs the master
 # a loop turn, two context switches and a splice's fixed part, so few large splices beat many
 # small ones. Without this a writer on the other CPU could keep the master in step with its every
-# 64 KiB write: 3,500-6,500 wakeups and 0.20-0.25 s of master CPU per 500 MiB, against 260-850
-# and 0.16-0.22 s with it (see docs/design.md). Pauses under SPLICE_PARK_MIN: not worth a timer.
+# 64 KiB write: ~7,400 wakeups, 0.25 s of master and 0.27 s of writer CPU per 500 MiB, against
+# ~840, 0.21 s and 0.14 s with it (see docs/design.md). Pauses under SPLICE_PARK_MIN: not worth
+# a timer.
 SPLICE_FILL = 0.75
 SPLICE_PARK_MIN = 0.00005
 
