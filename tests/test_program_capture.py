@@ -198,35 +198,6 @@ def test_a_fast_writer_is_never_paused(paced, selector) -> None:
         assert not reader.parked
 
 
-def test_a_spliced_pipe_is_left_to_fill_further(big_pipe, selector, monkeypatch, tmp_path: Path,
-                                                log: logging.Logger) -> None:
-    """What a read pipe takes for a writer that may be waiting (more than half the pipe per
-    wakeup), a spliced one takes for one worth a pause: every wakeup costs the master, and few
-    large splices cost it less than many small ones (capture.SPLICE_FILL)."""
-    monkeypatch.setattr(capture, "PARK_MAX", 0.02)  # see `paced`
-    pacer = read_pacer(selector)
-    if pacer is None:
-        pytest.skip("no timerfd here: no batching")
-    read_end, write_end = big_pipe
-    if fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) < 1 << 20:
-        pytest.skip("a 1 MiB pipe is refused here")
-    logfile = RotatingLogFile(str(tmp_path / "bulk.log"), 0, 0, log)
-    reader = PipeReader(read_end, LineFramer(), logfile.write, selector, pacer=pacer, splice=logfile.splice_from)
-    chunk = LINE * 9000  # 576 KB: more than half the pipe, less than 7/8 of it
-    try:
-        for _ in range(2):  # the first makes it a spliced pipe, the second comes soon after
-            os.write(write_end, chunk)
-            for key, mask in selector.select(1.0):
-                key.data(key, mask)
-        assert reader.parked and logfile.spliced_bytes > len(chunk)
-        pump(selector, lambda: not reader.parked, timeout=1.0)  # then found empty: back in the selector
-        assert (tmp_path / "bulk.log").read_bytes() == chunk * 2
-    finally:
-        pacer.close()
-        reader.close()
-        logfile.close()
-
-
 def test_end_of_file_ends_a_pause_at_once(paced, selector) -> None:
     reader, write_end, sink, pacer = paced
     make_busy(reader, write_end, selector)

@@ -36,10 +36,11 @@ READ_CHUNK = 128 << 10  # one read: it and the page it is written to stay in a c
 TURN_BUDGET = 4 << 20  # most bytes read from one pipe in one loop turn
 DRAIN_BUDGET = 16 << 20  # most bytes read at once when the child has exited
 PARTIAL_LIMIT = 64 << 10  # a "line" longer than this is passed on without waiting for its end
-# splice(2) to a file costs more than a read and a write for a few lines; so a pipe is spliced
-# once it brings much: from the start of a wakeup when the last one moved >= SPLICE_BITE, and
-# within a wakeup after a full read (the pipe held more).
-SPLICE_BITE = 64 << 10
+# splice(2) to a file costs more than a read and a write for a little data; so a pipe is spliced
+# only while it brings bulk: from the third full read in one go (the pipe held >= 384 KiB, more
+# than a paced pipe of small writes gathers, see PARK_FILL), until a splice moves < 256 KiB.
+SPLICE_AFTER_READS = 3
+SPLICE_KEEP = 256 << 10
 
 # Batching small writes (see PipeReader): a busy pipe is left unread for the time it takes, at
 # the rate just seen, to fill to 1/PARK_FILL of its size, at most PARK_MAX (the most latency
@@ -48,14 +49,6 @@ PARK_MAX = 0.004
 PARK_MIN = 0.0005
 PARK_FILL = 4
 PARK_EARLY = 0.001  # pipes due this soon are read with the one due now: one wakeup for several
-# A spliced pipe is left to fill to SPLICE_FILL of its size instead: each wakeup costs the master
-# a loop turn, two context switches and a splice's fixed part, so few large splices beat many
-# small ones. Without this a writer on the other CPU could keep the master in step with its every
-# 64 KiB write: ~7,400 wakeups, 0.25 s of master and 0.27 s of writer CPU per 500 MiB, against
-# ~840, 0.21 s and 0.14 s with it (see docs/design.md). Pauses under SPLICE_PARK_MIN: not worth
-# a timer.
-SPLICE_FILL = 0.75
-SPLICE_PARK_MIN = 0.00005
 
 # The master is single-threaded, so every reader can share one read buffer.
 _BUFFER = bytearray(READ_CHUNK)
@@ -209,13 +202,11 @@ class PipeReader:
     d = (pipe size / PARK_FILL) / r, at most PARK_MAX; the pacer then reads it, and pauses it
     again for the rate seen over that pause, or watches it for data again when it was empty (the
     child went quiet) or when the rate is too high to pause at all (d < PARK_MIN, or half the
-    pipe filled). A pipe on the splice path (it brought much) is paused until it would be
-    SPLICE_FILL full instead (d >= SPLICE_PARK_MIN; not when 7/8 of it filled). The bounds:
+    pipe filled). The bounds:
       - a line waits at most PARK_MAX (plus the loop's own latency) more than without batching;
-      - at the rate just seen, a paused pipe fills to 1/PARK_FILL of its size (SPLICE_FILL when
-        spliced): the writer never blocks unless its rate jumps more than PARK_FILL-fold (a
-        third, when spliced) within one pause, and then for at most that pause (<= PARK_MAX),
-        after which the pipe is read as fast as it fills;
+      - at the rate just seen, a paused pipe fills to 1/PARK_FILL of its size: the writer never
+        blocks unless its rate jumps more than PARK_FILL-fold within one pause, and then for at
+        most that pause (<= PARK_MAX), after which the pipe is read as fast as it fills;
       - a quiet or slow pipe (less than one read per PARK_MAX) is never paused;
       - end of file and a child's last bytes: a paused pipe is still watched for a hangup (every
         writer gone), which ends the pause; `drain()` (called when the child is reaped) reads
@@ -233,18 +224,16 @@ class PipeReader:
         self._passthrough = framer.passthrough
         self._sink = sink
         # The sink's own splice_from, when the bytes need not pass through the master; used
-        # while the pipe brings much (SPLICE_BITE).
+        # while the pipe brings bulk (SPLICE_AFTER_READS, SPLICE_KEEP).
         self._splice = splice if framer.passthrough else None
-        self._bulk = False  # the last wakeup moved >= SPLICE_BITE, and may splice
+        self._bulk = False
         self._selector = selector
         self._on_close = on_close
         self._pacer = pacer
         self._last_data = float("-inf")  # time.monotonic() of the last read that got data
-        size = self._pipe_size = _pipe_size(fd)
+        size = _pipe_size(fd)
         self._fill = size // PARK_FILL
         self._full = size // 2
-        self._splice_fill = int(size * SPLICE_FILL)
-        self._splice_full = size * 7 // 8
         self._paused = False
         selector.register(fd, selectors.EVENT_READ, self)
 
@@ -297,14 +286,10 @@ class PipeReader:
 
     def _pause(self, got: int, gap: float) -> float:
         """How long to leave the pipe, which delivered `got` bytes in `gap` seconds; 0: do not."""
-        if self._bulk:
-            fill, full, shortest = self._splice_fill, self._splice_full, SPLICE_PARK_MIN
-        else:
-            fill, full, shortest = self._fill, self._full, PARK_MIN
-        if got >= full:
+        if got >= self._full:
             return 0.0  # it may have been full: the writer may have waited already
-        pause = gap * fill / got
-        if pause < shortest:
+        pause = gap * self._fill / got
+        if pause < PARK_MIN:
             return 0.0
         return pause if pause < PARK_MAX else PARK_MAX
 
@@ -315,13 +300,13 @@ class PipeReader:
     def read(self, budget: int, to_end: bool = False) -> int:
         """Read until the pipe is empty, or `budget` bytes; the number of bytes read. `to_end`:
         a short read does not end it (end of file is likely next, and is then seen now)."""
-        total = 0
-        splice = self._splice if self._bulk else None
+        total = full_reads = 0
         while total < budget and not self.closed:
-            if splice is not None:
+            if self._bulk:
+                assert self._splice is not None
                 want = budget - total
                 try:
-                    moved = splice(self.fd, want)
+                    moved = self._splice(self.fd, want)
                 except (BlockingIOError, InterruptedError):
                     break
                 if moved == 0:
@@ -329,7 +314,8 @@ class PipeReader:
                     break
                 if moved > 0:
                     total += moved
-                    if moved < min(want, self._pipe_size) and not to_end:
+                    self._bulk = moved >= SPLICE_KEEP
+                    if moved < min(want, READ_SIZE) and not to_end:
                         break  # the pipe is likely empty (or the file near its rotation)
                     continue
                 # NO_SPLICE: this time the bytes go through the master.
@@ -343,8 +329,9 @@ class PipeReader:
                 self.close()
                 break
             total += size
-            if size == READ_CHUNK:
-                splice = self._splice  # the pipe holds more: splice the rest, if we may
+            if size == READ_CHUNK and self._splice is not None:
+                full_reads += 1
+                self._bulk = full_reads >= SPLICE_AFTER_READS  # bulk: splice the rest
             if self._passthrough:
                 self._sink(_VIEW if size == READ_CHUNK else _VIEW[:size])  # no copy
             else:
@@ -353,8 +340,6 @@ class PipeReader:
                     self._sink(framed)
             if size < READ_CHUNK and not to_end:
                 break  # the pipe is empty; do not spend a system call to hear EAGAIN
-        if self._splice is not None:
-            self._bulk = total >= SPLICE_BITE  # next time: splice from the start, or read
         return total
 
     def close(self) -> None:
