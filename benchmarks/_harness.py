@@ -236,6 +236,7 @@ def wait_workers_serving(server: Server, count: int, timeout: float = 10.0) -> b
 @dataclass
 class WrkResult:
     rps: float
+    requests: int = 0  # completed in the run ("N requests in ...")
     non2xx: int = 0
     socket_errors: int = 0
     latency: dict[str, str] = field(default_factory=dict)  # "50%" -> "1.23ms"
@@ -250,6 +251,9 @@ def parse_wrk(output: str) -> WrkResult:
     if not match:
         raise ValueError(f"no Requests/sec in wrk output:\n{output}")
     result = WrkResult(rps=float(match.group(1)))
+    done = re.search(r"(\d+) requests in", output)
+    if done:
+        result.requests = int(done.group(1))
     if match := re.search(r"Non-2xx or 3xx responses:\s*(\d+)", output):
         result.non2xx = int(match.group(1))
     if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):

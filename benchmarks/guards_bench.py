@@ -38,13 +38,16 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Server, ServerError, run_wrk, start_server, stop_all, wait_workers_serving  # noqa: E402
+from _harness import Server, ServerError, WrkResult, parse_wrk, start_server, stop_all, wait_workers_serving  # noqa: E402
 
 APPS = Path(__file__).resolve().parent / "apps"
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 WORKERS = 2
 TARGET = 0.97
+SERVER_CPUS = [0]
+WRK_THREADS = 1
+WRK_CONNECTIONS = 32
 CLASSES = {  # name -> (app, worker options)
     "sync": ("wsgi_hello:app", ["-k", "sync"]),
     "gthread": ("wsgi_hello:app", ["-k", "gthread", "--threads", "4"]),
@@ -80,8 +83,9 @@ class Row:
     label: str
     rounds: list[float] = field(default_factory=list)
     errors: int = 0
-    master_cpu: float = 0.0  # CPU seconds the master used over the whole run: where the guards run
-    seconds: float = 0.0
+    master_cpu: float = 0.0  # CPU seconds the master used while wrk ran
+    seconds: float = 0.0  # how long wrk ran, all rounds
+    cpu_per_request: list[float] = field(default_factory=list)  # the workers' CPU us per request
 
     @property
     def median(self) -> float:
@@ -96,40 +100,90 @@ def launch(worker: str, options: list[str], label: str, control: str) -> Server:
     return start_server(label, cmd, env=env, cwd=str(APPS))
 
 
+def pin(pid: int, cpus: list[int]) -> None:
+    """Put a master and the workers it has forked on `cpus`; workers it forks later inherit them."""
+    master = psutil.Process(pid)
+    for proc in [master, *master.children(recursive=True)]:
+        proc.cpu_affinity(cpus)
+
+
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by a master, and by its live workers."""
+    master = psutil.Process(pid)
+    workers = 0.0
+    for child in master.children(recursive=True):
+        try:
+            workers += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return sum(master.cpu_times()[:2]), workers
+
+
+def wrk_together(urls: list[str], duration: float) -> list[WrkResult]:
+    """One wrk per URL, all at once; each bounded by a timeout and killed if we are interrupted."""
+    cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{max(1, round(duration))}s"]
+    procs = [subprocess.Popen([*cmd, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL) for url in urls]
+    try:
+        return [parse_wrk(proc.communicate(timeout=duration + 15)[0].decode("utf-8", "replace")) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
+
+
 def measure(worker: str, args: argparse.Namespace, guards: list[str]) -> list[Row]:
+    """Each round starts a fresh pair of masters (one process can be a few percent faster than
+    its twin for the whole of its life: hash seeds, memory layout) and loads them, together
+    (the default) or one after the other (`--alternate`), then stops them."""
     second = "guards on: " + " ".join(guards) if guards else "twin without guards, A-A"
     rows = [Row(worker, False, "guards off"), Row(worker, True, second)]
-    servers = []
-    sockets = tempfile.TemporaryDirectory(prefix="guards-bench-")
-    try:
-        for n, row in enumerate(rows):
-            control = os.path.join(sockets.name, f"control-{n}.sock")  # each master its own
-            servers.append(launch(worker, guards if row.guards else [], f"{worker} {row.label}", control))
-            if not wait_workers_serving(servers[-1], WORKERS):
-                print(f"  ! {worker} {row.label}: not all {WORKERS} workers answered", file=sys.stderr)
-        started = time.monotonic()
-        cpu_before = [sum(psutil.Process(server.pid).cpu_times()[:2]) for server in servers]
-        for rnd in range(args.rounds):
-            # Alternate which goes first: a machine warming up must not favour one of them.
-            order = list(zip(rows, servers, strict=True))
-            for row, server in order if rnd % 2 == 0 else reversed(order):
-                if server.proc.poll() is not None:
-                    raise ServerError(f"{server.name} exited during the run:\n{server.log_tail()}")
-                run_wrk(server.url, args.warmup)
-                result = run_wrk(server.url, args.duration)
-                row.rounds.append(result.rps)
-                row.errors += result.errors
-                print(f"  {worker} round {rnd + 1}/{args.rounds}  {row.label[:10]:<10} {result.rps:>10,.0f} req/s"
-                      f"  errors {result.errors}", file=sys.stderr)
-        for row, server, before in zip(rows, servers, cpu_before, strict=True):
-            row.master_cpu = sum(psutil.Process(server.pid).cpu_times()[:2]) - before
-            row.seconds = time.monotonic() - started
-        if "Autoscale" in servers[1].log_text():
-            raise ServerError("the autoscaler changed the pool with --max-workers equal to -w")
-    finally:
-        for server in servers:
-            server.stop()
-        sockets.cleanup()
+    for rnd in range(args.rounds):
+        servers = []
+        sockets = tempfile.TemporaryDirectory(prefix="guards-bench-")
+        try:
+            for n, row in enumerate(rows):
+                control = os.path.join(sockets.name, f"control-{n}.sock")  # each master its own
+                servers.append(launch(worker, guards if row.guards else [], f"{worker} {row.label}", control))
+                if args.pin:
+                    pin(servers[-1].pid, SERVER_CPUS)
+                if not wait_workers_serving(servers[-1], WORKERS):
+                    print(f"  ! {worker} {row.label}: not all {WORKERS} workers answered", file=sys.stderr)
+            urls = [server.url for server in servers]
+            if args.alternate:
+                # Alternate which goes first: a machine warming up must not favour one of them.
+                order = [0, 1] if rnd % 2 == 0 else [1, 0]
+                runs = [[i] for i in order]
+            else:
+                runs = [[0, 1]]
+            for run in runs:
+                for i in run:
+                    if servers[i].proc.poll() is not None:
+                        raise ServerError(f"{servers[i].name} exited during the run:\n{servers[i].log_tail()}")
+                wrk_together([urls[i] for i in run], args.warmup)
+                before = [tree_cpu(servers[i].pid) for i in run]
+                started = time.monotonic()
+                results = wrk_together([urls[i] for i in run], args.duration)
+                seconds = time.monotonic() - started
+                after = [tree_cpu(servers[i].pid) for i in run]
+                for i, result, (m0, w0), (m1, w1) in zip(run, results, before, after, strict=True):
+                    row = rows[i]
+                    row.rounds.append(result.rps)
+                    row.errors += result.errors
+                    row.master_cpu += m1 - m0
+                    row.seconds += seconds
+                    if result.requests:
+                        row.cpu_per_request.append(1e6 * (m1 - m0 + w1 - w0) / result.requests)
+                    print(f"  {worker} round {rnd + 1}/{args.rounds}  {row.label[:10]:<10} {result.rps:>10,.0f} "
+                          f"req/s  {row.cpu_per_request[-1] if row.cpu_per_request else 0:5.1f} us CPU/request"
+                          f"  errors {result.errors}", file=sys.stderr)
+            if "Autoscale" in servers[1].log_text():
+                raise ServerError("the autoscaler changed the pool with --max-workers equal to -w")
+        finally:
+            for server in servers:
+                server.stop()
+            sockets.cleanup()
     return rows
 
 
@@ -142,7 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 round x 2 s")
     parser.add_argument("--guards", default="all", choices=["all", "memory", "autoscale", "deadline", "none"],
                         help="which guards the second server has (none: an A/A run, to see the noise)")
+    parser.add_argument("--alternate", action="store_true",
+                        help="load one server at a time (the default loads both at once, sharing the CPUs)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="let servers and wrk share every CPU (the default pins them apart)")
     args = parser.parse_args(argv)
+    args.pin = args.pin and len(os.sched_getaffinity(0)) >= 2
+    if args.pin:
+        # wrk (started by this process) gets every CPU but the first; the servers get the first.
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0) - set(SERVER_CPUS)))
     if args.quick:
         args.rounds, args.duration = 1, 2.0
     guards = guard_options(has_request_timeout(), args.guards)
@@ -161,18 +223,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nGuards on: {' '.join(guards)}")
     if args.guards == "all" and "--request-timeout" not in guards:
         print("(this Arbiter has no --request-timeout yet: memory limit and autoscaling only)")
-    print(f"{WORKERS} workers each, wrk -t2 -c64, {args.rounds} rounds x {args.duration:.0f} s, medians; "
+    placement = (f"servers pinned to CPU {SERVER_CPUS}, wrk to the others" if args.pin
+                 else "servers and wrk share every CPU")
+    print(f"{WORKERS} workers each, wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}, {args.rounds} rounds x "
+          f"{args.duration:.0f} s, a fresh pair of masters each round, medians; {placement}; "
           f"load average {os.getloadavg()[0]:.2f}\n")
     print(f"| worker | guards off req/s | guards on req/s | on/off | paired on/off | target >= {TARGET} | errors "
-          "| master CPU off / on (ms per s) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| workers' CPU per request off / on (us) | off/on | master CPU off / on (ms per s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for off, on in results:
         ratio = on.median / off.median if off.median else 0.0
         # Each round's two runs are back to back: the median of their ratios cancels most of the
         # drift of a shared machine, which moves both medians by more than the guards could.
         paired = statistics.median(b / a for a, b in zip(off.rounds, on.rounds, strict=True) if a) if off.rounds else 0
+        # CPU per request is what the guards add to each request, whatever else the machine runs.
+        cpu_off = statistics.median(off.cpu_per_request) if off.cpu_per_request else 0.0
+        cpu_on = statistics.median(on.cpu_per_request) if on.cpu_per_request else 0.0
         print(f"| {off.worker} | {off.median:,.0f} | {on.median:,.0f} | {ratio:.3f} | {paired:.3f} | "
               f"{'ok' if paired >= TARGET else 'MISSED'} | {off.errors + on.errors} | "
+              f"{cpu_off:.1f} / {cpu_on:.1f} | {cpu_off / cpu_on if cpu_on else 0:.3f} | "
               f"{1000 * off.master_cpu / off.seconds:.1f} / {1000 * on.master_cpu / on.seconds:.1f} |")
     return 0
 

@@ -19,7 +19,7 @@ from conftest import wait_until
 from control_helpers import call
 from prometheus_client.parser import text_string_to_metric_families
 
-STUCK_LINE = (r"Request timeout \(pid:{pid}\): GET /stuck HTTP/1\.1 from 127\.0\.0\.1 ran [0-9.]+ s, "
+STUCK_LINE = (r"Request timeout \(pid:{pid}\): GET /stuck HTTP/1\.1 from 127\.0\.0\.1 ran at least [0-9.]+ s, "
               r"over --request-timeout 2")
 
 
@@ -167,12 +167,27 @@ def test_uvicorn_cancels_the_task_answers_504_and_keeps_serving(arbiter) -> None
     assert_counted(master, 1.0)
 
 
+def test_uvicorn_access_log_shows_the_504_the_watcher_sent(arbiter) -> None:
+    """The watcher answers through uvicorn's cycle, not through the access log's wrapper: the
+    line must still say 504, and a served request beside it its own 200."""
+    master = arbiter(["deadline_app:asgi", "-k", "uvicorn", "-w", "1", "--request-timeout", "1",
+                      "--access-logfile", "-", "--access-logformat", '"%(r)s" %(s)s'])
+    [pid] = master.wait_ready(1)
+    status, _, _ = timed_get(master.port, "/stuck")
+    assert status == 504
+    assert timed_get(master.port, "/")[0] == 200
+    master.wait_log(r'"GET /stuck HTTP/1\.1" 504')
+    master.wait_log(r'"GET / HTTP/1\.1" 200')
+    assert master.workers() == [pid]
+
+
 def test_uvicorn_sync_endpoint_in_a_thread_gets_its_504_and_its_thread_in_the_log(arbiter) -> None:
     master = arbiter(["deadline_app:asgi", "-k", "uvicorn", "-w", "1", "--request-timeout", "2"])
     [pid] = master.wait_ready(1)
     status, _, took = timed_get(master.port, "/blocking")
     assert status == 504 and took < 4.0
-    master.wait_log(r"GET /blocking HTTP/1\.1 from 127\.0\.0\.1 ran [0-9.]+ s, over --request-timeout 2; answered 504")
+    master.wait_log(r"GET /blocking HTTP/1\.1 from 127\.0\.0\.1 ran at least [0-9.]+ s, "
+                    r"over --request-timeout 2; answered 504")
     text = master.log()
     assert "Other threads (a sync endpoint run in a thread keeps running)" in text
     assert re.search(r"in stuck_in_slow_query\n\s+time\.sleep\(seconds\)", text), text
@@ -206,53 +221,118 @@ def test_uvicorn_cuts_a_response_that_had_begun_without_a_traceback(arbiter) -> 
 # -- the race between the app and the deadline, on a real socket pair ---------------------------
 
 
-def _in_flight(timeout: float = 30.0) -> tuple[Any, Any, Any, socket.socket]:
+def _in_flight(timeout: float = 30.0, one: bool = False, threads: bool = True) -> tuple[Any, Any, socket.socket]:
+    """A request in flight on one end of a real socket pair, as a worker's handler begins it."""
     from arbiter.config.settings import Config
     from arbiter.web.http.connection import Connection, ListenerInfo
-    from arbiter.web.http.deadlines import Deadlines
+    from arbiter.web.http.deadlines import Deadlines, OneDeadline
     from arbiter.web.http.parser import Limits, Request
+    from arbiter.web.http.response import Response
 
     ours, client = socket.socketpair()
     ours.setblocking(False)
     conn = Connection(ours, None, ListenerInfo(ours, "x", "80", True), Limits.from_config(Config()), 10.0, False)
     req = Request()
     req.method, req.uri = "GET", "/stuck"
-    deadlines = Deadlines(timeout)
-    return deadlines, deadlines.begin(conn, req), conn, client
+    resp = Response(conn, req, True, None)
+    deadlines = OneDeadline(timeout) if one else Deadlines(timeout, threads=threads)
+    deadlines.begin(resp)
+    return deadlines, resp, client
 
 
-def test_an_expired_request_is_answered_504_once_and_the_app_can_no_longer_send() -> None:
+def _overdue(deadlines: Any, timeout: float = 30.0) -> list[Any]:
+    """The watcher's looks: the first sees the request, one `timeout` later finds it overdue."""
+    now = time.monotonic()
+    assert deadlines.overdue(now) == []  # first sight
+    assert deadlines.overdue(now + timeout - 0.01) == []  # never early
+    return deadlines.overdue(now + timeout)  # type: ignore[no-any-return]
+
+
+def _read_all(client: socket.socket) -> bytes:
+    received = b""
+    while chunk := client.recv(4096):
+        received += chunk
+    return received
+
+
+KINDS = [pytest.param({}, id="table"), pytest.param({"one": True}, id="one-at-a-time"),
+         pytest.param({"threads": False}, id="greenlets")]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_expired_request_is_answered_504_once_and_the_app_can_no_longer_send(kind: dict[str, bool]) -> None:
     from arbiter.web.http.errors import ClientDisconnected
 
-    deadlines, entry, conn, client = _in_flight()
+    deadlines, resp, client = _in_flight(**kind)
     try:
-        assert deadlines.overdue(time.monotonic()) == []
-        assert deadlines.overdue(entry.due) == [entry]
+        [entry] = _overdue(deadlines)
+        assert entry.resp is resp and entry.request_line == "GET /stuck HTTP/1.1" and entry.ran >= 30
         assert deadlines.expire(entry) == "answered 504"
-        received = b""
-        while chunk := client.recv(4096):  # the 504, then end of stream
-            received += chunk
+        if kind.get("threads", True):
+            # Fenced: what the app's thread sends now fails, and never reaches the client.
+            with pytest.raises(ClientDisconnected):
+                resp.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        received = _read_all(client)  # the 504, then end of stream
         assert received.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n") and b"Connection: close" in received
-        with pytest.raises(ClientDisconnected):
-            entry.claim()  # the app's head would have gone out now: refused
-        assert deadlines.overdue(entry.due + 60) == []  # expired once, no longer in flight
+        assert received.count(b"HTTP/1.1") == 1
+        assert deadlines.overdue(time.monotonic() + 120) == []  # expired once, no longer watched
+        assert deadlines.end(resp) == "504"  # the worker learns its response was taken
     finally:
-        conn.close()
+        resp.conn.close()
         client.close()
 
 
-def test_a_response_already_begun_is_cut_not_answered_twice() -> None:
-    deadlines, entry, conn, client = _in_flight()
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_response_already_begun_is_cut_not_answered_twice(kind: dict[str, bool]) -> None:
+    deadlines, resp, client = _in_flight(**kind)
     try:
-        entry.claim()  # the app's head goes out first
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nbeg")
+        resp.headers_sent = True  # the app's head goes out first
+        resp.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nbeg")
+        [entry] = _overdue(deadlines)
         assert deadlines.expire(entry) == "connection cut (the response had begun)"
-        received = b""
-        while chunk := client.recv(4096):
-            received += chunk
-        assert received == b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nbeg"  # no 504 after it
+        assert _read_all(client) == b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nbeg"  # no 504 after it
+        assert deadlines.end(resp) == ""  # cut: not kept alive
     finally:
-        conn.close()
+        resp.conn.close()
+        client.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_request_that_ends_before_its_watcher_acts_is_left_alone(kind: dict[str, bool]) -> None:
+    """The watcher saw it overdue, then the request ended before the watcher took it: nothing
+    is sent, the connection stays open, and the worker carries on (no 504, no exit)."""
+    deadlines, resp, client = _in_flight(**kind)
+    try:
+        [entry] = _overdue(deadlines)
+        resp.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        assert deadlines.end(resp) is None  # ended in time, as far as it knows
+        assert deadlines.expire(entry) is None  # the watcher comes late: nothing done
+        client.setblocking(False)
+        assert client.recv(4096) == b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        with pytest.raises(BlockingIOError):
+            client.recv(4096)  # no 504 and no end of stream: the connection is still open
+    finally:
+        resp.conn.close()
+        client.close()
+
+
+def test_a_new_request_is_not_timed_from_an_earlier_one_at_the_same_address() -> None:
+    """Ids of objects are reused: a request that begins where an ended one lived (same id) is
+    timed from its own first sight, not the earlier one's."""
+    deadlines, resp, client = _in_flight()
+    try:
+        now = time.monotonic()
+        assert deadlines.overdue(now) == []
+        deadlines.end(resp)
+        from arbiter.web.http.response import Response
+
+        newer = Response(resp.conn, resp.req, True, None)
+        deadlines._in_flight[id(resp)] = (newer, 0)  # as if `newer` had resp's address
+        assert deadlines.overdue(now + 20) == []  # first sight of `newer`
+        assert deadlines.overdue(now + 49) == []
+        assert [e.resp for e in deadlines.overdue(now + 50)] == [newer]
+    finally:
+        resp.conn.close()
         client.close()
 
 

@@ -3,137 +3,228 @@ where it was stuck, and take its response away from the app.
 
 A worker class enforces its own deadline, since only it knows its requests; the master learns of
 it through the worker's scoreboard slot (`Slot.add_request_timeout`, and RETIRING or an exit).
-This module holds what the sync and gthread workers share (the gevent and uvicorn workers have
-their own ways to stop a greenlet or a task):
+This module holds what the sync, gthread and gevent workers share (the uvicorn worker has its
+own, `asgi_deadline`):
 
-- `Deadlines.begin()` / `end()` bracket each request (called from `WSGIHandler.handle`);
-  `overdue(now)` lists the requests past their deadline, for whoever watches (the gthread main
-  loop, the sync worker's watchdog thread).
-- `Deadlines.expire()` takes the response away from the app: if no byte of it was sent, the
-  client gets a 504 and the connection's write side is shut; else the connection is cut, so the
-  client sees a broken response rather than waiting. An app thread that later tries to send
-  finds its request expired (`Response` asks `InFlight.claim()` before its head goes out) and
-  gets `ClientDisconnected`, so two responses never interleave on one connection.
+- `begin(resp)` / `end(resp)` bracket each request (called from `WSGIHandler.handle`), and are
+  all an ordinary request pays: a table entry (a store, for the sync worker). No clock is read
+  per request: the watcher notes when it first saw each request, and `overdue(now)` lists those
+  seen `timeout` seconds ago. A request is thus stopped between `timeout` and `timeout` plus one
+  look of the watcher (the gthread main loop, the sync worker's watchdog thread, the gevent
+  heartbeat) after it began, never before.
+- `expire(entry)` takes the response away from the app: if no byte of it was sent, the client
+  gets a 504 and the connection's write side is shut; else the connection is cut, so the
+  client sees a broken response rather than waiting.
 - `stacks()` formats the Python stack of every thread, the request's own first.
+
+Two responses must never interleave on one connection, and an app thread may be writing while
+the watcher acts. Rather than making every response ask leave to send (a lock, or any per-request
+token, cost 3-6% of a hello-world request on the sync worker), the watcher fences the app off the
+socket first: it keeps the socket under a new descriptor (`dup`) and puts a dead socket under the
+app's (`dup2`, atomic in the kernel), where every later write fails and every read ends. Only
+then does it read `headers_sent`, which a response sets before its first byte goes out: if it is
+still false, no byte of the app's can reach the client, and the 504 goes out on the kept
+descriptor. Greenlets need no fence: they cannot run while the watcher does, and the watcher's
+writes never yield.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from arbiter.web.http.errors import ClientDisconnected
 from arbiter.web.http.response import error_response
 
 if TYPE_CHECKING:
-    from arbiter.web.http.connection import Connection
-    from arbiter.web.http.parser import Request
+    from arbiter.web.http.response import Response
 
 GATEWAY_TIMEOUT = error_response(504, "Gateway Timeout", "the request ran longer than the server allows")
 
 
 class InFlight:
-    """One request under a deadline. Cheap to make: the words for the log are found only if it
-    expires, and the lock is its worker's."""
+    """An overdue request as its watcher sees it (made only for overdue requests)."""
 
-    __slots__ = ("started", "due", "req", "thread", "owner", "conn", "expired", "head_started", "_lock")
+    __slots__ = ("resp", "runner", "ran")
 
-    def __init__(self, conn: Connection, req: Request, started: float, due: float, lock: threading.Lock) -> None:
-        self.started = started
-        self.due = due
-        self.req = req
-        self.thread = threading.get_ident()
-        self.owner: Any = None  # what runs the request where it is not a thread (a greenlet)
-        self.conn = conn
-        self.expired = False
-        self.head_started = False
-        self._lock = lock
+    def __init__(self, resp: Response, runner: Any, ran: float) -> None:
+        self.resp = resp
+        self.runner = runner  # the thread's ident, or the greenlet, the request runs on
+        self.ran = ran  # at least this many seconds
 
     @property
     def request_line(self) -> str:
-        return f"{self.req.method} {self.req.uri} {self.req.protocol}"
+        req = self.resp.req
+        return f"{req.method} {req.uri} {req.protocol}"
 
     @property
     def peer(self) -> str:
-        return self.conn.remote_addr or "unix socket"
-
-    def claim(self) -> None:
-        """The app's response head is about to go out (called by `Response`).
-
-        Raises:
-            ClientDisconnected: the request already expired; its client got (or lost) its answer.
-        """
-        with self._lock:
-            if self.expired:
-                raise ClientDisconnected("the request ran past --request-timeout")
-            self.head_started = True
+        return self.resp.conn.remote_addr or "unix socket"
 
 
 class Deadlines:
-    """The requests in flight in one worker and their deadline, `timeout` seconds after start."""
+    """The requests in flight in one worker and their deadline, `timeout` seconds after start.
 
-    def __init__(self, timeout: float, current: Callable[[], Any] | None = None) -> None:
-        """`current`: where requests run on something other than threads, how to get the one
-        running now (`gevent.getcurrent`); it is kept as each request's `owner`."""
+    `current`: what the request runs on, kept for the stack in the log (the thread's ident, or
+    `gevent.getcurrent` where requests run on greenlets, which need no fence: `threads=False`)."""
+
+    def __init__(self, timeout: float, current: Callable[[], Any] = threading.get_ident, threads: bool = True) -> None:
         self.timeout = timeout
         self._current = current
-        self._in_flight: dict[int, InFlight] = {}  # dict operations are atomic: no lock needed
-        # One lock for the worker: held only to claim a response, by an app thread or the watcher.
-        self._lock = threading.Lock()
+        self._threads = threads
+        self._in_flight: dict[int, tuple[Response, Any]] = {}  # dict operations are atomic: no lock
+        self._seen: dict[int, tuple[Response, float]] = {}  # the watcher's: first sight of each
+        # Expired, until their app ends them: what their client got ("504", or "" for a cut).
+        self._taken: dict[int, tuple[Response, str]] = {}
+        self._dead = _dead_socket() if threads else None
 
-    def begin(self, conn: Connection, req: Request) -> InFlight:
-        now = time.monotonic()
-        entry = InFlight(conn, req, now, now + self.timeout, self._lock)
-        if self._current is not None:
-            entry.owner = self._current()
-        self._in_flight[id(entry)] = entry
-        return entry
+    def begin(self, resp: Response) -> None:
+        self._in_flight[id(resp)] = (resp, self._current())
 
-    def end(self, entry: InFlight) -> None:
-        self._in_flight.pop(id(entry), None)
+    def end(self, resp: Response) -> str | None:
+        """The request is done. None if it ended in time; else what its client got from the
+        watcher ("504", or "" when the connection was cut)."""
+        self._in_flight.pop(id(resp), None)
+        if not self._taken:
+            return None
+        taken = self._taken.pop(id(resp), None)
+        return taken[1] if taken is not None else None
 
     def overdue(self, now: float) -> list[InFlight]:
-        return [e for e in list(self._in_flight.values()) if not e.expired and e.due <= now]
+        """Called by the one watcher, at intervals (see the module's doc)."""
+        seen = self._seen
+        in_flight = dict(self._in_flight)  # a copy in one step: app threads add and remove meanwhile
+        for key in [key for key, (resp, _) in seen.items() if in_flight.get(key, (None,))[0] is not resp]:
+            del seen[key]  # ended (and the same id may already be a new request's)
+        late = []
+        for key, (resp, runner) in in_flight.items():
+            first = seen.get(key)
+            if first is None:
+                seen[key] = (resp, now)
+            elif now - first[1] >= self.timeout:
+                late.append(InFlight(resp, runner, now - first[1]))
+        return late
 
-    def describe(self, entry: InFlight, pid: int, outcome: str, now: float) -> str:
-        return describe(pid, entry.request_line, entry.peer, now - entry.started, self.timeout, outcome)
+    def describe(self, entry: InFlight, pid: int, outcome: str) -> str:
+        return describe(pid, entry.request_line, entry.peer, f"at least {entry.ran:.1f} s", self.timeout, outcome)
 
-    def expire(self, entry: InFlight) -> str:
-        """Take the response from the app (see the module's doc); returns what the client got."""
-        with entry._lock:
-            entry.expired = True
-            begun = entry.head_started
-        self._in_flight.pop(id(entry), None)
-        sock = entry.conn.sock
-        if begun:
-            _shutdown(sock, socket.SHUT_RDWR)
-            return "connection cut (the response had begun)"
-        if entry.conn.tls:
-            # An SSL object must not be written by this thread while the app's thread may be
-            # reading it: cut instead of answering.
-            _shutdown(sock, socket.SHUT_RDWR)
-            return "connection cut (TLS: no 504 from outside the request's thread)"
+    def expire(self, entry: InFlight) -> str | None:
+        """Take the response from the app (see the module's doc); returns what the client got,
+        or None if the request ended after all (between `overdue` and now): nothing was done."""
+        resp = entry.resp
+        if not self._take(resp):
+            return None
+        conn = resp.conn
+        if not self._threads:
+            return self._answer(conn.fd, resp, fenced=False)
+        assert self._dead is not None
         try:
-            # One non-blocking send: a 504 fits in any socket buffer a client has not filled.
-            sock.send(GATEWAY_TIMEOUT)
+            kept = os.dup(conn.fd)
+            os.dup2(self._dead.fileno(), conn.fd)  # from here on, the app's writes fail
         except OSError:
             return "client already gone"
-        _shutdown(sock, socket.SHUT_WR)  # the answer, then end of stream: the client stops waiting
+        try:
+            return self._answer(kept, resp, fenced=True)
+        finally:
+            os.close(kept)
+
+    def _take(self, resp: Response) -> bool:
+        """Stop watching `resp` and mark it taken; False if it had ended."""
+        key = id(resp)
+        if self._in_flight.pop(key, (None,))[0] is not resp:
+            return False
+        self._seen.pop(key, None)
+        self._taken[key] = (resp, "")
+        return True
+
+    def _mark(self, resp: Response, got: str) -> None:
+        if id(resp) in self._taken:
+            self._taken[id(resp)] = (resp, got)
+
+    def _answer(self, fd: int, resp: Response, fenced: bool) -> str:
+        if resp.headers_sent:
+            _shutdown(fd, socket.SHUT_RDWR)
+            return "connection cut (the response had begun)"
+        if resp.conn.tls:
+            # An SSL connection cannot be written from outside the thread that owns it: cut.
+            _shutdown(fd, socket.SHUT_RDWR)
+            return "connection cut (TLS: no 504 from outside the request's thread)"
+        self._mark(resp, "504")
+        try:
+            # One write that cannot block or yield (the socket is non-blocking): a 504 fits in
+            # any socket buffer a client has not filled.
+            os.write(fd, GATEWAY_TIMEOUT)
+        except OSError:
+            return "client already gone"
+        # The answer, then end of stream; fenced, the rest of the connection is ours to end.
+        _shutdown(fd, socket.SHUT_RDWR if fenced else socket.SHUT_WR)
         return "answered 504"
 
 
-def _shutdown(sock: socket.socket, how: int) -> None:
-    # Never close here: the app's thread still holds the descriptor, and a closed number could be
-    # reused by the next accepted connection while that thread writes to it.
+class OneDeadline(Deadlines):
+    """The sync worker's: it runs one request at a time, on its main thread, so the request in
+    flight is one attribute rather than a table entry."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout)
+        self._main = threading.get_ident()
+        self._now: Response | None = None
+        self._first: tuple[Response, float] | None = None  # the watcher's first sight
+        self._gone: tuple[Response, str] | None = None  # the one request taken, and what it got
+
+    def begin(self, resp: Response) -> None:
+        self._now = resp
+
+    def end(self, resp: Response) -> str | None:
+        self._now = None
+        gone = self._gone
+        return gone[1] if gone is not None and gone[0] is resp else None
+
+    def overdue(self, now: float) -> list[InFlight]:
+        resp = self._now  # one read: the watcher's view cannot tear
+        if resp is None or (self._gone is not None and self._gone[0] is resp):
+            return []
+        if self._first is None or self._first[0] is not resp:
+            self._first = (resp, now)
+            return []
+        ran = now - self._first[1]
+        return [InFlight(resp, self._main, ran)] if ran >= self.timeout else []
+
+    def _take(self, resp: Response) -> bool:
+        if self._now is not resp:
+            return False
+        self._gone = (resp, "")
+        return True
+
+    def _mark(self, resp: Response, got: str) -> None:
+        self._gone = (resp, got)
+
+
+def _dead_socket() -> socket.socket:
+    """A socket whose peer is gone: writes to it fail (EPIPE), reads end (EOF)."""
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    ours.setblocking(False)
+    return ours
+
+
+def _shutdown(fd: int, how: int) -> None:
+    # By descriptor, without closing it: the app's thread still holds its own number, and a
+    # closed number could be reused by the next accepted connection while that thread writes.
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return
     try:
         sock.shutdown(how)
     except OSError:
         pass
+    finally:
+        sock.detach()
 
 
 def stacks(request_thread: int | None = None) -> str:
@@ -150,7 +241,7 @@ def stacks(request_thread: int | None = None) -> str:
     return "\n".join(parts)
 
 
-def describe(pid: int, request_line: str, peer: str, ran: float, timeout: float, outcome: str) -> str:
-    """The log line's first part: which request, in which worker, how long, what was done."""
-    return (f"Request timeout (pid:{pid}): {request_line} from {peer} ran {ran:.1f} s, "
+def describe(pid: int, request_line: str, peer: str, ran: str, timeout: float, outcome: str) -> str:
+    """The log line's first part: which request, in which worker, how long ("2.1 s"), what was done."""
+    return (f"Request timeout (pid:{pid}): {request_line} from {peer} ran {ran}, "
             f"over --request-timeout {timeout:g}; {outcome}")

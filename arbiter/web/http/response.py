@@ -173,7 +173,7 @@ class Response:
 
     __slots__ = (
         "conn", "req", "status", "status_code", "headers", "sent", "headers_sent", "length",
-        "chunked", "must_close", "keep_alive", "_block", "_extra", "_no_body", "_alive", "deadline",
+        "chunked", "must_close", "keep_alive", "_block", "_extra", "_no_body", "_alive",
     )
 
     def __init__(self, conn: Connection, req: Request, keep_alive: bool, alive: Any) -> None:
@@ -192,9 +192,6 @@ class Response:
         self._extra = b""  # Date / Server lines we add
         self._no_body = False
         self._alive = alive  # the worker: `alive` false means answer, then close
-        # Under --request-timeout, the request's InFlight: the head goes out only if it has not
-        # expired (whoever expired it answered the client instead).
-        self.deadline: Any = None
 
     # -- PEP 3333 callables ------------------------------------------------------------------
 
@@ -355,8 +352,6 @@ class Response:
             b"%s %s\r\n" % (req.protocol.encode("ascii"), self.status.encode("latin-1")),  # type: ignore[union-attr]
             self._block, self._extra, framing, connection, b"\r\n",
         ))
-        if self.deadline is not None:
-            self.deadline.claim()
         # A final response ends any wait for "100 Continue"; one must not follow it.
         req.continue_sent = True
         self.headers_sent = True

@@ -20,7 +20,7 @@ from arbiter import logs, statsd
 from arbiter.web.http.accesslog import AccessLog
 from arbiter.web.http.body import Body
 from arbiter.web.http.connection import Connection, ListenerInfo
-from arbiter.web.http.deadlines import Deadlines, InFlight
+from arbiter.web.http.deadlines import Deadlines
 from arbiter.web.http.environ import Trust, base_environ, build_environ
 from arbiter.web.http.errors import ClientDisconnected, InvalidResponse, RequestError, bad_request
 from arbiter.web.http.parser import Request
@@ -148,9 +148,9 @@ class WSGIHandler:
             return False
         environ["wsgi.input"] = Body(req, conn)
         result = None
-        deadline = None
-        if self.deadlines is not None:
-            deadline = resp.deadline = self.deadlines.begin(conn, req)
+        deadlines = self.deadlines
+        if deadlines is not None:
+            deadlines.begin(resp)
         try:
             if self.pre_request is not None:
                 self.pre_request(self.worker, req)
@@ -179,8 +179,10 @@ class WSGIHandler:
                     result.close()
                 except Exception:
                     self.log.exception("Error closing the response of %s %s", req.method, req.uri)
-            if deadline is not None:
-                self._deadline_over(deadline, resp)
+            if deadlines is not None:
+                taken = deadlines.end(resp)
+                if taken is not None:
+                    self._deadline_over(resp, taken)
         if self.post_request is not None:
             try:
                 self.post_request(self.worker, req, environ, resp)
@@ -205,11 +207,9 @@ class WSGIHandler:
             status, reason, detail = 500, "Internal Server Error", ""
         if resp.headers_sent:
             return  # the client gets a cut-off response; closing the connection tells it so
-        if resp.deadline is not None:
-            try:
-                resp.deadline.claim()
-            except ClientDisconnected:
-                return  # past its deadline: the client has had its 504
+        # Set before the first byte goes out, as for the app's own head: a --request-timeout
+        # watcher reads it to choose between a 504 and a cut (see `deadlines`).
+        resp.headers_sent = True
         resp.status = f"{status} {reason}"
         resp.status_code = status
         resp.headers = []
@@ -218,14 +218,12 @@ class WSGIHandler:
         except ClientDisconnected:
             pass
 
-    def _deadline_over(self, deadline: InFlight, resp: Response) -> None:
-        """The request is done; if it ran past its deadline, what it leaves to the connection."""
-        assert self.deadlines is not None
-        self.deadlines.end(deadline)
-        if deadline.expired:
-            resp.keep_alive = False  # the connection was answered (or cut) from outside
-            if not deadline.head_started:
-                resp.status, resp.status_code, resp.headers = "504 Gateway Timeout", 504, []
+    @staticmethod
+    def _deadline_over(resp: Response, taken: str) -> None:
+        """The request ran past its deadline: what that leaves to the connection and the log."""
+        resp.keep_alive = False  # the connection was answered (or cut) from outside
+        if taken == "504":
+            resp.status, resp.status_code, resp.headers = "504 Gateway Timeout", 504, []
 
     def _log_access(self, req: Request, resp: Any, environ: dict[str, Any], started: float) -> None:
         if self.access_log is None:

@@ -22,7 +22,7 @@ from uvicorn.config import WS_PROTOCOLS
 from arbiter import logs, statsd
 from arbiter.web import tls
 from arbiter.web.http.parser import Limits
-from arbiter.web.workers.asgi_deadline import DeadlineMiddleware, not_a_request_timeout
+from arbiter.web.workers.asgi_deadline import Watcher, not_a_request_timeout
 from arbiter.web.workers.asgi_http import protocol_class
 from arbiter.web.workers.base import Worker
 
@@ -101,7 +101,6 @@ class _Server(uvicorn.Server):
 
 class UvicornWorker(Worker):
     interface = "asgi"
-    deadline: DeadlineMiddleware | None = None  # set by make_config under --request-timeout
     # Reforking: a promoted worker runs the lifespan shutdown, closes its loop and the loop's
     # executor, so the mold holds neither; each worker it forks makes a new loop and runs the
     # lifespan startup itself (what the app binds to a loop is made anew there).
@@ -133,9 +132,6 @@ class UvicornWorker(Worker):
             kwargs.update(ssl_certfile=cfg.certfile, ssl_keyfile=cfg.keyfile)
         kwargs.update(root_path=cfg.root_path)  # --root-path
         app = self.app
-        if cfg.request_timeout > 0:
-            # Inside the access log's wrapper, so the access log shows the 504.
-            app = self.deadline = DeadlineMiddleware(app, float(cfg.request_timeout), self)
         if logs.access_enabled():
             from arbiter.web.workers.asgi_access import AccessLogMiddleware
 
@@ -197,8 +193,9 @@ class UvicornWorker(Worker):
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(self._heartbeat())]
-        if self.deadline is not None:
-            tasks.append(loop.create_task(self.deadline.watch()))
+        if self.cfg.request_timeout > 0:
+            watcher = Watcher(float(self.cfg.request_timeout), self, self.server.server_state.tasks)
+            tasks.append(loop.create_task(watcher.watch()))
         try:
             # Duplicates: asyncio closes the sockets it served on when the server stops, and a
             # worker promoted to the mold keeps the originals for the workers it forks.

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from arbiter.web.http.accesslog import AccessLog
+from arbiter.web.workers.asgi_deadline import SCOPE_KEY as TIMED_OUT
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -72,5 +73,7 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
+            if not response.status and scope.get(TIMED_OUT) == "504":
+                response.status = "504"  # answered by the --request-timeout watcher, not through us
             headers = [(k.decode("latin-1").upper(), v.decode("latin-1")) for k, v in scope.get("headers", ())]
             self.access.log(_Head(headers), response, _environ(scope, headers), time.monotonic() - started)

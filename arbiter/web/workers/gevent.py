@@ -107,7 +107,9 @@ class GeventWorker(Worker):
         self.handler = WSGIHandler(self, multithread=self.multithread)
         self.deadlines: Deadlines | None = None
         if cfg.request_timeout > 0:
-            self.deadlines = self.handler.deadlines = Deadlines(float(cfg.request_timeout), current=gevent.getcurrent)
+            # Greenlets cannot run while the watcher does: no fence needed (see `deadlines`).
+            self.deadlines = self.handler.deadlines = Deadlines(
+                float(cfg.request_timeout), current=gevent.getcurrent, threads=False)
         self.trust = self.handler.trust
         self.conns: set[Connection] = set()
         self.stop_deadline: float | None = None
@@ -279,12 +281,14 @@ class GeventWorker(Worker):
             return
         now = time.monotonic()
         for entry in self.deadlines.overdue(now):
-            greenlet = entry.owner
+            greenlet = entry.runner
             frame = getattr(greenlet, "gr_frame", None)
             stack = "".join(traceback.format_stack(frame)).rstrip() if frame is not None else "  (no frame)"
             outcome = self.deadlines.expire(entry)
+            if outcome is None:
+                continue  # it ended after all (greenlets switch only where they wait: not here)
             self.report_request_timeout(
-                f"{self.deadlines.describe(entry, self.pid, outcome, now)}; the worker goes on serving\n"
+                f"{self.deadlines.describe(entry, self.pid, outcome)}; the worker goes on serving\n"
                 f"Greenlet {id(greenlet):#x} (this request):\n{stack}")
             gevent.kill(greenlet)
 

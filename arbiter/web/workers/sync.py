@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 from arbiter import logs
 from arbiter.web.http.connection import MIN_HEAD_TIMEOUT, RECV_SIZE, Connection, ListenerInfo
-from arbiter.web.http.deadlines import Deadlines, InFlight, stacks
+from arbiter.web.http.deadlines import Deadlines, InFlight, OneDeadline, stacks
 from arbiter.web.http.environ import Trust
 from arbiter.web.http.errors import RequestError
 from arbiter.web.http.parser import Limits
@@ -86,8 +86,10 @@ class SyncWorker(Worker):
         self.handler = WSGIHandler(self, multithread=self.multithread)
         self.deadlines: Deadlines | None = None
         if cfg.request_timeout > 0:
-            self.deadlines = self.handler.deadlines = Deadlines(float(cfg.request_timeout))
-            if not self.multithread:
+            if self.multithread:
+                self.deadlines = self.handler.deadlines = Deadlines(float(cfg.request_timeout))
+            else:
+                self.deadlines = self.handler.deadlines = OneDeadline(float(cfg.request_timeout))
                 self.start_watchdog()
         self.trust = self.handler.trust
         self.proxy_mode = cfg.proxy_protocol  # --proxy-protocol: off, v1, v2 or auto
@@ -151,10 +153,12 @@ class SyncWorker(Worker):
         unwinding: an exception thrown into the app could be caught there, or a `finally` block
         could block again; `os._exit` cannot be stopped."""
         assert self.deadlines is not None
-        text = stacks(entry.thread)
+        text = stacks(entry.runner)
         outcome = self.deadlines.expire(entry)
+        if outcome is None:
+            return  # it ended just now after all
         self.report_request_timeout(
-            f"{self.deadlines.describe(entry, self.pid, outcome, time.monotonic())}; "
+            f"{self.deadlines.describe(entry, self.pid, outcome)}; "
             f"the worker exits and is replaced\n{text}")
         for handler in logging.getLogger("arbiter.error").handlers:
             handler.flush()
