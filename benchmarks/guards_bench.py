@@ -1,23 +1,24 @@
 """The cost of the guards: requests/s with every guard on against every guard off, in one run.
 
-    python3 benchmarks/guards_bench.py                   # 5 rounds x 5 s per server, ~3 minutes
+    python3 benchmarks/guards_bench.py                   # 5 rounds x 5 s per class, ~4 minutes
     python3 benchmarks/guards_bench.py --quick           # 1 round x 2 s
     python3 benchmarks/guards_bench.py --only sync --rounds 9
+    python3 benchmarks/guards_bench.py --guards none     # A/A: two identical servers, the noise
 
 For each worker class, two Arbiter masters serve the same hello-world app with 2 workers: one
 with no guard, one with `--max-worker-memory 1GB` (every worker's memory read from
 /proc/PID/smaps_rollup once a second; the limit is never reached), `--max-workers 2` (the
-autoscaler samples the busy ratio and the accept queue ten times a second but, with the maximum
-at -w, never scales) and, where this Arbiter has it, `--request-timeout 30`. Both serve at once
-and wrk (`-t2 -c64`) measures them in alternating rounds; the report gives each median and
-on/off, and the median of each round's own on/off (the two runs of a round are back to back, so
-that ratio is the one a busy machine moves least). The guards' target is on/off >= 0.97. Since
-the guards run in the master, the CPU time each master used over the run (ms per second of run)
-is printed too: a figure that the noise of a shared machine moves far less than requests/s.
+autoscaler samples the busy ratio and the accept queue four times a second but, with the maximum
+at -w, never scales) and `--request-timeout 30` (each worker class watches its requests in
+flight; none runs that long).
 
-What "off" cannot turn off: each worker stores its requests in progress in its scoreboard slot
-(two stores into shared memory per request) whatever the settings, so that cost is in both
-figures; it is a few nanoseconds against the tens of microseconds of a request.
+Each round starts a fresh pair, pins both to CPU 0 (wrk runs on the other CPUs), loads both at
+once with one wrk each (`-t1 -c32`), and stops them: the two servers share one CPU and whatever
+else the machine does at that moment, so their requests/s ratio is the ratio of what a request
+costs each. The report gives each median, on/off, the median of the rounds' own on/off (the
+verdict: target >= 0.97), the CPU per request of each server's whole tree (master and workers),
+and the master's CPU (where the memory guard and the autoscaler run). `--alternate` loads one
+server after the other instead; `--no-pin` lets everything share every CPU.
 
 Servers bind 127.0.0.1:0, run in their own sessions and are stopped (SIGTERM, then SIGKILL to the
 group) on success, error or Ctrl-C; every wrk run has a timeout.
@@ -56,20 +57,13 @@ CLASSES = {  # name -> (app, worker options)
 }
 
 
-def has_request_timeout() -> bool:
-    """Whether this Arbiter has --request-timeout (issue 12 item 2, another branch)."""
-    out = subprocess.run([PY, "-m", "arbiter", "--help"], capture_output=True, text=True, timeout=30,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return "--request-timeout" in out.stdout
-
-
-def guard_options(request_timeout: bool, which: str) -> list[str]:
+def guard_options(which: str) -> list[str]:
     """The options that turn the guards in `which` on ("all", "memory", "autoscale", "deadline"
     or "none": the A/A run that shows how far two identical servers differ on this machine)."""
     options = {
         "memory": ["--max-worker-memory", "1GB", "--worker-memory-interval", "1"],
         "autoscale": ["--max-workers", str(WORKERS)],
-        "deadline": ["--request-timeout", "30"] if request_timeout else [],
+        "deadline": ["--request-timeout", "30"],
     }
     if which == "all":
         return [*options["memory"], *options["autoscale"], *options["deadline"]]
@@ -207,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0) - set(SERVER_CPUS)))
     if args.quick:
         args.rounds, args.duration = 1, 2.0
-    guards = guard_options(has_request_timeout(), args.guards)
+    guards = guard_options(args.guards)
     results: list[tuple[Row, Row]] = []
     try:
         for worker in args.only.split(","):
@@ -221,15 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_all()
     print(f"\nGuards on: {' '.join(guards)}")
-    if args.guards == "all" and "--request-timeout" not in guards:
-        print("(this Arbiter has no --request-timeout yet: memory limit and autoscaling only)")
     placement = (f"servers pinned to CPU {SERVER_CPUS}, wrk to the others" if args.pin
                  else "servers and wrk share every CPU")
     print(f"{WORKERS} workers each, wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}, {args.rounds} rounds x "
           f"{args.duration:.0f} s, a fresh pair of masters each round, medians; {placement}; "
           f"load average {os.getloadavg()[0]:.2f}\n")
     print(f"| worker | guards off req/s | guards on req/s | on/off | paired on/off | target >= {TARGET} | errors "
-          "| workers' CPU per request off / on (us) | off/on | master CPU off / on (ms per s) |")
+          "| CPU per request, master + workers, off / on (us) | off/on | master CPU off / on (ms per s) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for off, on in results:
         ratio = on.median / off.median if off.median else 0.0
