@@ -6,6 +6,7 @@ This is the only module that prints errors and exits; everything below it raises
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -83,6 +84,9 @@ def _serve(params: dict[str, Any]) -> int:
 
 
 def _run(**params: Any) -> None:
+    # Serving starts without the cyclic collector, until Master.run freezes what start-up built
+    # and switches it back on: see arbiter/__main__.py.
+    gc.disable()
     try:
         code = _serve(params)
     except AppLoadError as exc:
@@ -93,6 +97,8 @@ def _run(**params: Any) -> None:
     except ArbiterError as exc:
         click.echo(f"Error: {exc}", err=True)
         code = exc.exit_code
+    finally:
+        gc.enable()
     sys.exit(code)
 
 

@@ -6,7 +6,10 @@
 Every server runs apps/fastapi_hello.py (FastAPI, `GET /` answers its pid) with 4 workers on one
 listening socket bound here and passed by descriptor. A round starts each server in turn (the
 order rotates between rounds) and times from `Popen` until 4 distinct worker pids have answered
-`GET /` (probes of 8 fresh connections at once, back to back). Servers:
+`GET /` (probes of 8 fresh connections at once, back to back). At that moment it also reads the CPU
+seconds the master and each worker have used: on a shared machine these move much less with other
+load than the wall-clock figure does, and on 2 cores the wall clock is about the master's CPU before
+its first fork plus the workers' CPU shared out over the cores. Servers:
 
   arbiter --preload     python3 -m arbiter APP -w 4 -b fd://N --preload
   gunicorn --preload    python3 -m gunicorn APP -w 4 -k uvicorn_worker.UvicornWorker -b fd://N --preload
@@ -29,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import use_bytecode_cache, stop_all  # noqa: E402
-from _peers import BENCH, ROOT, contenders, launch, listening_socket, wait_pids_serving  # noqa: E402
+from _peers import BENCH, ROOT, contenders, cpu_seconds, launch, listening_socket, tree, wait_pids_serving  # noqa: E402
 
 TARGETS = {("arbiter --preload", "gunicorn --preload"): 0.6, ("arbiter", "gunicorn"): 1.0}
 CONTEXT = [("arbiter --preload", "uvicorn --workers"), ("arbiter", "uvicorn --workers")]
@@ -62,6 +65,7 @@ def main() -> int:
     print(f"boot_bench: {args.app}, {args.workers} workers, {args.rounds} rounds, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.2f}; {bytecode or 'PYTHONDONTWRITEBYTECODE left as is'}", flush=True)
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[tuple[float, list[float]]]] = {n: [] for n in names}  # (master, [workers])
     status = 0
     try:
         for rnd in range(args.rounds):
@@ -71,6 +75,7 @@ def main() -> int:
                 server = launch(name, cmd, sock, env, str(BENCH / "apps"))
                 try:
                     took, pids = wait_pids_serving(server, args.workers, args.cap)
+                    used = cpu_seconds(tree(server.pid))
                 finally:
                     server.stop()
                 if took is None:
@@ -79,7 +84,10 @@ def main() -> int:
                     status = 1
                     continue
                 times[name].append(took)
-                print(f"  round {rnd + 1} {name:<20} {took * 1000:7.0f} ms", flush=True)
+                master_cpu = used.pop(server.pid, 0.0)
+                cpu[name].append((master_cpu, sorted(used.values())))
+                print(f"  round {rnd + 1} {name:<20} {took * 1000:7.0f} ms; CPU ms master {master_cpu * 1000:.0f}, "
+                      f"others {' '.join(f'{c * 1000:.0f}' for c in sorted(used.values()))}", flush=True)
     except KeyboardInterrupt as exc:
         print(f"interrupted ({exc})", file=sys.stderr)
         status = 130
@@ -96,6 +104,14 @@ def main() -> int:
             med[name] = statistics.median(runs)
             print(f"{name:<20} {med[name] * 1000:7.0f} {min(runs) * 1000:7.0f} {max(runs) * 1000:7.0f}  "
                   + " ".join(f"{r * 1000:.0f}" for r in runs))
+    print("\nCPU ms used until then (median of rounds): the master's, and per worker (mean; uvicorn's own "
+          "supervisor process counts as one of them)")
+    for name, rows in cpu.items():
+        if rows:
+            per_worker = [c for _, workers in rows for c in workers]
+            total = statistics.median(m + sum(w) for m, w in rows)
+            print(f"{name:<20} master {statistics.median(m for m, _ in rows) * 1000:5.0f}  worker "
+                  f"{statistics.mean(per_worker) * 1000:5.0f}  all {total * 1000:5.0f}")
     print()
     best = {name: min(runs) for name, runs in times.items() if runs}
     for (a, b), limit in TARGETS.items():

@@ -6,8 +6,9 @@ worker PSS with --preload on a big app (Arbiter vs Gunicorn). 4 workers each.
     python3 benchmarks/memory_bench.py --only big-preload --warmup 20000 --records 200000
 
 footprint: apps/fastapi_hello.py under the five servers of boot_bench.py (Arbiter and Gunicorn
-with the uvicorn worker, each with and without --preload, and `uvicorn --workers 4`), one after
-the other, rounds alternating the order. Once 4 workers answer, `--warmup` GET / on 8 keep-alive
+with the uvicorn worker, each with and without --preload, and `uvicorn --workers 4`), and Arbiter
+with --refork-after 1000 (no --preload; measured once its workers are all forks of the mold, and
+warmed up again), one after the other, rounds alternating the order. Once 4 workers answer, `--warmup` GET / on 8 keep-alive
 connections, then the total PSS of the server's whole process tree (master, workers, any helper
 process) from /proc/PID/smaps_rollup. Target (issue 15): Arbiter <= 0.8x of Gunicorn and of
 uvicorn, with and without --preload.
@@ -176,8 +177,35 @@ def measure(name: str, cmd: list[str], args) -> dict:
 
 
 FOOTPRINT_TARGET = 0.8
+FOOTPRINT_REFORK = 1000  # requests one worker serves before it is made the mold
 FOOTPRINT_PAIRS = [("arbiter --preload", "gunicorn --preload"), ("arbiter --preload", "uvicorn --workers"),
-                   ("arbiter", "gunicorn"), ("arbiter", "uvicorn --workers")]
+                   ("arbiter", "gunicorn"), ("arbiter", "uvicorn --workers"),
+                   (f"arbiter --refork-after {FOOTPRINT_REFORK}", "gunicorn"),
+                   (f"arbiter --refork-after {FOOTPRINT_REFORK}", "uvicorn --workers")]
+MOLD_READY = "is the mold now"
+REPLACED_BY_MOLD = "with one forked by the mold"
+
+
+def footprint_contenders(workers: int, fd: int) -> dict[str, list[str]]:
+    """boot_bench's five servers, and Arbiter without --preload but with reforking: the app is
+    imported in a worker, and the workers are then forked again from a warm one (docs/reforking.md)."""
+    servers = contenders("fastapi_hello:app", workers, fd)
+    refork = ["--refork-after", str(FOOTPRINT_REFORK)]
+    servers[f"arbiter --refork-after {FOOTPRINT_REFORK}"] = [*servers["arbiter"], *refork]
+    return servers
+
+
+def await_mold(server, workers: int, seconds: float = 60.0) -> bool:
+    """Reforking: wait until a worker has become the mold (the warm-up promotes one) and every
+    other worker has been replaced by a fork of it and has left: master, mold and `workers`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        log = server.log_text()
+        if (MOLD_READY in log and log.count(REPLACED_BY_MOLD) >= workers - 1
+                and len(tree(server.pid)) == workers + 2):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def footprint(args) -> int:
@@ -185,7 +213,7 @@ def footprint(args) -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH / "apps"), str(ROOT)]),
            "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     sock = listening_socket()
-    names = list(contenders("fastapi_hello:app", args.workers, sock.fileno()))
+    names = list(footprint_contenders(args.workers, sock.fileno()))
     totals: dict[str, list[dict]] = {n: [] for n in names}
     status = 0
     print(f"footprint: apps/fastapi_hello.py, {args.workers} workers, warm-up {args.warmup} GET / on "
@@ -194,7 +222,7 @@ def footprint(args) -> int:
         for rnd in range(args.rounds):
             order = names[rnd % len(names):] + names[:rnd % len(names)]
             for name in order:
-                server = launch(name, contenders("fastapi_hello:app", args.workers, sock.fileno())[name],
+                server = launch(name, footprint_contenders(args.workers, sock.fileno())[name],
                                 sock, env, str(BENCH / "apps"))
                 try:
                     took, pids = wait_pids_serving(server, args.workers, 60)
@@ -203,6 +231,15 @@ def footprint(args) -> int:
                         status = 1
                         continue
                     ok, errors, _ = warm_up(server.port, args.warmup, args.connections)
+                    if "--refork-after" in name:
+                        # Promotion, then each worker replaced by a fork of the mold: wait for the
+                        # mold, let the replacements finish, and warm the new workers up the same.
+                        if not await_mold(server, args.workers):
+                            print(f"  ! {name}: no mold, or workers not all forked by it\n{server.log_tail()}",
+                                  flush=True)
+                            status = 1
+                        more_ok, more_errors, _ = warm_up(server.port, args.warmup, args.connections)
+                        ok, errors = ok + more_ok, errors + more_errors
                     time.sleep(args.settle)
                     procs = tree(server.pid)
                     sizes = {pid: pss_kb(pid) for pid in procs}
@@ -211,7 +248,7 @@ def footprint(args) -> int:
                 row = {"total": sum(sizes.values()), "master": sizes[server.pid], "procs": len(procs),
                        "workers": sorted(v for pid, v in sizes.items() if pid != server.pid), "errors": errors}
                 totals[name].append(row)
-                print(f"  round {rnd + 1} {name:<20} total {row['total'] / 1024:6.1f} MB in {row['procs']} processes "
+                print(f"  round {rnd + 1} {name:<28} total {row['total'] / 1024:6.1f} MB in {row['procs']} processes "
                       f"(master {row['master'] / 1024:.1f}, others {' '.join(f'{w / 1024:.1f}' for w in row['workers'])})"
                       f"; warm-up {ok} ok, {errors} errors", flush=True)
     finally:
@@ -220,11 +257,11 @@ def footprint(args) -> int:
     med = {n: statistics.median(r["total"] for r in rows) for n, rows in totals.items() if rows}
     print(f"\ntotal PSS, master + workers (+ helpers), after warm-up (MB, median of rounds); load now "
           f"{os.getloadavg()[0]:.2f}")
-    print(f"{'server':<20} {'total':>7} {'master':>7} {'procs':>5}  rounds")
+    print(f"{'server':<28} {'total':>7} {'master':>7} {'procs':>5}  rounds")
     for name, rows in totals.items():
         if rows:
             master = statistics.median(r["master"] for r in rows)
-            print(f"{name:<20} {med[name] / 1024:7.1f} {master / 1024:7.1f} {rows[0]['procs']:>5}  "
+            print(f"{name:<28} {med[name] / 1024:7.1f} {master / 1024:7.1f} {rows[0]['procs']:>5}  "
                   + " ".join(f"{r['total'] / 1024:.1f}" for r in rows))
     for a, b in FOOTPRINT_PAIRS:
         if a in med and b in med:

@@ -84,3 +84,18 @@ def test_hup_closes_an_open_websocket_within_graceful_timeout_and_the_reload_com
         assert ws.recv(timeout=10) == "echo:again"
     assert f"disconnect 1012 {old}" in marker.read_text()
     assert master.get("/")[0] == 200
+
+
+def test_request_timeout_leaves_websocket_sessions_alone(arbiter, tmp_path: Path) -> None:
+    """--request-timeout bounds HTTP requests; a WebSocket session is not one, whatever its age."""
+    master = arbiter(["ws_app:app", "-k", "uvicorn", "-w", "1", "--request-timeout", "0.5"],
+                     env={"WS_MARKER": str(tmp_path / "ws.marker")})
+    [worker] = master.wait_ready(1)
+    with _connect(master.port) as ws:
+        assert _pid(ws.recv(timeout=10)) == worker
+        # The session must outlive several deadlines (the watcher looks every 0.125 s): the
+        # passing of time is what is tested here, so a wait, not a readiness poll.
+        time.sleep(2.0)
+        ws.send("still here")
+        assert ws.recv(timeout=10) == "echo:still here"
+    assert "Request timeout" not in master.log()

@@ -167,6 +167,23 @@ def test_uvicorn_cancels_the_task_answers_504_and_keeps_serving(arbiter) -> None
     assert_counted(master, 1.0)
 
 
+@pytest.mark.parametrize("path, where", [("/stuck", r"in stuck\n\s+await awaiting_slow_query\(30\)"),
+                                         ("/blocking", r"in blocking\n\s+stuck_in_slow_query\(30\)")])
+def test_uvicorn_fastapi_endpoint_gets_its_504_without_a_traceback(arbiter, path: str, where: str) -> None:
+    """Through FastAPI and a BaseHTTPMiddleware (anyio task groups between uvicorn and the
+    endpoint): the 504, the endpoint in the log, no "Exception in ASGI application"."""
+    master = arbiter(["deadline_app:fastapi_app", "-k", "uvicorn", "-w", "1", "--request-timeout", "1"])
+    [pid] = master.wait_ready(1)
+    status, body, took = timed_get(master.port, path)
+    assert status == 504 and b"Gateway Timeout" in body and took < 3.0, (status, body, took)
+    assert timed_get(master.port, "/")[0] == 200
+    master.wait_log(rf"Request timeout \(pid:{pid}\): GET {path} HTTP/1\.1 .*; answered 504")
+    text = master.log()
+    assert re.search(where, text), text
+    assert "Exception in ASGI application" not in text and "Traceback" not in text, text
+    assert master.workers() == [pid]
+
+
 def test_uvicorn_access_log_shows_the_504_the_watcher_sent(arbiter) -> None:
     """The watcher answers through uvicorn's cycle, not through the access log's wrapper: the
     line must still say 504, and a served request beside it its own 200."""

@@ -179,6 +179,9 @@ class Master:
             # preimported above) never change again; keeping the collector off them keeps
             # their pages shared with every forked worker instead of copied on write.
             gc.freeze()
+        # The CLI started us with the collector off (arbiter/__main__.py); on from here, in the
+        # master and in every worker it forks.
+        gc.enable()
         try:
             while not self._finished():
                 self.turn()

@@ -60,3 +60,36 @@ async def asgi(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def _fastapi_app():
+    """FastAPI (Starlette's anyio underneath), with a middleware, so cancellation crosses a task
+    group: an `async def` endpoint stuck in an await, and a `def` one run in a thread."""
+    from fastapi import FastAPI
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    api = FastAPI()
+
+    async def passthrough(request, call_next):
+        return await call_next(request)
+
+    api.add_middleware(BaseHTTPMiddleware, dispatch=passthrough)
+
+    @api.get("/stuck")
+    async def stuck():
+        await awaiting_slow_query(30)
+        return {"never": True}
+
+    @api.get("/blocking")
+    def blocking():
+        stuck_in_slow_query(30)
+        return {"never": True}
+
+    @api.get("/")
+    async def index():
+        return {"pid": os.getpid()}
+
+    return api
+
+
+fastapi_app = _fastapi_app()

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 import traceback
+import weakref
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -51,11 +52,22 @@ _HEAD: Message = {
 }
 
 
+# The tasks the watcher cancelled, while they wind down (weak: a finished task leaves by itself).
+_cancelled: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
 def not_a_request_timeout(record: logging.LogRecord) -> bool:
     """A logging filter for `uvicorn.error`: drop the "Exception in ASGI application" record
-    of a request the watcher cancelled (its own log line already tells the story)."""
-    exc = record.exc_info[1] if record.exc_info else None
-    return not (isinstance(exc, asyncio.CancelledError) and exc.args == (CANCEL_MESSAGE,))
+    of a request the watcher cancelled (its own log line already tells the story). uvicorn logs
+    it from the request's own task; the exception is not always the watcher's CancelledError
+    (a framework's task group may raise its own), so the task decides, not the message."""
+    if not record.exc_info or not isinstance(record.exc_info[1], BaseException):
+        return True
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop: not from a request's task
+        return True
+    return task is None or task not in _cancelled
 
 
 def request_line(scope: Scope) -> str:
@@ -102,17 +114,30 @@ class Watcher:
         self.timeout = timeout
         self.worker = worker
         self.tasks = tasks  # uvicorn's own set of request tasks (server_state.tasks)
-        # Each task alive at a look: when it was first seen, and its cycle (None: not HTTP).
+        # Each request task alive at a look: when it was first seen, and its cycle (None: not HTTP).
         self._seen: dict[asyncio.Task[Any], tuple[float, RequestResponseCycle | None]] = {}
+        # Every other task on the loop, and when first seen: a framework may run the endpoint in
+        # a task of its own (Starlette's BaseHTTPMiddleware, anyio task groups), whose await
+        # chain is then where the request is stuck. The loop's own tasks at start are left out.
+        self._others: dict[asyncio.Task[Any], float] = {}
+        self._ours: set[asyncio.Task[Any]] = set()
+        self._every = CHECK_EVERY
 
     async def watch(self) -> None:
         """Look every `CHECK_EVERY` seconds (at most a quarter of the deadline), until cancelled."""
-        every = min(CHECK_EVERY, self.timeout / 4)
+        every = self._every = min(CHECK_EVERY, self.timeout / 4)
+        self._ours = asyncio.all_tasks()  # this one, the heartbeat, the server
         while True:
             await asyncio.sleep(every)
             await self.look(time.monotonic())
 
     async def look(self, now: float) -> None:
+        others = self._others
+        every_task = asyncio.all_tasks()  # a set of a few hundred at most: microseconds, 4 times a second
+        for task in [t for t in others if t not in every_task]:
+            del others[task]
+        for task in every_task:
+            others.setdefault(task, now)
         seen = self._seen
         alive = self.tasks
         for task in [t for t in seen if t not in alive]:
@@ -125,10 +150,18 @@ class Watcher:
             first, cycle = entry
             if cycle is not None and now - first >= self.timeout and not task.done():
                 seen[task] = (first, None)  # once
-                await self.expire(task, cycle, now - first)
+                await self.expire(task, cycle, now - first, self._older_tasks(first))
 
-    async def expire(self, task: asyncio.Task[Any], cycle: RequestResponseCycle, ran: float) -> None:
-        """Log where the request is, answer 504 if nothing was sent, then cancel its task."""
+    def _older_tasks(self, since: float) -> list[asyncio.Task[Any]]:
+        """The app's other tasks seen first by the look after `since` or before (one the
+        request started just after a look is first seen by the next)."""
+        return [t for t, first in self._others.items()
+                if first <= since + self._every and t not in self._ours and t not in self._seen and not t.done()]
+
+    async def expire(self, task: asyncio.Task[Any], cycle: RequestResponseCycle, ran: float,
+                     older: list[asyncio.Task[Any]]) -> None:
+        """Log where the request is (its task, and the app's tasks as old as it: `older`),
+        answer 504 if nothing was sent, then cancel its task."""
         scope: Scope = cycle.scope  # type: ignore[assignment]  # a TypedDict to uvicorn; we add a key
         others = stacks()
         client = scope.get("client") or ("unix socket",)
@@ -139,8 +172,10 @@ class Watcher:
             "connection cut (the response had begun)" if begun else "connection cut")
         text = describe(self.worker.pid, request_line(scope), str(client[0]), f"at least {ran:.1f} s",
                         self.timeout, outcome)
+        chains = "".join(f"\n{await_chain(t)}" for t in older)
         self.worker.report_request_timeout(
             f"{text}; the worker goes on serving\n{await_chain(task)}"
+            + (f"\nOther tasks, running since before this request began:{chains}" if chains else "")
             + (f"\nOther threads (a sync endpoint run in a thread keeps running):\n{others}" if others else ""))
         scope[SCOPE_KEY] = "504" if answer else "cut"
         if answer:
@@ -148,4 +183,5 @@ class Watcher:
             send: Any = cycle.send  # typed for uvicorn's TypedDict events; ours are plain dicts
             await send(_HEAD)
             await send({"type": "http.response.body", "body": _BODY})
+        _cancelled.add(task)
         task.cancel(CANCEL_MESSAGE)
