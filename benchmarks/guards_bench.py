@@ -44,7 +44,7 @@ from _harness import Server, ServerError, WrkResult, parse_wrk, start_server, st
 APPS = Path(__file__).resolve().parent / "apps"
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-WORKERS = 2
+WORKERS = 1  # per server: with two, how wrk's connections split between them moved a server by a few %
 TARGET = 0.97
 SERVER_CPUS = [0]
 WRK_THREADS = 1
@@ -134,33 +134,33 @@ def measure(worker: str, args: argparse.Namespace, guards: list[str]) -> list[Ro
     second = "guards on: " + " ".join(guards) if guards else "twin without guards, A-A"
     rows = [Row(worker, False, "guards off"), Row(worker, True, second)]
     for rnd in range(args.rounds):
-        servers = []
+        # Every other round the guarded server starts first and its wrk first: an A/A run showed
+        # the one started second ~1.5% ahead, whichever it is.
+        first = [0, 1] if rnd % 2 == 0 else [1, 0]
+        servers: list[Server | None] = [None, None]
         sockets = tempfile.TemporaryDirectory(prefix="guards-bench-")
         try:
-            for n, row in enumerate(rows):
+            for n in first:
+                row = rows[n]
                 control = os.path.join(sockets.name, f"control-{n}.sock")  # each master its own
-                servers.append(launch(worker, guards if row.guards else [], f"{worker} {row.label}", control))
+                server = servers[n] = launch(worker, guards if row.guards else [], f"{worker} {row.label}", control)
                 if args.pin:
-                    pin(servers[-1].pid, SERVER_CPUS)
-                if not wait_workers_serving(servers[-1], WORKERS):
+                    pin(server.pid, SERVER_CPUS)
+                if not wait_workers_serving(server, WORKERS):
                     print(f"  ! {worker} {row.label}: not all {WORKERS} workers answered", file=sys.stderr)
-            urls = [server.url for server in servers]
-            if args.alternate:
-                # Alternate which goes first: a machine warming up must not favour one of them.
-                order = [0, 1] if rnd % 2 == 0 else [1, 0]
-                runs = [[i] for i in order]
-            else:
-                runs = [[0, 1]]
+            live = [server for server in servers if server is not None]
+            runs = [[i] for i in first] if args.alternate else [first]
             for run in runs:
                 for i in run:
-                    if servers[i].proc.poll() is not None:
-                        raise ServerError(f"{servers[i].name} exited during the run:\n{servers[i].log_tail()}")
-                wrk_together([urls[i] for i in run], args.warmup)
-                before = [tree_cpu(servers[i].pid) for i in run]
+                    if live[i].proc.poll() is not None:
+                        raise ServerError(f"{live[i].name} exited during the run:\n{live[i].log_tail()}")
+                urls = [live[i].url for i in run]
+                wrk_together(urls, args.warmup)
+                before = [tree_cpu(live[i].pid) for i in run]
                 started = time.monotonic()
-                results = wrk_together([urls[i] for i in run], args.duration)
+                results = wrk_together(urls, args.duration)
                 seconds = time.monotonic() - started
-                after = [tree_cpu(servers[i].pid) for i in run]
+                after = [tree_cpu(live[i].pid) for i in run]
                 for i, result, (m0, w0), (m1, w1) in zip(run, results, before, after, strict=True):
                     row = rows[i]
                     row.rounds.append(result.rps)
@@ -172,21 +172,24 @@ def measure(worker: str, args: argparse.Namespace, guards: list[str]) -> list[Ro
                     print(f"  {worker} round {rnd + 1}/{args.rounds}  {row.label[:10]:<10} {result.rps:>10,.0f} "
                           f"req/s  {row.cpu_per_request[-1] if row.cpu_per_request else 0:5.1f} us CPU/request"
                           f"  errors {result.errors}", file=sys.stderr)
-            if "Autoscale" in servers[1].log_text():
+            if servers[1] is not None and "Autoscale" in servers[1].log_text():
                 raise ServerError("the autoscaler changed the pool with --max-workers equal to -w")
         finally:
             for server in servers:
-                server.stop()
+                if server is not None:
+                    server.stop()
             sockets.cleanup()
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
+    global WORKERS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of wrk per round")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--only", default=",".join(CLASSES), help="worker classes, comma separated")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="workers per server (-w, and --max-workers)")
     parser.add_argument("--quick", action="store_true", help="1 round x 2 s")
     parser.add_argument("--guards", default="all", choices=["all", "memory", "autoscale", "deadline", "none"],
                         help="which guards the second server has (none: an A/A run, to see the noise)")
@@ -195,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="let servers and wrk share every CPU (the default pins them apart)")
     args = parser.parse_args(argv)
+    WORKERS = args.workers
     args.pin = args.pin and len(os.sched_getaffinity(0)) >= 2
     if args.pin:
         # wrk (started by this process) gets every CPU but the first; the servers get the first.

@@ -258,11 +258,35 @@ def _in_flight(timeout: float = 30.0, one: bool = False, threads: bool = True) -
 
 
 def _overdue(deadlines: Any, timeout: float = 30.0) -> list[Any]:
-    """The watcher's looks: the first sees the request, one `timeout` later finds it overdue."""
+    """The watcher's looks, never early, then once the request is due. The sync worker's kind
+    knows when its request began; the table counts from the look that first saw each request."""
+    from arbiter.web.http.deadlines import OneDeadline
+
+    if isinstance(deadlines, OneDeadline):
+        started = deadlines._started
+        assert deadlines.until_due(started) == timeout  # the watcher sleeps until then
+        assert deadlines.overdue(started + timeout - 0.01) == []
+        assert deadlines.until_due(started + timeout) == 0
+        return deadlines.overdue(started + timeout)  # type: ignore[no-any-return]
     now = time.monotonic()
     assert deadlines.overdue(now) == []  # first sight
     assert deadlines.overdue(now + timeout - 0.01) == []  # never early
     return deadlines.overdue(now + timeout)  # type: ignore[no-any-return]
+
+
+def test_the_sync_watcher_sleeps_until_the_request_in_flight_is_due() -> None:
+    """One wake-up per deadline, not four a second: with nothing in flight, a whole timeout
+    (a request that starts meanwhile is due later still); else until that request's deadline."""
+    deadlines, resp, client = _in_flight(timeout=10.0, one=True)
+    try:
+        started = deadlines._started
+        assert deadlines.until_due(started + 4) == pytest.approx(6)
+        deadlines.end(resp)
+        assert deadlines.until_due(started + 4) == 10
+        assert deadlines.overdue(started + 100) == []
+    finally:
+        resp.conn.close()
+        client.close()
 
 
 def _read_all(client: socket.socket) -> bytes:

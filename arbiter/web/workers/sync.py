@@ -52,8 +52,6 @@ ACCEPT_BATCH = 64
 ACCEPT_BACKOFF = 0.5
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-# How often a request deadline is checked (at most; a short --request-timeout checks oftener).
-DEADLINE_CHECK = 0.25
 EXIT_REQUEST_TIMEOUT = 1  # a sync worker that stopped a request exits with this (the slot says why)
 
 
@@ -139,10 +137,11 @@ class SyncWorker(Worker):
 
     def _watch(self) -> None:
         deadlines = self.deadlines
-        assert deadlines is not None
-        interval = min(DEADLINE_CHECK, deadlines.timeout / 4)
+        assert isinstance(deadlines, OneDeadline)
         while True:
-            time.sleep(interval)
+            # Asleep until the request in flight is due (see OneDeadline: each wake-up costs the
+            # main thread a GIL handoff), plus a little so it is surely past its deadline.
+            time.sleep(deadlines.until_due(time.monotonic()) + 0.001)
             overdue = deadlines.overdue(time.monotonic())
             if overdue:
                 self.expire_and_exit(overdue[0])
