@@ -88,6 +88,18 @@ def memory(pid: int, measure: str = "uss") -> int | None:
     return total * 1024 if found == len(wanted) else None
 
 
+def resident(pid: int) -> int | None:
+    """`pid`'s resident set in bytes from /proc/PID/statm: kernel counters, read without walking
+    the process's page tables as smaps_rollup does (which holds its memory map's lock meanwhile,
+    and can make a worker that maps or unmaps memory wait). None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as handle:
+            fields = handle.read().split()
+        return int(fields[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _kernel_children(pid: int) -> list[int] | None:
     """`pid`'s children from /proc/PID/task/*/children, or None where the kernel lacks that
     file (built without CONFIG_PROC_CHILDREN)."""

@@ -105,10 +105,16 @@ class GuardedPool(Harness):
     def __init__(self, **settings: object) -> None:
         super().__init__(**settings)
         self.memory: dict[int, int] = {}
+        self.resident: dict[int, int] = {}  # RSS by pid; a worker missing here is read exactly
+        self.exact_reads: list[int] = []
         self.resized: list[int] = []
         self.in_progress = 0  # what every worker's slot says, each step
         self.guardian = Guardian(self.cfg, lambda: self.pool, lambda: [], self._resize, logging.getLogger("test"),
-                                 read_memory=lambda pid, measure: self.memory.get(pid))
+                                 read_memory=self._read_memory, read_resident=self.resident.get)
+
+    def _read_memory(self, pid: int, measure: str) -> int | None:
+        self.exact_reads.append(pid)
+        return self.memory.get(pid)
 
     def _resize(self, count: int) -> None:
         self.resized.append(count)
@@ -143,6 +149,23 @@ def test_a_worker_over_the_memory_limit_is_replaced_before_it_drains_and_counted
     h.run(0.2)  # the successor is READY: now the big one drains
     assert (first, signal.SIGTERM) in h.signals and (second, signal.SIGTERM) not in h.signals
     assert h.pool.restarts["memory"] == 1
+
+
+def test_a_worker_whose_rss_is_under_the_limit_is_not_read_exactly() -> None:
+    """RSS bounds USS and PSS from above: under the limit by the cheap counter (statm) means
+    under by any measure, and smaps_rollup is read only for a worker whose RSS is over it."""
+    h = GuardedPool(workers=2, max_worker_memory=to_size("100MB"))
+    h.turn()
+    h.ready_all()
+    small, big = sorted(h.pool.workers)
+    h.resident.update({small: 60 * MiB, big: 180 * MiB})  # big's RSS counts pages shared with the master
+    h.memory = {small: 60 * MiB, big: 40 * MiB}  # ... its USS is small
+    h.run(3.05)
+    assert set(h.exact_reads) == {big} and len(h.exact_reads) == 3
+    assert not any(w.wants_retirement for w in h.pool.workers.values())  # judged by USS, not RSS
+    h.memory[big] = 150 * MiB
+    h.run(3.0)
+    assert h.pool.workers[big].wants_retirement and h.pool.restarts["memory"] == 0  # counted once drained
 
 
 def test_autoscaling_moves_the_target_and_ttin_moves_the_floor() -> None:
@@ -181,6 +204,8 @@ def test_memory_measures_agree_with_psutil_and_a_tree_counts_the_grandchild() ->
         assert abs(procfs.memory(child.pid, "uss") - info.uss) < 4 * MiB
         assert abs(procfs.memory(child.pid, "pss") - info.pss) < 4 * MiB
         assert abs(procfs.memory(child.pid, "rss") - info.rss) < 4 * MiB
+        assert abs(procfs.resident(child.pid) - info.rss) < 4 * MiB  # statm's counter: the same RSS
+        assert procfs.resident(child.pid) >= procfs.memory(child.pid, "pss") >= procfs.memory(child.pid, "uss")
         assert procfs.tree(shell.pid) == [shell.pid, child.pid]
         own = procfs.memory(shell.pid, "uss")
         assert procfs.tree_memory(shell.pid, "uss") >= own + 64 * MiB > 64 * MiB

@@ -1,7 +1,9 @@
 """The guards at work: sample what the decisions in `guards.py` need, and carry out theirs.
 
-Once per housekeeping pass, never blocking and with no thread: each worker's memory from
-/proc/PID/smaps_rollup every `worker_memory_interval` (a read of a small kernel-made file), and
+Once per housekeeping pass, never blocking and with no thread: each worker's memory every
+`worker_memory_interval`, from /proc/PID/statm (RSS, a kernel counter) and, only for a worker
+whose RSS is over the limit, from /proc/PID/smaps_rollup (the measure asked for, which walks
+the worker's page tables: RSS bounds USS and PSS from above, so the walk is needed only then); and
 each worker's busy ratio from its scoreboard slot with the listeners' accept queues from
 TCP_INFO (one getsockopt each) every SAMPLE_EVERY. A worker over `max_worker_memory` is replaced
 through the pool's replace-before-drain path (`replace_worker`, as `--max-requests` and the
@@ -88,6 +90,7 @@ class Guardian:
         read_memory: MemoryReader = procfs.memory,
         programs: ProgramsGetter = lambda: None,
         read_tree_memory: MemoryReader = procfs.tree_memory,
+        read_resident: Callable[[int], int | None] = procfs.resident,
     ) -> None:
         self._pool = pool
         self.listeners = listeners
@@ -96,6 +99,7 @@ class Guardian:
         self.read_memory = read_memory
         self.programs = programs
         self.read_tree_memory = read_tree_memory
+        self.read_resident = read_resident
         self._program_guards: dict[str, MemoryGuard] = {}  # per process name: limits differ
         self.memory: MemoryGuard | None = None
         self.scaler: Autoscaler | None = None
@@ -172,6 +176,12 @@ class Guardian:
         for worker in list(self.pool.workers.values()):
             # One already on its way out is not measured: its replacement is coming.
             if not worker.ready or worker.stop_sent or worker.wants_retirement:
+                continue
+            # RSS bounds USS and PSS from above: a worker under the limit by it is under by any
+            # measure, and its cheap counter spares reading smaps_rollup (see procfs.resident).
+            resident = self.read_resident(worker.pid)
+            if resident is not None and resident <= self.memory.limit:
+                samples[worker.pid] = resident
                 continue
             size = self.read_memory(worker.pid, self.measure)
             if size is not None:
