@@ -252,7 +252,7 @@ def _in_flight(timeout: float = 30.0, one: bool = False, threads: bool = True) -
     req = Request()
     req.method, req.uri = "GET", "/stuck"
     resp = Response(conn, req, True, None)
-    deadlines = OneDeadline(timeout) if one else Deadlines(timeout, threads=threads)
+    deadlines = OneDeadline(timeout) if one else Deadlines(timeout, connections=lambda: [conn], threads=threads)
     deadlines.begin(resp)
     return deadlines, resp, client
 
@@ -360,18 +360,32 @@ def test_a_request_that_ends_before_its_watcher_acts_is_left_alone(kind: dict[st
 def test_a_new_request_is_not_timed_from_an_earlier_one_at_the_same_address() -> None:
     """Ids of objects are reused: a request that begins where an ended one lived (same id) is
     timed from its own first sight, not the earlier one's."""
+    from arbiter.web.http.response import Response
+
     deadlines, resp, client = _in_flight()
     try:
         now = time.monotonic()
         assert deadlines.overdue(now) == []
         deadlines.end(resp)
-        from arbiter.web.http.response import Response
-
         newer = Response(resp.conn, resp.req, True, None)
-        deadlines._in_flight[id(resp)] = (newer, 0)  # as if `newer` had resp's address
+        deadlines.begin(newer)
+        deadlines._seen[id(newer)] = (resp, now)  # as if `resp` had been seen at newer's address
         assert deadlines.overdue(now + 20) == []  # first sight of `newer`
         assert deadlines.overdue(now + 49) == []
         assert [e.resp for e in deadlines.overdue(now + 50)] == [newer]
+    finally:
+        resp.conn.close()
+        client.close()
+
+
+def test_requests_in_flight_are_marked_on_their_connection_only_while_they_run() -> None:
+    deadlines, resp, client = _in_flight()
+    try:
+        assert resp.conn.answering is resp and resp.conn.runner is not None
+        assert deadlines.end(resp) is None
+        assert resp.conn.answering is None
+        now = time.monotonic()
+        assert deadlines.overdue(now) == [] and deadlines.overdue(now + 60) == []
     finally:
         resp.conn.close()
         client.close()

@@ -65,6 +65,7 @@ class Connection:
     __slots__ = (
         "sock", "fd", "listener", "remote_addr", "remote_port", "trusted", "parser", "tls",
         "handshaking", "deadline", "waiting", "busy", "io_timeout", "tick", "closed", "proxy",
+        "answering", "runner",
     )
 
     def __init__(
@@ -94,6 +95,10 @@ class Connection:
         self.tick: Callable[[], None] | None = None
         self.closed = False
         self.proxy: Any = None  # a PROXY header still to read (arbiter.web.http.proxy), or None
+        # Under --request-timeout: the response in progress, and what runs it (its thread's
+        # ident, or its greenlet), for the watcher (arbiter.web.http.deadlines).
+        self.answering: Any = None
+        self.runner: Any = None
 
     def __repr__(self) -> str:
         return f"<Connection fd={self.fd} peer={self.remote_addr}:{self.remote_port}>"

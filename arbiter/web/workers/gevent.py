@@ -109,7 +109,7 @@ class GeventWorker(Worker):
         if cfg.request_timeout > 0:
             # Greenlets cannot run while the watcher does: no fence needed (see `deadlines`).
             self.deadlines = self.handler.deadlines = Deadlines(
-                float(cfg.request_timeout), current=gevent.getcurrent, threads=False)
+                float(cfg.request_timeout), connections=lambda: self.conns, current=gevent.getcurrent, threads=False)
         self.trust = self.handler.trust
         self.conns: set[Connection] = set()
         self.stop_deadline: float | None = None

@@ -85,7 +85,8 @@ class SyncWorker(Worker):
         self.deadlines: Deadlines | None = None
         if cfg.request_timeout > 0:
             if self.multithread:
-                self.deadlines = self.handler.deadlines = Deadlines(float(cfg.request_timeout))
+                self.deadlines = self.handler.deadlines = Deadlines(
+                    float(cfg.request_timeout), connections=lambda: self.conns.values())
             else:
                 self.deadlines = self.handler.deadlines = OneDeadline(float(cfg.request_timeout))
                 self.start_watchdog()
