@@ -266,12 +266,13 @@ def _overdue(deadlines: Any, timeout: float = 30.0) -> list[Any]:
         started = deadlines._started
         assert deadlines.until_due(started) == timeout  # the watcher sleeps until then
         assert deadlines.overdue(started + timeout - 0.01) == []
-        assert deadlines.until_due(started + timeout) == 0
-        return deadlines.overdue(started + timeout)  # type: ignore[no-any-return]
+        assert deadlines.until_due(started + timeout + 0.01) == 0
+        # + 0.01: (t + timeout) - t can come out a hair under `timeout` in floating point.
+        return deadlines.overdue(started + timeout + 0.01)  # type: ignore[no-any-return]
     now = time.monotonic()
     assert deadlines.overdue(now) == []  # first sight
     assert deadlines.overdue(now + timeout - 0.01) == []  # never early
-    return deadlines.overdue(now + timeout)  # type: ignore[no-any-return]
+    return deadlines.overdue(now + timeout + 0.01)  # type: ignore[no-any-return]
 
 
 def test_the_sync_watcher_sleeps_until_the_request_in_flight_is_due() -> None:
@@ -372,7 +373,7 @@ def test_a_new_request_is_not_timed_from_an_earlier_one_at_the_same_address() ->
         deadlines._seen[id(newer)] = (resp, now)  # as if `resp` had been seen at newer's address
         assert deadlines.overdue(now + 20) == []  # first sight of `newer`
         assert deadlines.overdue(now + 49) == []
-        assert [e.resp for e in deadlines.overdue(now + 50)] == [newer]
+        assert [e.resp for e in deadlines.overdue(now + 50.5)] == [newer]
     finally:
         resp.conn.close()
         client.close()
