@@ -178,6 +178,19 @@ def test_gthread_workers_refork(arbiter) -> None:
     assert all(master.get("/")[0] == 200 for _ in range(10))
 
 
+def test_sync_workers_with_request_deadlines_refork(arbiter) -> None:
+    """--request-timeout's watchdog thread in a sync worker stops as the worker is promoted (a
+    mold must hold one thread), and every worker forked by the mold watches its own."""
+    master = arbiter([APP, "-w", "2", "-k", "sync", "--request-timeout", "30", "--refork-after", "15"])
+    master.wait_ready(2)
+    serve_everyone(master, 2)
+    mold, pids = wait_reforked(master, 2)
+    assert psutil.Process(mold).num_threads() == 1
+    assert all(psutil.Process(pid).num_threads() == 2 for pid in pids)  # main + its watchdog
+    assert "cannot become the mold" not in master.log()
+    assert all(master.get("/")[0] == 200 for _ in range(10))
+
+
 def test_an_app_thread_that_cannot_stop_turns_reforking_off(arbiter, tmp_path: Path) -> None:
     sock = tmp_path / "control-0.sock"
     master = arbiter([APP, "-w", "1"])

@@ -83,6 +83,7 @@ class SyncWorker(Worker):
         self.ssl_context = self.tls_context()
         self.handler = WSGIHandler(self, multithread=self.multithread)
         self.deadlines: Deadlines | None = None
+        self.watch_stop = threading.Event()
         if cfg.request_timeout > 0:
             if self.multithread:
                 self.deadlines = self.handler.deadlines = Deadlines(
@@ -120,6 +121,8 @@ class SyncWorker(Worker):
             if not conn.busy:
                 self.close_conn(conn)
         self.selector.close()
+        # A worker promoted to the mold must leave no thread behind (arbiter.web.mold).
+        self.watch_stop.set()
 
     # -- request deadlines (sync) ----------------------------------------------------------
 
@@ -139,10 +142,10 @@ class SyncWorker(Worker):
     def _watch(self) -> None:
         deadlines = self.deadlines
         assert isinstance(deadlines, OneDeadline)
-        while True:
-            # Asleep until the request in flight is due (see OneDeadline: each wake-up costs the
-            # main thread a GIL handoff), plus a little so it is surely past its deadline.
-            time.sleep(deadlines.until_due(time.monotonic()) + 0.001)
+        # Asleep until the request in flight is due (see OneDeadline: each wake-up costs the main
+        # thread a GIL handoff), plus a little so it is surely past its deadline; or until the
+        # worker stops serving (teardown), as one promoted to the mold must.
+        while not self.watch_stop.wait(deadlines.until_due(time.monotonic()) + 0.001):
             overdue = deadlines.overdue(time.monotonic())
             if overdue:
                 self.expire_and_exit(overdue[0])
