@@ -134,7 +134,8 @@ class SyncWorker(Worker):
         drivers) would delay it indefinitely; a thread reads the main thread's stack from outside
         (`sys._current_frames`) whatever it is doing, and costs no system call per request (a
         timer would need two `setitimer` calls). Nor does it take SIGALRM from apps that use it.
-        The thread is this worker's only one and dies with the process.
+        The thread is this worker's only one; it ends with the process, or when the worker stops
+        serving (teardown), as one promoted to the mold must.
         """
         thread = threading.Thread(target=self._watch, name="arbiter-deadline", daemon=True)
         thread.start()
