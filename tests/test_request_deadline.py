@@ -54,6 +54,21 @@ def assert_counted(master: Any, count: float) -> None:
                what=f"arbiter_request_timeouts_total == {count}")
 
 
+def assert_stuck_request_answered_504_beside_others(master: Any, pid: int) -> None:
+    """/stuck gets its 504 within 4 s, while requests on the same worker are served as it
+    waits, as it is stopped, and after, all by worker `pid` (a worker that serves on)."""
+    with ThreadPoolExecutor(4) as pool:
+        stuck = pool.submit(timed_get, master.port, "/stuck")
+        during = [pool.submit(timed_get, master.port, "/sleep?s=0.5") for _ in range(3)]
+        for future in during:
+            status, body, _ = future.result()
+            assert status == 200 and pid_of(body) == pid
+        status, body, took = stuck.result()
+        assert status == 504 and b"Gateway Timeout" in body and took < 4.0, (status, took)
+        after = [pool.submit(timed_get, master.port, "/") for _ in range(3)]
+        assert all(f.result()[0] == 200 and pid_of(f.result()[1]) == pid for f in after)
+
+
 def pid_of(body: bytes) -> int:
     match = re.match(rb"pid=(\d+)", body)
     assert match, body
@@ -148,17 +163,7 @@ def test_requests_within_the_deadline_are_untouched(arbiter) -> None:
 def test_uvicorn_cancels_the_task_answers_504_and_keeps_serving(arbiter) -> None:
     master = arbiter(["deadline_app:asgi", "-k", "uvicorn", "-w", "1", "--request-timeout", "2"])
     [pid] = master.wait_ready(1)
-    with ThreadPoolExecutor(4) as pool:
-        stuck = pool.submit(timed_get, master.port, "/stuck")
-        # Requests on the same worker while the stuck one waits, and as it is stopped.
-        during = [pool.submit(timed_get, master.port, "/sleep?s=0.5") for _ in range(3)]
-        for future in during:
-            status, body, _ = future.result()
-            assert status == 200 and pid_of(body) == pid
-        status, body, took = stuck.result()
-        assert status == 504 and b"Gateway Timeout" in body and took < 4.0, (status, took)
-        after = [pool.submit(timed_get, master.port, "/") for _ in range(3)]
-        assert all(f.result()[0] == 200 and pid_of(f.result()[1]) == pid for f in after)
+    assert_stuck_request_answered_504_beside_others(master, pid)
     master.wait_log(STUCK_LINE.format(pid=pid) + r"; answered 504; the worker goes on serving")
     text = master.log()
     assert re.search(r"in awaiting_slow_query\n\s+await asyncio\.sleep\(seconds\)", text), text
@@ -398,16 +403,7 @@ def test_requests_in_flight_are_marked_on_their_connection_only_while_they_run()
 def test_gevent_kills_the_greenlet_answers_504_and_keeps_serving(arbiter) -> None:
     master = arbiter(["deadline_app:app", "-k", "gevent", "-w", "1", "--request-timeout", "2"])
     [pid] = master.wait_ready(1)
-    with ThreadPoolExecutor(4) as pool:
-        stuck = pool.submit(timed_get, master.port, "/stuck")
-        during = [pool.submit(timed_get, master.port, "/sleep?s=0.5") for _ in range(3)]
-        for future in during:
-            status, body, _ = future.result()
-            assert status == 200 and pid_of(body) == pid
-        status, body, took = stuck.result()
-        assert status == 504 and b"Gateway Timeout" in body and took < 4.0, (status, took)
-        after = [pool.submit(timed_get, master.port, "/") for _ in range(3)]
-        assert all(f.result()[0] == 200 and pid_of(f.result()[1]) == pid for f in after)
+    assert_stuck_request_answered_504_beside_others(master, pid)
     master.wait_log(STUCK_LINE.format(pid=pid) + r"; answered 504; the worker goes on serving")
     text = master.log()
     assert re.search(r"\(this request\):\n(.*\n)*?.*in stuck_in_slow_query\n\s+time\.sleep\(seconds\)", text), text

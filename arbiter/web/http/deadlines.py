@@ -124,8 +124,15 @@ class Deadlines:
                 late.append(InFlight(resp, runner, now - first[1]))
         return late
 
-    def describe(self, entry: InFlight, pid: int, outcome: str) -> str:
-        return describe(pid, entry.request_line, entry.peer, f"at least {entry.ran:.1f} s", self.timeout, outcome)
+    def stop(self, entry: InFlight, pid: int, then: str, stack: str) -> str | None:
+        """Expire `entry` (see `expire`) and return the error log's record for it: the request,
+        what its client got, `then` (what becomes of the worker) and `stack` (taken before the
+        expiry, where the request was stuck). None if it had ended after all."""
+        outcome = self.expire(entry)
+        if outcome is None:
+            return None
+        line = describe(pid, entry.request_line, entry.peer, f"at least {entry.ran:.1f} s", self.timeout, outcome)
+        return f"{line}; {then}\n{stack}"
 
     def expire(self, entry: InFlight) -> str | None:
         """Take the response from the app (see the module's doc); returns what the client got,

@@ -284,12 +284,11 @@ class GeventWorker(Worker):
             greenlet = entry.runner
             frame = getattr(greenlet, "gr_frame", None)
             stack = "".join(traceback.format_stack(frame)).rstrip() if frame is not None else "  (no frame)"
-            outcome = self.deadlines.expire(entry)
-            if outcome is None:
+            record = self.deadlines.stop(entry, self.pid, "the worker goes on serving",
+                                         f"Greenlet {id(greenlet):#x} (this request):\n{stack}")
+            if record is None:
                 continue  # it ended after all (greenlets switch only where they wait: not here)
-            self.report_request_timeout(
-                f"{self.deadlines.describe(entry, self.pid, outcome)}; the worker goes on serving\n"
-                f"Greenlet {id(greenlet):#x} (this request):\n{stack}")
+            self.report_request_timeout(record)
             gevent.kill(greenlet)
 
     # -- graceful stop ---------------------------------------------------------------------

@@ -139,13 +139,12 @@ class ThreadWorker(SyncWorker):
         it), and the worker asks for a successor; it drains once that one is ready, finishing
         its other requests, and its exit ends the stuck thread."""
         assert self.deadlines is not None
-        text = stacks(entry.runner)
-        outcome = self.deadlines.expire(entry)
-        if outcome is None:
+        record = self.deadlines.stop(
+            entry, self.pid, "the worker will be replaced once its other requests finish (a thread cannot be stopped)",
+            stacks(entry.runner))
+        if record is None:
             return  # it ended just now after all
-        self.report_request_timeout(
-            f"{self.deadlines.describe(entry, self.pid, outcome)}; the worker will be replaced "
-            f"once its other requests finish (a thread cannot be stopped)\n{text}")
+        self.report_request_timeout(record)
         conn = entry.resp.conn
         if self.conns.pop(conn.fd, None) is not None:
             self.in_flight -= 1

@@ -157,13 +157,10 @@ class SyncWorker(Worker):
         unwinding: an exception thrown into the app could be caught there, or a `finally` block
         could block again; `os._exit` cannot be stopped."""
         assert self.deadlines is not None
-        text = stacks(entry.runner)
-        outcome = self.deadlines.expire(entry)
-        if outcome is None:
+        record = self.deadlines.stop(entry, self.pid, "the worker exits and is replaced", stacks(entry.runner))
+        if record is None:
             return  # it ended just now after all
-        self.report_request_timeout(
-            f"{self.deadlines.describe(entry, self.pid, outcome)}; "
-            f"the worker exits and is replaced\n{text}")
+        self.report_request_timeout(record)
         for handler in logging.getLogger("arbiter.error").handlers:
             handler.flush()
         sys.stderr.flush()
